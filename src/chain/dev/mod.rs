@@ -1,0 +1,782 @@
+//! The embedded dev chain: the task-market pallet's state machine
+//! ([`pallet::Market`]) run in process, with blocks, a transaction pool,
+//! per-account nonces, finalized-block streams and storage history.
+//!
+//! It implements the same [`ChainPort`] as the real-chain backend, and its
+//! [`DevSubmitter`] is the same kind of `tower::Service<MarketCall>`, so the
+//! executor runs unchanged on either. Blocks are final as soon as they are
+//! built.
+//!
+//! ```
+//! use nsn_lane1::chain::dev::{DevChain, DevConfig};
+//! use nsn_lane1::chain::{ChainPort, MarketCall, MarketEvent};
+//! use nsn_lane1::task::{AccountId, Lane, Priority, UNIT};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let chain = DevChain::new(DevConfig::default()).unwrap();
+//! let alice = chain.submitter(AccountId::ALICE);
+//! let inclusion = alice
+//!     .oneshot(MarketCall::CreateTaskIntent {
+//!         lane: Lane::Lane1,
+//!         priority: Priority::Normal,
+//!         model_requirements: b"sha256".to_vec(),
+//!         input_cid: b"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy".to_vec(),
+//!         compute_budget: 1_000,
+//!         deadline_blocks: 50,
+//!         escrow_amount: UNIT,
+//!     })
+//!     .await
+//!     .unwrap();
+//! assert!(matches!(inclusion.events[0], MarketEvent::TaskCreated { .. }));
+//! let head = chain.finalized_head().await.unwrap();
+//! assert_eq!(head.number, inclusion.block.number);
+//! # }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use parity_scale_codec::Encode;
+use tokio::sync::{oneshot, watch};
+
+use crate::chain::{
+    BlockHash, BlockRef, BlockStream, ChainError, ChainPort, DispatchError, EventRecord,
+    FinalizedBlock, Inclusion, InvalidTransaction, MarketCall, MarketEvent, Phase, SubmitError,
+    TaskIntent,
+};
+use crate::task::{AccountId, Balance, BlockNumber, Lane, TaskId, UNIT};
+
+pub mod pallet;
+
+pub use pallet::{
+    AccountData, Attestation, ExecutorInfo, GenesisError, Market, MarketParams, Origin,
+    RendererInfo,
+};
+
+use pallet::{BlockCtx, blake2_256};
+
+/// How the dev chain builds blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockMode {
+    /// One block per transaction, built as it is submitted (for tests).
+    Instant,
+    /// Blocks are built only by [`DevChain::produce_block`] (for tests of
+    /// hooks and pipelining).
+    Manual,
+    /// A block every interval, holding every ready transaction (for demos).
+    /// Needs a running tokio runtime.
+    Interval(Duration),
+}
+
+/// The dev chain's genesis: balances, executors, validators, renderers.
+#[derive(Clone, Debug)]
+pub struct DevGenesis {
+    /// The pallet's constants.
+    pub params: MarketParams,
+    /// Where the treasury share and slashes go.
+    pub treasury: AccountId,
+    /// Accounts and their free balances.
+    pub endowed: Vec<(AccountId, Balance)>,
+    /// Executors: account, stake (reserved from its balance), lanes served.
+    pub executors: Vec<(AccountId, Balance, Vec<Lane>)>,
+    /// Validators.
+    pub validators: Vec<AccountId>,
+    /// Renderers (models) registered at genesis.
+    pub renderers: Vec<(String, RendererInfo)>,
+}
+
+/// The treasury account on Substrate chains (`modlpy/trsry` padded with zeros).
+pub const TREASURY: AccountId = {
+    let mut id = [0u8; 32];
+    let tag = *b"modlpy/trsry";
+    let mut i = 0;
+    while i < tag.len() {
+        id[i] = tag[i];
+        i += 1;
+    }
+    AccountId(id)
+};
+
+/// The Lane 1 models registered by [`DevGenesis::development`]: those of the
+/// reference sidecar.
+pub const DEV_LANE1_MODELS: &[&str] = &["noop", "sha256", "uppercase", "sleep", "fail", "mandelbrot"];
+
+/// The Lane 0 model registered by [`DevGenesis::development`].
+pub const DEV_LANE0_MODEL: &str = "video-render";
+
+impl DevGenesis {
+    /// The development preset: Alice requests (and is sudo), Bob executes
+    /// both lanes with 100 UNIT of stake, Dave and Eve validate; every dev
+    /// account holds 1,000,000 UNIT; the reference sidecar's models are
+    /// registered.
+    pub fn development() -> Self {
+        let accounts = [
+            AccountId::ALICE,
+            AccountId::BOB,
+            AccountId::CHARLIE,
+            AccountId::DAVE,
+            AccountId::EVE,
+            AccountId::FERDIE,
+        ];
+        let mut renderers: Vec<(String, RendererInfo)> = DEV_LANE1_MODELS
+            .iter()
+            .map(|m| {
+                (
+                    (*m).to_owned(),
+                    RendererInfo {
+                        lane: Lane::Lane1,
+                        deterministic: true,
+                        max_latency_ms: 60_000,
+                        vram_required_mb: 0,
+                    },
+                )
+            })
+            .collect();
+        renderers.push((
+            DEV_LANE0_MODEL.to_owned(),
+            RendererInfo {
+                lane: Lane::Lane0,
+                deterministic: true,
+                max_latency_ms: 10_000,
+                vram_required_mb: 8_000,
+            },
+        ));
+        DevGenesis {
+            params: MarketParams::default(),
+            treasury: TREASURY,
+            endowed: accounts.iter().map(|a| (*a, 1_000_000 * UNIT)).collect(),
+            executors: vec![(AccountId::BOB, 100 * UNIT, vec![Lane::Lane0, Lane::Lane1])],
+            validators: vec![AccountId::DAVE, AccountId::EVE],
+            renderers,
+        }
+    }
+
+    fn build(&self) -> Result<Market, GenesisError> {
+        let mut m = Market::new(self.params.clone(), self.treasury)?;
+        for (who, amount) in &self.endowed {
+            m.endow(*who, *amount)?;
+        }
+        for (who, stake, lanes) in &self.executors {
+            m.add_executor(*who, *stake, lanes.clone())?;
+        }
+        for v in &self.validators {
+            m.add_validator(*v);
+        }
+        for (id, info) in &self.renderers {
+            m.add_renderer(id.as_bytes(), info.clone())?;
+        }
+        Ok(m)
+    }
+}
+
+/// The dev chain's configuration.
+#[derive(Clone, Debug)]
+pub struct DevConfig {
+    /// Genesis state.
+    pub genesis: DevGenesis,
+    /// How blocks are built.
+    pub block_mode: BlockMode,
+    /// When set, the genesis validators attest every submitted result with
+    /// this score (as many as the quorum needs), in the blocks after it.
+    pub auto_attest: Option<u8>,
+    /// Most transactions waiting in the pool.
+    pub max_pool: usize,
+}
+
+impl Default for DevConfig {
+    /// The development genesis, instant blocks, validators attesting 90.
+    fn default() -> Self {
+        DevConfig {
+            genesis: DevGenesis::development(),
+            block_mode: BlockMode::Instant,
+            auto_attest: Some(90),
+            max_pool: 8192,
+        }
+    }
+}
+
+/// Why the dev chain could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevChainError {
+    /// The genesis configuration was refused.
+    #[error(transparent)]
+    Genesis(#[from] GenesisError),
+    /// Interval mode needs a tokio runtime to build blocks on.
+    #[error("interval block mode needs a running tokio runtime")]
+    NoRuntime,
+    /// The score is over 100.
+    #[error("auto-attest score {0} is over 100")]
+    InvalidScore(u8),
+}
+
+/// A transaction waiting in the pool.
+struct PoolTx {
+    origin: Origin,
+    call: MarketCall,
+    nonce: u64,
+    reply: Option<oneshot::Sender<Result<Inclusion, SubmitError>>>,
+}
+
+/// Versions of one value, by the block that wrote them.
+#[derive(Debug)]
+struct History<T> {
+    versions: Vec<(BlockNumber, T)>,
+}
+
+impl<T> History<T> {
+    fn new() -> Self {
+        History {
+            versions: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, block: BlockNumber, value: T) {
+        self.versions.push((block, value));
+    }
+
+    fn at(&self, block: BlockNumber) -> Option<&T> {
+        let idx = self.versions.partition_point(|(b, _)| *b <= block);
+        idx.checked_sub(1).map(|i| &self.versions[i].1)
+    }
+}
+
+struct State {
+    market: Market,
+    blocks: Vec<FinalizedBlock>,
+    by_hash: HashMap<BlockHash, BlockNumber>,
+    tasks: HashMap<TaskId, History<Option<TaskIntent>>>,
+    assigned: History<Vec<TaskId>>,
+    nonces: HashMap<AccountId, u64>,
+    pool: VecDeque<PoolTx>,
+    mode: BlockMode,
+    auto_attest: Option<u8>,
+    max_pool: usize,
+    closed: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    head: watch::Sender<BlockNumber>,
+}
+
+/// A handle to the embedded dev chain. Clones share one chain.
+#[derive(Clone)]
+pub struct DevChain {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for DevChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevChain")
+            .field("head", &*self.shared.head.borrow())
+            .finish()
+    }
+}
+
+impl DevChain {
+    /// Builds genesis and starts the chain. In [`BlockMode::Interval`] this
+    /// spawns the block builder on the current tokio runtime; it stops when
+    /// the last handle is dropped or [`shutdown`](Self::shutdown) is called.
+    pub fn new(config: DevConfig) -> Result<Self, DevChainError> {
+        if let Some(score) = config.auto_attest {
+            if score > 100 {
+                return Err(DevChainError::InvalidScore(score));
+            }
+        }
+        let market = config.genesis.build()?;
+        let genesis_hash = BlockHash(blake2_256(b"nsn-lane1/dev-chain/genesis"));
+        let genesis = FinalizedBlock {
+            number: 0,
+            hash: genesis_hash,
+            parent_hash: BlockHash::default(),
+            events: Vec::new(),
+        };
+        let mut assigned = History::new();
+        assigned.record(0, Vec::new());
+        let state = State {
+            market,
+            blocks: vec![genesis],
+            by_hash: HashMap::from([(genesis_hash, 0)]),
+            tasks: HashMap::new(),
+            assigned,
+            nonces: HashMap::new(),
+            pool: VecDeque::new(),
+            mode: config.block_mode,
+            auto_attest: config.auto_attest,
+            max_pool: config.max_pool,
+            closed: false,
+        };
+        let (head, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            head,
+        });
+        if let BlockMode::Interval(period) = config.block_mode {
+            let handle =
+                tokio::runtime::Handle::try_current().map_err(|_| DevChainError::NoRuntime)?;
+            handle.spawn(build_blocks_every(Arc::downgrade(&shared), period));
+        }
+        Ok(DevChain { shared })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.shared)
+    }
+
+    /// A submitter that signs as `account`.
+    pub fn submitter(&self, account: AccountId) -> DevSubmitter {
+        DevSubmitter {
+            shared: self.shared.clone(),
+            origin: Origin::Signed(account),
+        }
+    }
+
+    /// A submitter with root origin (as `sudo` on a real chain).
+    pub fn sudo(&self) -> DevSubmitter {
+        DevSubmitter {
+            shared: self.shared.clone(),
+            origin: Origin::Root,
+        }
+    }
+
+    /// Builds one block from the ready transactions in the pool (all of them,
+    /// or one in instant mode) and returns it.
+    pub fn produce_block(&self) -> FinalizedBlock {
+        let mut st = self.lock();
+        produce_block(&self.shared, &mut st)
+    }
+
+    /// Builds `n` blocks; returns the last.
+    pub fn produce_blocks(&self, n: u32) -> Option<FinalizedBlock> {
+        (0..n).map(|_| self.produce_block()).last()
+    }
+
+    /// Reads the pallet's current state.
+    pub fn with_market<R>(&self, f: impl FnOnce(&Market) -> R) -> R {
+        f(&self.lock().market)
+    }
+
+    /// The current (best = finalized) block number.
+    pub fn head_number(&self) -> BlockNumber {
+        *self.shared.head.borrow()
+    }
+
+    /// Transactions waiting in the pool.
+    pub fn pool_len(&self) -> usize {
+        self.lock().pool.len()
+    }
+
+    /// Stops the chain: pending transactions fail with
+    /// [`SubmitError::Closed`], streams end, new submissions are refused.
+    pub fn shutdown(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        for tx in st.pool.drain(..) {
+            if let Some(reply) = tx.reply {
+                let _ = reply.send(Err(SubmitError::Closed));
+            }
+        }
+        drop(st);
+        // Wake every stream so it sees `closed`.
+        self.shared.head.send_modify(|_| {});
+    }
+
+    fn number_of(&self, st: &State, at: BlockHash) -> Result<BlockNumber, ChainError> {
+        st.by_hash
+            .get(&at)
+            .copied()
+            .ok_or(ChainError::UnknownBlock(at))
+    }
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    // A panic while the lock was held cannot leave the state half-written
+    // (calls validate before they mutate), so a poisoned lock is still usable.
+    shared
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn build_blocks_every(shared: Weak<Shared>, period: Duration) {
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let mut st = lock(&shared);
+        if st.closed {
+            return;
+        }
+        produce_block(&shared, &mut st);
+    }
+}
+
+impl State {
+    /// The account's next nonce, counting its transactions in the pool.
+    fn next_index(&self, who: &AccountId) -> u64 {
+        let base = self.nonces.get(who).copied().unwrap_or(0);
+        let pooled = self
+            .pool
+            .iter()
+            .filter(|tx| tx.origin == Origin::Signed(*who))
+            .count() as u64;
+        base + pooled
+    }
+
+    fn push(
+        &mut self,
+        origin: Origin,
+        call: MarketCall,
+        nonce: Option<u64>,
+        reply: Option<oneshot::Sender<Result<Inclusion, SubmitError>>>,
+    ) -> Result<(), SubmitError> {
+        let name = call.name();
+        let invalid = |reason| SubmitError::Invalid { call: name, reason };
+        if self.closed {
+            return Err(SubmitError::Closed);
+        }
+        Market::check_call_bounds(&call).map_err(|e| invalid(InvalidTransaction::BadCall(e)))?;
+        if self.pool.len() >= self.max_pool {
+            return Err(invalid(InvalidTransaction::PoolFull));
+        }
+        let nonce = match origin {
+            Origin::Root => 0,
+            Origin::Signed(who) => {
+                let expected = self.nonces.get(&who).copied().unwrap_or(0);
+                let nonce = nonce.unwrap_or_else(|| self.next_index(&who));
+                if nonce < expected {
+                    return Err(invalid(InvalidTransaction::Stale { nonce, expected }));
+                }
+                if self
+                    .pool
+                    .iter()
+                    .any(|tx| tx.origin == origin && tx.nonce == nonce)
+                {
+                    return Err(invalid(InvalidTransaction::PriorityTooLow { nonce }));
+                }
+                nonce
+            }
+        };
+        self.pool.push_back(PoolTx {
+            origin,
+            call,
+            nonce,
+            reply,
+        });
+        Ok(())
+    }
+
+    /// True when the transaction can go into the next block.
+    fn is_ready(&self, tx: &PoolTx) -> bool {
+        match tx.origin {
+            Origin::Root => true,
+            Origin::Signed(who) => self.nonces.get(&who).copied().unwrap_or(0) == tx.nonce,
+        }
+    }
+
+    fn has_ready(&self) -> bool {
+        self.pool.iter().any(|tx| self.is_ready(tx))
+    }
+}
+
+type Reply = (
+    Option<oneshot::Sender<Result<Inclusion, SubmitError>>>,
+    Result<Inclusion, SubmitError>,
+);
+
+fn produce_block(shared: &Shared, st: &mut State) -> FinalizedBlock {
+    let parent = st.blocks.last().map(|b| (b.number, b.hash));
+    let (parent_number, parent_hash) = parent.unwrap_or((0, BlockHash::default()));
+    let number = parent_number + 1;
+    let ctx = BlockCtx {
+        number,
+        parent_hash,
+    };
+    st.market.on_initialize(number);
+
+    let one_per_block = st.mode == BlockMode::Instant;
+    let mut applied: Vec<(PoolTx, Result<(), DispatchError>, u32, Vec<MarketEvent>)> = Vec::new();
+    let mut index = 0u32;
+    'fill: loop {
+        let Some(pos) = st.pool.iter().position(|tx| st.is_ready(tx)) else {
+            break 'fill;
+        };
+        let Some(tx) = st.pool.remove(pos) else {
+            break 'fill;
+        };
+        st.market.set_phase(Phase::ApplyExtrinsic(index));
+        let start = st.market.event_count();
+        let result = st.market.dispatch(tx.origin, tx.call.clone(), ctx);
+        let events = st
+            .market
+            .events_since(start)
+            .map(|r| r.event.clone())
+            .collect();
+        if let Origin::Signed(who) = tx.origin {
+            *st.nonces.entry(who).or_insert(0) += 1;
+        }
+        applied.push((tx, result, index, events));
+        index += 1;
+        if one_per_block {
+            break 'fill;
+        }
+    }
+
+    let events: Vec<EventRecord> = st.market.take_events();
+    let mut preimage = parent_hash.0.to_vec();
+    preimage.extend_from_slice(&number.to_le_bytes());
+    for r in &events {
+        (r.phase, &r.event).encode_to(&mut preimage);
+    }
+    let hash = BlockHash(blake2_256(&preimage));
+    let block_ref = BlockRef { number, hash };
+
+    let (touched, assigned_changed) = st.market.take_touched();
+    for id in touched {
+        let value = st.market.task(id).cloned();
+        st.tasks
+            .entry(id)
+            .or_insert_with(History::new)
+            .record(number, value);
+    }
+    if assigned_changed {
+        let now = st.market.assigned_lane1_tasks().to_vec();
+        st.assigned.record(number, now);
+    }
+
+    let block = FinalizedBlock {
+        number,
+        hash,
+        parent_hash,
+        events,
+    };
+    st.blocks.push(block.clone());
+    st.by_hash.insert(hash, number);
+
+    // Dev validators attest what was submitted in this block.
+    if let Some(score) = st.auto_attest {
+        let quorum = st.market.params().verification_quorum as usize;
+        let validators: Vec<AccountId> = st.market.validators().iter().take(quorum).copied().collect();
+        let submitted: Vec<TaskId> = block
+            .events
+            .iter()
+            .filter_map(|r| match &r.event {
+                MarketEvent::TaskSubmitted { task_id, .. } => Some(*task_id),
+                _ => None,
+            })
+            .collect();
+        for task_id in submitted {
+            for v in &validators {
+                // A refused attestation (pool full) only delays verification
+                // to the deadline hook; nothing else depends on it.
+                let _ = st.push(
+                    Origin::Signed(*v),
+                    MarketCall::SubmitAttestation {
+                        task_id,
+                        score,
+                        attestation_cid: None,
+                    },
+                    None,
+                    None,
+                );
+            }
+        }
+    }
+
+    let replies: Vec<Reply> = applied
+        .into_iter()
+        .map(|(tx, result, index, events)| {
+            let outcome = match result {
+                Ok(()) => Ok(Inclusion {
+                    block: block_ref,
+                    index,
+                    nonce: tx.nonce,
+                    events,
+                }),
+                Err(error) => Err(SubmitError::Dispatch {
+                    call: tx.call.name(),
+                    error,
+                    block: block_ref,
+                }),
+            };
+            (tx.reply, outcome)
+        })
+        .collect();
+    shared.head.send_replace(number);
+    for (reply, outcome) in replies {
+        if let Some(reply) = reply {
+            // The submitter may have been dropped; the block stands regardless.
+            let _ = reply.send(outcome);
+        }
+    }
+    block
+}
+
+impl ChainPort for DevChain {
+    fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+        let shared = self.shared.clone();
+        let rx = shared.head.subscribe();
+        let start = from.unwrap_or_else(|| *shared.head.borrow() + 1);
+        Box::pin(futures::stream::unfold(
+            (shared, rx, start),
+            |(shared, mut rx, next)| async move {
+                loop {
+                    {
+                        let st = lock(&shared);
+                        if let Some(block) = st.blocks.get(next as usize) {
+                            let block = block.clone();
+                            drop(st);
+                            return Some((Ok(block), (shared, rx, next + 1)));
+                        }
+                        if st.closed {
+                            return None;
+                        }
+                    }
+                    if rx.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            },
+        ))
+    }
+
+    async fn finalized_head(&self) -> Result<BlockRef, ChainError> {
+        let st = self.lock();
+        st.blocks
+            .last()
+            .map(FinalizedBlock::block_ref)
+            .ok_or(ChainError::Closed)
+    }
+
+    async fn task(&self, at: BlockHash, id: TaskId) -> Result<Option<TaskIntent>, ChainError> {
+        let st = self.lock();
+        let number = self.number_of(&st, at)?;
+        Ok(st
+            .tasks
+            .get(&id)
+            .and_then(|h| h.at(number))
+            .cloned()
+            .flatten())
+    }
+
+    async fn assigned_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        let st = self.lock();
+        let number = self.number_of(&st, at)?;
+        Ok(st.assigned.at(number).cloned().unwrap_or_default())
+    }
+
+    async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
+        Ok(self.lock().next_index(&account))
+    }
+}
+
+/// Submits calls to the dev chain as one origin: a
+/// `tower::Service<MarketCall>` that answers with the call's [`Inclusion`] or
+/// why it failed. Nonces are assigned by the chain's pool (the account's next
+/// index); [`submit_with_nonce`](Self::submit_with_nonce) sets one by hand.
+#[derive(Clone)]
+pub struct DevSubmitter {
+    shared: Arc<Shared>,
+    origin: Origin,
+}
+
+impl std::fmt::Debug for DevSubmitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevSubmitter")
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+impl DevSubmitter {
+    /// The origin this submitter signs as.
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// The account this submitter signs as (`None` for root).
+    pub fn account(&self) -> Option<AccountId> {
+        match self.origin {
+            Origin::Signed(a) => Some(a),
+            Origin::Root => None,
+        }
+    }
+
+    /// Submits with an explicit nonce.
+    pub fn submit_with_nonce(&self, call: MarketCall, nonce: u64) -> SubmitFuture {
+        self.submit(call, Some(nonce))
+    }
+
+    fn submit(&self, call: MarketCall, nonce: Option<u64>) -> SubmitFuture {
+        let (tx, rx) = oneshot::channel();
+        let mut st = lock(&self.shared);
+        if let Err(e) = st.push(self.origin, call, nonce, Some(tx)) {
+            return SubmitFuture {
+                inner: SubmitState::Failed(Some(e)),
+            };
+        }
+        if st.mode == BlockMode::Instant {
+            while st.has_ready() {
+                produce_block(&self.shared, &mut st);
+            }
+        }
+        SubmitFuture {
+            inner: SubmitState::Waiting(rx),
+        }
+    }
+}
+
+impl tower::Service<MarketCall> for DevSubmitter {
+    type Response = Inclusion;
+    type Error = SubmitError;
+    type Future = SubmitFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if lock(&self.shared).closed {
+            return Poll::Ready(Err(SubmitError::Closed));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: MarketCall) -> Self::Future {
+        self.submit(call, None)
+    }
+}
+
+/// The future of a dev-chain submission: resolves when the transaction's
+/// block is built.
+#[derive(Debug)]
+pub struct SubmitFuture {
+    inner: SubmitState,
+}
+
+#[derive(Debug)]
+enum SubmitState {
+    Waiting(oneshot::Receiver<Result<Inclusion, SubmitError>>),
+    Failed(Option<SubmitError>),
+}
+
+impl Future for SubmitFuture {
+    type Output = Result<Inclusion, SubmitError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.inner {
+            SubmitState::Waiting(rx) => match Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(result)) => Poll::Ready(result),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(SubmitError::Closed)),
+                Poll::Pending => Poll::Pending,
+            },
+            SubmitState::Failed(e) => Poll::Ready(Err(e.take().unwrap_or(SubmitError::Closed))),
+        }
+    }
+}

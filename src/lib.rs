@@ -1,0 +1,44 @@
+//! # nsn-lane1
+//!
+//! The Lane 1 side of a Neural Sovereign Network node: task-market events on a
+//! Substrate chain become model executions on the node's gRPC sidecar, and
+//! their results go back on chain.
+//!
+//! The crate is built as a Tower middleware stack. This first layer of it
+//! provides the vocabulary, the scheduler and the chain port:
+//!
+//! - [`task`]: the market's domain types (ids, lanes, priorities, statuses,
+//!   fail reasons) and the validated newtypes [`task::ModelId`] and
+//!   [`task::Cid`];
+//! - [`scheduler`]: lane-separated priority queues, Lane 0 first, O(log n);
+//! - [`chain`]: the chain port (finalized blocks, storage reads, a submitter
+//!   `tower::Service`) and [`chain::dev`], the embedded dev chain that
+//!   implements the task-market pallet in process.
+//!
+//! ```
+//! use nsn_lane1::scheduler::Scheduler;
+//! use nsn_lane1::task::{Cid, Lane, ModelId, Priority, Task, TaskId, AccountId, UNIT};
+//!
+//! let mut queue: Scheduler<Task> = Scheduler::new(1_000);
+//! queue
+//!     .enqueue(Task {
+//!         id: TaskId(7),
+//!         lane: Lane::Lane1,
+//!         priority: Priority::High,
+//!         model: ModelId::new("sha256").unwrap(),
+//!         input_cid: Cid::parse("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy").unwrap(),
+//!         deadline: 100,
+//!         compute_budget: 1_000,
+//!         escrow: UNIT,
+//!         requester: AccountId::ALICE,
+//!     })
+//!     .unwrap();
+//! assert_eq!(queue.next().unwrap().id, TaskId(7));
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+pub mod chain;
+pub mod scheduler;
+pub mod task;

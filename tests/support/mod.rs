@@ -1,0 +1,95 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use nsn_lane1::chain::dev::{BlockMode, DevChain, DevConfig, DevGenesis, DevSubmitter};
+use nsn_lane1::chain::{Inclusion, MarketCall, MarketError, MarketEvent, SubmitError};
+use nsn_lane1::task::{Balance, Lane, Priority, TaskId, UNIT};
+use tower::ServiceExt;
+
+/// A valid CIDv1 (raw, sha2-256).
+pub const INPUT_CID: &str = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
+/// Another valid CID, for outputs.
+pub const OUTPUT_CID: &str = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
+
+/// An instant-mode chain on the development genesis, without auto-attest.
+pub fn chain() -> DevChain {
+    chain_with(|_| {})
+}
+
+/// An instant-mode chain, its config adjusted by `f`; auto-attest off unless `f` sets it.
+pub fn chain_with(f: impl FnOnce(&mut DevConfig)) -> DevChain {
+    let mut config = DevConfig {
+        genesis: DevGenesis::development(),
+        block_mode: BlockMode::Instant,
+        auto_attest: None,
+        max_pool: 1024,
+    };
+    f(&mut config);
+    DevChain::new(config).expect("valid dev config")
+}
+
+/// A Lane 1 (or Lane 0) task creation for `model`.
+pub fn create(lane: Lane, model: &str) -> MarketCall {
+    create_with(lane, model, 50, UNIT)
+}
+
+/// A task creation with a deadline and escrow.
+pub fn create_with(lane: Lane, model: &str, deadline_blocks: u32, escrow: Balance) -> MarketCall {
+    MarketCall::CreateTaskIntent {
+        lane,
+        priority: Priority::Normal,
+        model_requirements: model.as_bytes().to_vec(),
+        input_cid: INPUT_CID.as_bytes().to_vec(),
+        compute_budget: 1_000,
+        deadline_blocks,
+        escrow_amount: escrow,
+    }
+}
+
+/// Submits and expects inclusion.
+pub async fn ok(sub: &DevSubmitter, call: MarketCall) -> Inclusion {
+    let name = call.name();
+    match sub.clone().oneshot(call).await {
+        Ok(inc) => inc,
+        Err(e) => panic!("{name} failed: {e}"),
+    }
+}
+
+/// Submits and expects a task-market dispatch error.
+pub async fn err(sub: &DevSubmitter, call: MarketCall) -> MarketError {
+    let name = call.name();
+    match sub.clone().oneshot(call).await {
+        Ok(inc) => panic!("{name} succeeded: {inc:?}"),
+        Err(e) => e
+            .market_error()
+            .unwrap_or_else(|| panic!("{name} failed without a market error: {e}")),
+    }
+}
+
+/// Submits and returns the raw error.
+pub async fn submit_err(sub: &DevSubmitter, call: MarketCall) -> SubmitError {
+    match sub.clone().oneshot(call).await {
+        Ok(inc) => panic!("succeeded: {inc:?}"),
+        Err(e) => e,
+    }
+}
+
+/// The task id a `TaskCreated` in the inclusion announced.
+pub fn created_id(inc: &Inclusion) -> TaskId {
+    inc.events
+        .iter()
+        .find_map(|e| match e {
+            MarketEvent::TaskCreated { task_id, .. } => Some(*task_id),
+            _ => None,
+        })
+        .expect("a TaskCreated event")
+}
+
+/// Puts a call into the pool (after the submitter is ready) and returns the
+/// future of its inclusion, without waiting for a block.
+pub async fn send(sub: &DevSubmitter, call: MarketCall) -> nsn_lane1::chain::dev::SubmitFuture {
+    use tower::Service;
+    let mut sub = sub.clone();
+    sub.ready().await.expect("submitter ready");
+    sub.call(call)
+}
