@@ -24,6 +24,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::task::{BlockNumber, Lane, Priority, Task, TaskId};
 
@@ -64,24 +65,49 @@ impl Schedulable for Task {
     }
 }
 
-/// A position in a lane queue. Field order is the sort order: rank 0 is
-/// `High`, then earlier deadline, then lower id.
+/// A position in a lane queue, packed into one integer whose order is the
+/// chain's order: priority rank (0 = `High`) in bits 96.., then the deadline in
+/// bits 64..96, then the task id. One integer compare per step keeps the
+/// ordered set's searches cheap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct QueueKey {
-    rank: u8,
-    deadline: BlockNumber,
-    id: u64,
-}
+struct QueueKey(u128);
 
 impl QueueKey {
     fn of(key: &TaskKey) -> Self {
-        QueueKey {
-            rank: 2 - key.priority.weight(),
-            deadline: key.deadline,
-            id: key.id.0,
-        }
+        let rank = u128::from(2 - key.priority.weight());
+        QueueKey(rank << 96 | u128::from(key.deadline) << 64 | u128::from(key.id.0))
+    }
+
+    fn id(self) -> TaskId {
+        // The low 64 bits are the id.
+        TaskId(self.0 as u64)
     }
 }
+
+/// Hashes task ids by Fibonacci multiplication. Task ids are assigned by the
+/// chain (sequentially), not chosen by a peer, so a keyed hash buys nothing;
+/// the multiplication spreads sequential ids over the table's buckets (low
+/// bits) and its control bytes (high bits).
+#[derive(Clone, Copy, Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IdMap<V> = HashMap<TaskId, V, BuildHasherDefault<IdHasher>>;
 
 /// Where a task known to the scheduler is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,12 +184,18 @@ impl SchedulerStats {
     }
 }
 
+/// A task the scheduler holds: waiting with its body, or handed out.
+#[derive(Debug)]
+enum Slot<T> {
+    Queued(T),
+    Running(Lane),
+}
+
 /// Two bounded lane queues in the chain's order; see the [module docs](self).
 pub struct Scheduler<T = Task> {
-    /// Queued tasks by id.
-    queued: HashMap<TaskId, T>,
-    /// Running tasks by id (the task itself has been handed out).
-    running: HashMap<TaskId, Lane>,
+    /// Every task held, queued or running, by id: one lookup answers
+    /// duplicates, cancels and completions.
+    tasks: IdMap<Slot<T>>,
     /// One ordered set of keys per lane, indexed by `Lane::index`.
     lanes: [BTreeSet<QueueKey>; 2],
     running_per_lane: [usize; 2],
@@ -191,8 +223,7 @@ impl<T: Schedulable> Scheduler<T> {
     /// do not count against it).
     pub fn new(capacity: usize) -> Self {
         Scheduler {
-            queued: HashMap::new(),
-            running: HashMap::new(),
+            tasks: IdMap::default(),
             lanes: [BTreeSet::new(), BTreeSet::new()],
             running_per_lane: [0, 0],
             capacity,
@@ -210,27 +241,24 @@ impl<T: Schedulable> Scheduler<T> {
     /// Queues a task. A duplicate id or a full queue hands the task back.
     pub fn enqueue(&mut self, item: T) -> Result<(), Rejected<T>> {
         let key = item.key();
-        if self.running.contains_key(&key.id) || self.queued.contains_key(&key.id) {
-            return Err(Rejected {
+        let full = self.len() >= self.capacity;
+        match self.tasks.entry(key.id) {
+            Entry::Occupied(_) => Err(Rejected {
                 error: SchedulerError::DuplicateTask(key.id),
                 item,
-            });
-        }
-        if self.queued.len() >= self.capacity {
-            return Err(Rejected {
+            }),
+            Entry::Vacant(_) if full => Err(Rejected {
                 error: SchedulerError::QueueFull {
                     capacity: self.capacity,
                 },
                 item,
-            });
+            }),
+            Entry::Vacant(slot) => {
+                slot.insert(Slot::Queued(item));
+                self.lanes[lane_slot(key.lane)].insert(QueueKey::of(&key));
+                Ok(())
+            }
         }
-        self.insert_queued(key, item);
-        Ok(())
-    }
-
-    fn insert_queued(&mut self, key: TaskKey, item: T) {
-        self.lanes[lane_slot(key.lane)].insert(QueueKey::of(&key));
-        self.queued.insert(key.id, item);
     }
 
     /// Takes the best queued task (Lane 0 first) and marks it running.
@@ -239,12 +267,16 @@ impl<T: Schedulable> Scheduler<T> {
             .into_iter()
             .find(|lane| !self.lanes[lane_slot(*lane)].is_empty())?;
         let slot = lane_slot(lane);
-        let qk = self.lanes[slot].pop_first()?;
-        let id = TaskId(qk.id);
-        let item = self.queued.remove(&id)?;
-        self.running.insert(id, lane);
-        self.running_per_lane[slot] += 1;
-        Some(item)
+        let id = self.lanes[slot].pop_first()?.id();
+        let entry = self.tasks.get_mut(&id)?;
+        match std::mem::replace(entry, Slot::Running(lane)) {
+            Slot::Queued(item) => {
+                self.running_per_lane[slot] += 1;
+                Some(item)
+            }
+            // Keys are only in a lane set while their task is queued.
+            Slot::Running(_) => None,
+        }
     }
 
     /// The task `next` would return, without taking it.
@@ -252,22 +284,26 @@ impl<T: Schedulable> Scheduler<T> {
         Lane::ALL
             .into_iter()
             .find_map(|lane| self.lanes[lane_slot(lane)].first())
-            .and_then(|qk| self.queued.get(&TaskId(qk.id)))
+            .and_then(|qk| self.get(qk.id()))
     }
 
     /// Removes a queued task and returns it.
     pub fn cancel(&mut self, id: TaskId) -> Result<T, SchedulerError> {
-        let Some(item) = self.queued.remove(&id) else {
-            return Err(if self.running.contains_key(&id) {
-                SchedulerError::NotQueued(id)
-            } else {
-                SchedulerError::UnknownTask(id)
-            });
-        };
-        let key = item.key();
-        self.lanes[lane_slot(key.lane)].remove(&QueueKey::of(&key));
-        self.cancelled += 1;
-        Ok(item)
+        match self.tasks.entry(id) {
+            Entry::Vacant(_) => Err(SchedulerError::UnknownTask(id)),
+            Entry::Occupied(e) if matches!(e.get(), Slot::Running(_)) => {
+                Err(SchedulerError::NotQueued(id))
+            }
+            Entry::Occupied(e) => match e.remove() {
+                Slot::Queued(item) => {
+                    let key = item.key();
+                    self.lanes[lane_slot(key.lane)].remove(&QueueKey::of(&key));
+                    self.cancelled += 1;
+                    Ok(item)
+                }
+                Slot::Running(_) => Err(SchedulerError::NotQueued(id)),
+            },
+        }
     }
 
     /// Puts a running task back in its queue (for example after a preemption
@@ -275,21 +311,21 @@ impl<T: Schedulable> Scheduler<T> {
     /// checked: the task was admitted once and must not be lost.
     pub fn requeue(&mut self, item: T) -> Result<(), Rejected<T>> {
         let key = item.key();
-        match self.running.entry(key.id) {
-            Entry::Occupied(e) => {
-                let lane = e.remove();
-                self.running_per_lane[lane_slot(lane)] -= 1;
-            }
-            Entry::Vacant(_) => {
-                let error = if self.queued.contains_key(&key.id) {
-                    SchedulerError::NotRunning(key.id)
-                } else {
-                    SchedulerError::UnknownTask(key.id)
-                };
-                return Err(Rejected { error, item });
-            }
-        }
-        self.insert_queued(key, item);
+        let Some(entry) = self.tasks.get_mut(&key.id) else {
+            return Err(Rejected {
+                error: SchedulerError::UnknownTask(key.id),
+                item,
+            });
+        };
+        let Slot::Running(lane) = *entry else {
+            return Err(Rejected {
+                error: SchedulerError::NotRunning(key.id),
+                item,
+            });
+        };
+        *entry = Slot::Queued(item);
+        self.running_per_lane[lane_slot(lane)] -= 1;
+        self.lanes[lane_slot(key.lane)].insert(QueueKey::of(&key));
         Ok(())
     }
 
@@ -308,13 +344,16 @@ impl<T: Schedulable> Scheduler<T> {
     }
 
     fn finish(&mut self, id: TaskId) -> Result<(), SchedulerError> {
-        match self.running.remove(&id) {
-            Some(lane) => {
-                self.running_per_lane[lane_slot(lane)] -= 1;
-                Ok(())
-            }
-            None if self.queued.contains_key(&id) => Err(SchedulerError::NotRunning(id)),
-            None => Err(SchedulerError::UnknownTask(id)),
+        match self.tasks.entry(id) {
+            Entry::Vacant(_) => Err(SchedulerError::UnknownTask(id)),
+            Entry::Occupied(e) => match *e.get() {
+                Slot::Queued(_) => Err(SchedulerError::NotRunning(id)),
+                Slot::Running(lane) => {
+                    e.remove();
+                    self.running_per_lane[lane_slot(lane)] -= 1;
+                    Ok(())
+                }
+            },
         }
     }
 
@@ -327,27 +366,28 @@ impl<T: Schedulable> Scheduler<T> {
 
     /// Where a task is, if the scheduler holds it.
     pub fn placement(&self, id: TaskId) -> Option<Placement> {
-        if let Some(lane) = self.running.get(&id) {
-            return Some(Placement::Running(*lane));
-        }
-        self.queued
-            .get(&id)
-            .map(|item| Placement::Queued(item.key().lane))
+        self.tasks.get(&id).map(|slot| match slot {
+            Slot::Queued(item) => Placement::Queued(item.key().lane),
+            Slot::Running(lane) => Placement::Running(*lane),
+        })
     }
 
     /// A queued task, by id.
     pub fn get(&self, id: TaskId) -> Option<&T> {
-        self.queued.get(&id)
+        match self.tasks.get(&id) {
+            Some(Slot::Queued(item)) => Some(item),
+            _ => None,
+        }
     }
 
     /// Number of queued tasks, both lanes.
     pub fn len(&self) -> usize {
-        self.queued.len()
+        self.lanes[0].len() + self.lanes[1].len()
     }
 
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.queued.is_empty()
+        self.len() == 0
     }
 
     /// Queue lengths, running counts and totals.
