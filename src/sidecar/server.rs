@@ -1,0 +1,587 @@
+//! The reference sidecar: a real tonic server for the `nsn.sidecar.Sidecar`
+//! service that runs the [built-in models](super::models) on the CPU, over a
+//! [content-addressed store](super::store).
+//!
+//! - `ExecuteTask` reads the input from the store, runs the model (bounded by
+//!   `timeout_ms`), stores the output and answers with its CID, which is the
+//!   CID of the output bytes. Failures come back in the body (`success =
+//!   false`, `error_message`); a gRPC error status means the call itself
+//!   failed. If the caller goes away mid-run, the run is cancelled.
+//! - `GetTaskStatus` reports `pending`, `running`, `completed`, `failed` or
+//!   `cancelled`, with progress, stage and an ETA.
+//! - `CancelTask` asks a run to stop; its status turns `cancelled` only once
+//!   the model has actually stopped.
+//! - `HealthCheck`, and the standard `grpc.health.v1` service.
+//! - `ListPlugins` / `GetLoadedModels` report the built-in models;
+//!   `LoadModel` / `UnloadModel` accept them (they are always loaded).
+//! - Container RPCs answer `UNIMPLEMENTED`; `GetVramStatus` reports no GPU.
+//!
+//! ```no_run
+//! use nsn_lane1::sidecar::server::ReferenceSidecar;
+//! use nsn_lane1::sidecar::store::BlobStore;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let sidecar = ReferenceSidecar::new(BlobStore::in_memory());
+//! sidecar.serve(listener, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use super::models::{self, ModelError, ModelSpec};
+use super::proto;
+use super::proto::sidecar_server::{Sidecar, SidecarServer};
+use super::store::BlobStore;
+use crate::task::{Cid, Lane};
+
+/// A task's state as the sidecar reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RunState {
+    /// Accepted, not started.
+    Pending,
+    /// Waiting for a worker.
+    Queued,
+    /// Running.
+    Running,
+    /// Finished with an output.
+    Completed,
+    /// Finished without one.
+    Failed,
+    /// Stopped on request; its work has ended.
+    Cancelled,
+}
+
+impl RunState {
+    /// The wire name (`GetTaskStatusResponse.status`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RunState::Pending => "pending",
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Completed => "completed",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+
+    /// True once the run has ended.
+    pub const fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunState::Completed | RunState::Failed | RunState::Cancelled
+        )
+    }
+}
+
+#[derive(Debug)]
+struct Run {
+    state: RunState,
+    progress: f32,
+    stage: &'static str,
+    error: String,
+    cancel: CancellationToken,
+    started: Instant,
+}
+
+#[derive(Debug)]
+struct Runs {
+    by_id: HashMap<String, Run>,
+    /// Finished runs, oldest first, for eviction.
+    finished: VecDeque<String>,
+}
+
+/// How many finished runs the sidecar remembers for `GetTaskStatus`.
+const FINISHED_KEPT: usize = 10_000;
+
+struct Inner {
+    store: BlobStore,
+    runs: Mutex<Runs>,
+    changed: watch::Sender<u64>,
+    started: Instant,
+}
+
+/// The reference sidecar. Clones share one sidecar.
+#[derive(Clone)]
+pub struct ReferenceSidecar {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ReferenceSidecar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReferenceSidecar")
+            .field("blobs", &self.inner.store.len())
+            .finish()
+    }
+}
+
+/// Stops a run if the call that owns it is dropped (the client went away).
+struct CancelOnDrop(Option<CancellationToken>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(token) = self.0.take() {
+            token.cancel();
+        }
+    }
+}
+
+fn body_error(message: impl Into<String>) -> Response<proto::ExecuteTaskResponse> {
+    Response::new(proto::ExecuteTaskResponse {
+        success: false,
+        error_message: message.into(),
+        ..Default::default()
+    })
+}
+
+impl ReferenceSidecar {
+    /// A sidecar over this store.
+    pub fn new(store: BlobStore) -> Self {
+        let (changed, _) = watch::channel(0);
+        ReferenceSidecar {
+            inner: Arc::new(Inner {
+                store,
+                runs: Mutex::new(Runs {
+                    by_id: HashMap::new(),
+                    finished: VecDeque::new(),
+                }),
+                changed,
+                started: Instant::now(),
+            }),
+        }
+    }
+
+    /// Its blob store (to put inputs in, or read outputs).
+    pub fn store(&self) -> &BlobStore {
+        &self.inner.store
+    }
+
+    /// The tonic service, for composing into a server of one's own.
+    pub fn into_service(self) -> SidecarServer<Self> {
+        SidecarServer::new(self)
+    }
+
+    /// Serves the sidecar and `grpc.health.v1` on `listener` until `shutdown`
+    /// resolves; in-flight calls finish first.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<SidecarServer<ReferenceSidecar>>()
+            .await;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(self.into_service())
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+    }
+
+    /// The state of a run, if the sidecar knows it.
+    pub fn state(&self, task_id: &str) -> Option<RunState> {
+        self.runs().by_id.get(task_id).map(|r| r.state)
+    }
+
+    /// Waits until the run `task_id` is in `state` (for tests and tools that
+    /// must act at a given point of a run, without polling).
+    pub async fn wait_for(&self, task_id: &str, state: RunState) {
+        let mut rx = self.inner.changed.subscribe();
+        loop {
+            if self.state(task_id) == Some(state) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn runs(&self) -> MutexGuard<'_, Runs> {
+        // Every critical section leaves the map whole, so a poisoned lock is
+        // still consistent.
+        self.inner
+            .runs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn notify(&self) {
+        self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Registers a run; refuses a task id that is already running.
+    fn begin(&self, task_id: &str) -> Result<CancellationToken, Status> {
+        let mut runs = self.runs();
+        if let Some(run) = runs.by_id.get(task_id) {
+            if !run.state.is_final() {
+                return Err(Status::already_exists(format!(
+                    "task {task_id} is already running"
+                )));
+            }
+            runs.finished.retain(|id| id != task_id);
+        }
+        let cancel = CancellationToken::new();
+        runs.by_id.insert(
+            task_id.to_owned(),
+            Run {
+                state: RunState::Running,
+                progress: 0.0,
+                stage: "starting",
+                error: String::new(),
+                cancel: cancel.clone(),
+                started: Instant::now(),
+            },
+        );
+        drop(runs);
+        self.notify();
+        Ok(cancel)
+    }
+
+    fn set_progress(&self, task_id: &str, progress: f32, stage: &'static str) {
+        if let Some(run) = self.runs().by_id.get_mut(task_id) {
+            if run.state == RunState::Running {
+                run.progress = progress.clamp(0.0, 1.0);
+                run.stage = stage;
+            }
+        }
+    }
+
+    fn finish(&self, task_id: &str, state: RunState, error: String) {
+        let mut runs = self.runs();
+        if let Some(run) = runs.by_id.get_mut(task_id) {
+            run.state = state;
+            run.error = error;
+            if state == RunState::Completed {
+                run.progress = 1.0;
+            }
+            run.stage = state.as_str();
+            runs.finished.push_back(task_id.to_owned());
+            while runs.finished.len() > FINISHED_KEPT {
+                if let Some(old) = runs.finished.pop_front() {
+                    runs.by_id.remove(&old);
+                }
+            }
+        }
+        drop(runs);
+        self.notify();
+    }
+
+    /// Checks a request and finds its model and input.
+    fn prepare(
+        &self,
+        r: &proto::ExecuteTaskRequest,
+    ) -> Result<(&'static ModelSpec, Arc<[u8]>), String> {
+        let lane = Lane::from_index(r.lane).map_err(|e| e.to_string())?;
+        let name = if r.plugin_name.is_empty() {
+            &r.model_id
+        } else {
+            &r.plugin_name
+        };
+        let model = models::find(name).ok_or_else(|| format!("unknown model {name:?}"))?;
+        if !model.lanes.contains(&lane) {
+            return Err(format!("model {name:?} does not serve {lane}"));
+        }
+        let cid = Cid::parse(&r.input_cid).map_err(|e| format!("input_cid: {e}"))?;
+        let input = self
+            .inner
+            .store
+            .get(&cid)
+            .map_err(|e| format!("input {cid} could not be read: {e}"))?
+            .ok_or_else(|| format!("input {cid} is not in the sidecar's store"))?;
+        if !r.parameters.is_empty() {
+            serde_json::from_slice::<serde_json::Value>(&r.parameters)
+                .map_err(|e| format!("parameters are not valid JSON: {e}"))?;
+        }
+        Ok((model, input))
+    }
+}
+
+type RpcResult<T> = Result<Response<T>, Status>;
+
+fn unimplemented(what: &str) -> Status {
+    Status::unimplemented(format!(
+        "{what}: the reference sidecar runs built-in models and has no containers"
+    ))
+}
+
+#[tonic::async_trait]
+impl Sidecar for ReferenceSidecar {
+    async fn start_container(
+        &self,
+        _: Request<proto::StartContainerRequest>,
+    ) -> RpcResult<proto::StartContainerResponse> {
+        Err(unimplemented("StartContainer"))
+    }
+
+    async fn stop_container(
+        &self,
+        _: Request<proto::StopContainerRequest>,
+    ) -> RpcResult<proto::StopContainerResponse> {
+        Err(unimplemented("StopContainer"))
+    }
+
+    async fn health_check(
+        &self,
+        request: Request<proto::HealthCheckRequest>,
+    ) -> RpcResult<proto::HealthCheckResponse> {
+        let include_metrics = request.into_inner().include_metrics;
+        let running = self
+            .runs()
+            .by_id
+            .values()
+            .filter(|r| r.state == RunState::Running)
+            .count();
+        Ok(Response::new(proto::HealthCheckResponse {
+            healthy: true,
+            status: format!("serving ({running} running)"),
+            uptime_seconds: self.inner.started.elapsed().as_secs(),
+            metrics: include_metrics.then(proto::ContainerMetrics::default),
+        }))
+    }
+
+    async fn load_model(
+        &self,
+        request: Request<proto::LoadModelRequest>,
+    ) -> RpcResult<proto::LoadModelResponse> {
+        let id = request.into_inner().model_id;
+        Ok(Response::new(match models::find(&id) {
+            Some(_) => proto::LoadModelResponse {
+                success: true,
+                ..Default::default()
+            },
+            None => proto::LoadModelResponse {
+                success: false,
+                error_message: format!("unknown model {id:?}"),
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn unload_model(
+        &self,
+        request: Request<proto::UnloadModelRequest>,
+    ) -> RpcResult<proto::UnloadModelResponse> {
+        let id = request.into_inner().model_id;
+        Ok(Response::new(proto::UnloadModelResponse {
+            success: false,
+            error_message: match models::find(&id) {
+                Some(_) => format!("{id:?} is built in and stays loaded"),
+                None => format!("unknown model {id:?}"),
+            },
+            vram_freed_gb: 0.0,
+        }))
+    }
+
+    async fn get_loaded_models(
+        &self,
+        _: Request<proto::GetLoadedModelsRequest>,
+    ) -> RpcResult<proto::GetLoadedModelsResponse> {
+        let models = models::BUILTIN
+            .iter()
+            .map(|m| proto::LoadedModel {
+                model_id: m.name.to_owned(),
+                container_id: "builtin".to_owned(),
+                vram_gb: 0.0,
+                state: "hot".to_owned(),
+                priority: 0,
+                last_used_timestamp: 0,
+            })
+            .collect();
+        Ok(Response::new(proto::GetLoadedModelsResponse { models }))
+    }
+
+    async fn list_plugins(
+        &self,
+        request: Request<proto::ListPluginsRequest>,
+    ) -> RpcResult<proto::ListPluginsResponse> {
+        let lane = request.into_inner().lane;
+        let filter = if lane.is_empty() {
+            None
+        } else {
+            Some(
+                lane.parse::<Lane>()
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            )
+        };
+        let plugins = models::BUILTIN
+            .iter()
+            .filter(|m| filter.is_none_or(|l| m.lanes.contains(&l)))
+            .map(|m| proto::PluginInfo {
+                name: m.name.to_owned(),
+                version: m.version.to_owned(),
+                supported_lanes: m.lanes.iter().map(|l| l.as_str().to_owned()).collect(),
+                deterministic: m.deterministic,
+                max_latency_ms: m.max_latency_ms,
+                vram_required_mb: m.vram_required_mb,
+            })
+            .collect();
+        Ok(Response::new(proto::ListPluginsResponse { plugins }))
+    }
+
+    async fn execute_task(
+        &self,
+        request: Request<proto::ExecuteTaskRequest>,
+    ) -> RpcResult<proto::ExecuteTaskResponse> {
+        let r = request.into_inner();
+        if r.task_id.is_empty() {
+            return Err(Status::invalid_argument("task_id is empty"));
+        }
+        let (model, input) = match self.prepare(&r) {
+            Ok(ok) => ok,
+            Err(message) => return Ok(body_error(message)),
+        };
+        let cancel = self.begin(&r.task_id)?;
+        let mut guard = CancelOnDrop(Some(cancel.clone()));
+        let started = Instant::now();
+
+        let me = self.clone();
+        let id = r.task_id.clone();
+        let progress: models::ProgressFn =
+            Arc::new(move |p, stage| me.set_progress(&id, p, stage));
+        let run = models::run(model, input, &r.parameters, cancel.clone(), progress);
+        let outcome = if r.timeout_ms > 0 {
+            let limit = Duration::from_millis(r.timeout_ms);
+            tokio::pin!(run);
+            tokio::select! {
+                biased;
+                result = &mut run => Ok(result),
+                () = tokio::time::sleep(limit) => {
+                    // Stop the model and wait for it to end before answering.
+                    cancel.cancel();
+                    let _ = run.await;
+                    Err(limit)
+                }
+            }
+        } else {
+            Ok(run.await)
+        };
+        // The model has ended: a drop from here on has nothing to stop.
+        guard.0 = None;
+
+        let elapsed = started.elapsed();
+        let execution_time_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let response = match outcome {
+            Err(limit) => {
+                let msg = format!("timed out after {} ms", limit.as_millis());
+                self.finish(&r.task_id, RunState::Failed, msg.clone());
+                body_error(msg)
+            }
+            Ok(Err(ModelError::Cancelled)) => {
+                self.finish(&r.task_id, RunState::Cancelled, "cancelled".into());
+                body_error("cancelled")
+            }
+            Ok(Err(e)) => {
+                let msg = e.to_string();
+                self.finish(&r.task_id, RunState::Failed, msg.clone());
+                body_error(msg)
+            }
+            Ok(Ok(output)) => {
+                let len = output.len();
+                match self.inner.store.put(output) {
+                    Ok(cid) => {
+                        self.finish(&r.task_id, RunState::Completed, String::new());
+                        let metadata = serde_json::json!({
+                            "model": model.name,
+                            "output_bytes": len,
+                        });
+                        Response::new(proto::ExecuteTaskResponse {
+                            success: true,
+                            error_message: String::new(),
+                            output_cid: cid.to_string(),
+                            execution_time_ms,
+                            result_metadata: metadata.to_string().into_bytes(),
+                        })
+                    }
+                    Err(e) => {
+                        let msg = format!("output could not be stored: {e}");
+                        self.finish(&r.task_id, RunState::Failed, msg.clone());
+                        body_error(msg)
+                    }
+                }
+            }
+        };
+        let mut response = response;
+        response.get_mut().execution_time_ms = execution_time_ms;
+        Ok(response)
+    }
+
+    async fn get_task_status(
+        &self,
+        request: Request<proto::GetTaskStatusRequest>,
+    ) -> RpcResult<proto::GetTaskStatusResponse> {
+        let id = request.into_inner().task_id;
+        let runs = self.runs();
+        let run = runs
+            .by_id
+            .get(&id)
+            .ok_or_else(|| Status::not_found(format!("no task {id:?}")))?;
+        let eta_ms = if run.state == RunState::Running && run.progress > 0.0 {
+            let spent = run.started.elapsed().as_secs_f64();
+            let left = spent * f64::from(1.0 - run.progress) / f64::from(run.progress);
+            (left * 1000.0) as u64
+        } else {
+            0
+        };
+        Ok(Response::new(proto::GetTaskStatusResponse {
+            status: run.state.as_str().to_owned(),
+            progress: run.progress,
+            error_message: run.error.clone(),
+            current_stage: run.stage.to_owned(),
+            eta_ms,
+        }))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: Request<proto::CancelTaskRequest>,
+    ) -> RpcResult<proto::CancelTaskResponse> {
+        let r = request.into_inner();
+        let runs = self.runs();
+        let Some(run) = runs.by_id.get(&r.task_id) else {
+            return Ok(Response::new(proto::CancelTaskResponse {
+                success: false,
+                error_message: format!("no task {:?}", r.task_id),
+                was_running: false,
+            }));
+        };
+        if run.state.is_final() {
+            let cancelled = run.state == RunState::Cancelled;
+            return Ok(Response::new(proto::CancelTaskResponse {
+                success: cancelled,
+                error_message: if cancelled {
+                    String::new()
+                } else {
+                    format!("task {} already {}", r.task_id, run.state.as_str())
+                },
+                was_running: false,
+            }));
+        }
+        tracing::info!(task_id = %r.task_id, reason = %r.reason, "cancelling run");
+        run.cancel.cancel();
+        Ok(Response::new(proto::CancelTaskResponse {
+            success: true,
+            error_message: String::new(),
+            was_running: true,
+        }))
+    }
+
+    async fn get_vram_status(
+        &self,
+        _: Request<proto::GetVramStatusRequest>,
+    ) -> RpcResult<proto::GetVramStatusResponse> {
+        // CPU only: no GPU, no VRAM.
+        Ok(Response::new(proto::GetVramStatusResponse::default()))
+    }
+}
