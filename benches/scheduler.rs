@@ -1,7 +1,7 @@
 //! Scheduler throughput and memory.
 //!
 //! Workload: enqueue `n` tasks with pseudo-random priority, deadline and id
-//! order, then drain them all with `next`. Measured for the crate's
+//! order, then drain them all with `next_task`. Measured for the crate's
 //! [`Scheduler`] and for a baseline written here: one sorted `VecDeque` per
 //! lane with a linear position scan and an insert (the design the scheduler
 //! replaces). Before the timings, the bench prints the heap the scheduler holds
@@ -47,7 +47,11 @@ fn keys(n: usize) -> Vec<TaskKey> {
             TaskKey {
                 id: TaskId(id),
                 // One task in eight is Lane 0.
-                lane: if r % 8 == 0 { Lane::Lane0 } else { Lane::Lane1 },
+                lane: if r.is_multiple_of(8) {
+                    Lane::Lane0
+                } else {
+                    Lane::Lane1
+                },
                 priority: Priority::ALL[(r >> 8) as usize % 3],
                 deadline: ((r >> 16) % 10_000) as u32,
             }
@@ -99,7 +103,7 @@ fn run_scheduler<T: Schedulable>(items: Vec<T>) -> u64 {
         }
     }
     let mut sum = 0u64;
-    while let Some(item) = s.next() {
+    while let Some(item) = s.next_task() {
         let id = item.key().id;
         sum = sum.wrapping_add(id.0);
         // The executor's cycle: a task handed out is later completed.
@@ -174,9 +178,7 @@ fn report_heap() {
         "n", "Scheduler<TaskKey> B", "Scheduler<Task> B (bodies)", "sorted VecDeque B"
     );
     let model = ModelId::new("sha256").expect("valid model id");
-    let cids: Vec<Cid> = (0..16u8)
-        .map(|i| Cid::from_sha256_raw([i; 32]))
-        .collect();
+    let cids: Vec<Cid> = (0..16u8).map(|i| Cid::from_sha256_raw([i; 32])).collect();
     for n in [1_000usize, 10_000, 100_000, 1_000_000] {
         let ks = keys(n);
         let bookkeeping = heap_per_task(ks.clone());
@@ -189,7 +191,10 @@ fn report_heap() {
             let baseline = heap_per_task_baseline(&ks);
             println!("  {n:>9}  {bookkeeping:>22.1}  {with_bodies:>26.1}  {baseline:>20.1}");
         } else {
-            println!("  {n:>9}  {bookkeeping:>22.1}  {with_bodies:>26.1}  {:>20}", "-");
+            println!(
+                "  {n:>9}  {bookkeeping:>22.1}  {with_bodies:>26.1}  {:>20}",
+                "-"
+            );
         }
     }
     println!(
@@ -199,7 +204,11 @@ fn report_heap() {
     );
 }
 
-fn bench_group<T: Schedulable + Clone>(c: &mut Criterion, name: &str, make: impl Fn(&[TaskKey]) -> Vec<T>) {
+fn bench_group<T: Schedulable + Clone>(
+    c: &mut Criterion,
+    name: &str,
+    make: impl Fn(&[TaskKey]) -> Vec<T>,
+) {
     let mut group = c.benchmark_group(name);
     group.sample_size(10);
     for n in [1_000usize, 10_000, 100_000, 1_000_000] {
@@ -214,13 +223,17 @@ fn bench_group<T: Schedulable + Clone>(c: &mut Criterion, name: &str, make: impl
         });
         // The baseline is quadratic: at 10^6 one pass takes minutes, so it stops at 10^5.
         if n <= 100_000 {
-            group.bench_with_input(BenchmarkId::new("sorted_vecdeque", n), &items, |b, items| {
-                b.iter_batched(
-                    || items.clone(),
-                    |items| run_baseline(black_box(items)),
-                    BatchSize::LargeInput,
-                )
-            });
+            group.bench_with_input(
+                BenchmarkId::new("sorted_vecdeque", n),
+                &items,
+                |b, items| {
+                    b.iter_batched(
+                        || items.clone(),
+                        |items| run_baseline(black_box(items)),
+                        BatchSize::LargeInput,
+                    )
+                },
+            );
         }
     }
     group.finish();
@@ -252,7 +265,7 @@ fn check_same_order() {
         }
         b.enqueue(*k);
     }
-    let xs: Vec<TaskKey> = std::iter::from_fn(|| a.next()).collect();
+    let xs: Vec<TaskKey> = std::iter::from_fn(|| a.next_task()).collect();
     let ys: Vec<TaskKey> = std::iter::from_fn(|| b.next()).collect();
     assert_eq!(xs, ys, "scheduler and baseline disagree on order");
 }

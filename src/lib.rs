@@ -33,7 +33,7 @@
 //!         requester: AccountId::ALICE,
 //!     })
 //!     .unwrap();
-//! assert_eq!(queue.next().unwrap().id, TaskId(7));
+//! assert_eq!(queue.next_task().unwrap().id, TaskId(7));
 //! ```
 
 #![forbid(unsafe_code)]

@@ -15,8 +15,8 @@
 //! s.enqueue(key(2, Lane::Lane1, Priority::High, 50)).unwrap();
 //! s.enqueue(key(3, Lane::Lane0, Priority::Low, 90)).unwrap();
 //!
-//! assert_eq!(s.next().unwrap().id, TaskId(3)); // Lane 0 first
-//! assert_eq!(s.next().unwrap().id, TaskId(2)); // then High before Low
+//! assert_eq!(s.next_task().unwrap().id, TaskId(3)); // Lane 0 first
+//! assert_eq!(s.next_task().unwrap().id, TaskId(2)); // then High before Low
 //! s.complete(TaskId(3)).unwrap();
 //! assert_eq!(s.stats().completed, 1);
 //! ```
@@ -114,7 +114,7 @@ type IdMap<V> = HashMap<TaskId, V, BuildHasherDefault<IdHasher>>;
 pub enum Placement {
     /// Waiting in its lane's queue.
     Queued(Lane),
-    /// Taken by `next` and not yet completed, failed or requeued.
+    /// Taken by `next_task` and not yet completed, failed or requeued.
     Running(Lane),
 }
 
@@ -262,7 +262,7 @@ impl<T: Schedulable> Scheduler<T> {
     }
 
     /// Takes the best queued task (Lane 0 first) and marks it running.
-    pub fn next(&mut self) -> Option<T> {
+    pub fn next_task(&mut self) -> Option<T> {
         let lane = Lane::ALL
             .into_iter()
             .find(|lane| !self.lanes[lane_slot(*lane)].is_empty())?;
@@ -279,7 +279,7 @@ impl<T: Schedulable> Scheduler<T> {
         }
     }
 
-    /// The task `next` would return, without taking it.
+    /// The task `next_task` would return, without taking it.
     pub fn peek(&self) -> Option<&T> {
         Lane::ALL
             .into_iter()
@@ -418,21 +418,26 @@ mod tests {
     }
 
     fn drain(s: &mut Scheduler<TaskKey>) -> Vec<u64> {
-        std::iter::from_fn(|| s.next()).map(|k| k.id.0).collect()
+        std::iter::from_fn(|| s.next_task())
+            .map(|k| k.id.0)
+            .collect()
     }
 
     #[test]
     fn lane0_first_then_priority_deadline_id() {
         let mut s = Scheduler::new(10);
-        s.enqueue(key(5, Lane::Lane1, Priority::Normal, 20)).unwrap();
-        s.enqueue(key(4, Lane::Lane1, Priority::Normal, 20)).unwrap();
-        s.enqueue(key(3, Lane::Lane1, Priority::Normal, 10)).unwrap();
+        s.enqueue(key(5, Lane::Lane1, Priority::Normal, 20))
+            .unwrap();
+        s.enqueue(key(4, Lane::Lane1, Priority::Normal, 20))
+            .unwrap();
+        s.enqueue(key(3, Lane::Lane1, Priority::Normal, 10))
+            .unwrap();
         s.enqueue(key(2, Lane::Lane1, Priority::High, 99)).unwrap();
         s.enqueue(key(1, Lane::Lane1, Priority::Low, 1)).unwrap();
         s.enqueue(key(9, Lane::Lane0, Priority::Low, 500)).unwrap();
         assert_eq!(s.peek().unwrap().id, TaskId(9));
         assert_eq!(drain(&mut s), vec![9, 2, 3, 4, 5, 1]);
-        assert!(s.next().is_none());
+        assert!(s.next_task().is_none());
     }
 
     #[test]
@@ -444,8 +449,10 @@ mod tests {
         assert_eq!(err.error, SchedulerError::DuplicateTask(TaskId(1)));
         assert_eq!(err.item, dup);
         // A running task is still a duplicate.
-        s.next().unwrap();
-        let err = s.enqueue(key(1, Lane::Lane1, Priority::Low, 5)).unwrap_err();
+        s.next_task().unwrap();
+        let err = s
+            .enqueue(key(1, Lane::Lane1, Priority::Low, 5))
+            .unwrap_err();
         assert_eq!(err.error, SchedulerError::DuplicateTask(TaskId(1)));
     }
 
@@ -454,11 +461,13 @@ mod tests {
         let mut s = Scheduler::new(2);
         s.enqueue(key(1, Lane::Lane1, Priority::Normal, 5)).unwrap();
         s.enqueue(key(2, Lane::Lane0, Priority::Normal, 5)).unwrap();
-        let err = s.enqueue(key(3, Lane::Lane1, Priority::Normal, 5)).unwrap_err();
+        let err = s
+            .enqueue(key(3, Lane::Lane1, Priority::Normal, 5))
+            .unwrap_err();
         assert_eq!(err.error, SchedulerError::QueueFull { capacity: 2 });
         assert_eq!(err.item.id, TaskId(3));
         assert_eq!(err.to_string(), "scheduler queue is full (2 tasks queued)");
-        s.next().unwrap();
+        s.next_task().unwrap();
         s.enqueue(key(3, Lane::Lane1, Priority::Normal, 5)).unwrap();
         assert_eq!(s.len(), 2);
     }
@@ -474,7 +483,7 @@ mod tests {
             s.cancel(TaskId(2)).unwrap_err(),
             SchedulerError::UnknownTask(TaskId(2))
         );
-        assert_eq!(s.next().unwrap().id, TaskId(1));
+        assert_eq!(s.next_task().unwrap().id, TaskId(1));
         assert_eq!(
             s.cancel(TaskId(1)).unwrap_err(),
             SchedulerError::NotQueued(TaskId(1))
@@ -496,9 +505,12 @@ mod tests {
             s.fail(TaskId(7)).unwrap_err(),
             SchedulerError::UnknownTask(TaskId(7))
         );
-        s.next().unwrap();
-        s.next().unwrap();
-        assert_eq!(s.placement(TaskId(1)), Some(Placement::Running(Lane::Lane1)));
+        s.next_task().unwrap();
+        s.next_task().unwrap();
+        assert_eq!(
+            s.placement(TaskId(1)),
+            Some(Placement::Running(Lane::Lane1))
+        );
         s.complete(TaskId(1)).unwrap();
         s.fail(TaskId(2)).unwrap();
         assert_eq!(
@@ -514,16 +526,20 @@ mod tests {
     fn requeue_returns_a_running_task_to_its_place() {
         let mut s = Scheduler::new(1);
         s.enqueue(key(1, Lane::Lane1, Priority::Normal, 5)).unwrap();
-        let t = s.next().unwrap();
+        let t = s.next_task().unwrap();
         s.enqueue(key(2, Lane::Lane1, Priority::Normal, 9)).unwrap();
         // Capacity 1 is used by task 2, yet the requeue is not refused.
         s.requeue(t).unwrap();
         assert_eq!(s.stats().running_lane1, 0);
         assert_eq!(drain(&mut s), vec![1, 2]);
-        let err = s.requeue(key(3, Lane::Lane1, Priority::Normal, 5)).unwrap_err();
+        let err = s
+            .requeue(key(3, Lane::Lane1, Priority::Normal, 5))
+            .unwrap_err();
         assert_eq!(err.error, SchedulerError::UnknownTask(TaskId(3)));
         s.enqueue(key(4, Lane::Lane1, Priority::Normal, 5)).unwrap();
-        let err = s.requeue(key(4, Lane::Lane1, Priority::Normal, 5)).unwrap_err();
+        let err = s
+            .requeue(key(4, Lane::Lane1, Priority::Normal, 5))
+            .unwrap_err();
         assert_eq!(err.error, SchedulerError::NotRunning(TaskId(4)));
     }
 
@@ -532,14 +548,14 @@ mod tests {
         let mut s = Scheduler::new(10);
         assert!(!s.should_preempt());
         s.enqueue(key(1, Lane::Lane1, Priority::Normal, 5)).unwrap();
-        s.next().unwrap();
+        s.next_task().unwrap();
         assert!(!s.should_preempt(), "no Lane 0 work waits");
         s.enqueue(key(2, Lane::Lane0, Priority::Normal, 5)).unwrap();
         assert!(s.should_preempt());
         s.fail(TaskId(1)).unwrap();
         assert!(!s.should_preempt(), "no Lane 1 work runs");
         s.enqueue(key(3, Lane::Lane1, Priority::High, 1)).unwrap();
-        assert_eq!(s.next().unwrap().id, TaskId(2));
+        assert_eq!(s.next_task().unwrap().id, TaskId(2));
         assert!(!s.should_preempt(), "Lane 0 runs, nothing of Lane 0 waits");
     }
 
@@ -549,10 +565,15 @@ mod tests {
         s.enqueue(key(1, Lane::Lane0, Priority::Normal, 5)).unwrap();
         s.enqueue(key(2, Lane::Lane1, Priority::Normal, 5)).unwrap();
         s.enqueue(key(3, Lane::Lane1, Priority::Normal, 5)).unwrap();
-        s.next().unwrap();
+        s.next_task().unwrap();
         let st = s.stats();
         assert_eq!(
-            (st.queued_lane0, st.queued_lane1, st.running_lane0, st.running_lane1),
+            (
+                st.queued_lane0,
+                st.queued_lane1,
+                st.running_lane0,
+                st.running_lane1
+            ),
             (0, 2, 1, 0)
         );
         assert_eq!(s.get(TaskId(2)).unwrap().id, TaskId(2));

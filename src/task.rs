@@ -87,11 +87,13 @@ impl FromStr for TaskId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // Decimal digits only: `u64::from_str` would also take a leading '+'.
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(TaskIdError { input: s.to_owned() });
+            return Err(TaskIdError {
+                input: s.to_owned(),
+            });
         }
-        s.parse::<u64>()
-            .map(TaskId)
-            .map_err(|_| TaskIdError { input: s.to_owned() })
+        s.parse::<u64>().map(TaskId).map_err(|_| TaskIdError {
+            input: s.to_owned(),
+        })
     }
 }
 
@@ -334,9 +336,7 @@ impl InvalidEnum {
 }
 
 /// A 32-byte account id (`AccountId32`, an sr25519 public key on NSN).
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, MaxEncodedLen,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, MaxEncodedLen)]
 pub struct AccountId(pub [u8; 32]);
 
 impl AccountId {
@@ -572,10 +572,11 @@ impl Cid {
         if bytes.len() > MAX_CID_LEN {
             return Err(CidError::TooLong { len: bytes.len() });
         }
-        if let Ok(text) = std::str::from_utf8(bytes) {
-            if let Ok(cid) = Cid::parse(text) {
-                return Ok(cid);
-            }
+        if let Some(cid) = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| Cid::parse(text).ok())
+        {
+            return Ok(cid);
         }
         match cid::Cid::try_from(bytes) {
             Ok(parsed) => Cid::parse(&parsed.to_string()),
@@ -768,7 +769,13 @@ mod tests {
             Cid::parse(&long).unwrap_err(),
             CidError::TooLong { len: 129 }
         );
-        for bad in ["hello", "Qm123", "bafy", "zzzzzzzz", "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52z!"] {
+        for bad in [
+            "hello",
+            "Qm123",
+            "bafy",
+            "zzzzzzzz",
+            "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52z!",
+        ] {
             match Cid::parse(bad) {
                 Err(CidError::Invalid { input, reason }) => {
                     assert_eq!(input, bad);

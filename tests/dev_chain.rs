@@ -5,10 +5,10 @@
 mod support;
 
 use futures::StreamExt;
-use nsn_lane1::chain::dev::{BlockMode, DevGenesis, Market, MarketParams, Origin, TREASURY};
+use nsn_lane1::chain::dev::{BlockMode, DevGenesis, Market, TREASURY};
 use nsn_lane1::chain::{
-    ChainError, ChainPort, DispatchError, InvalidTransaction, MarketCall, MarketError,
-    MarketEvent, Phase, SubmitError,
+    ChainError, ChainPort, DispatchError, InvalidTransaction, MarketCall, MarketError, MarketEvent,
+    Phase, SubmitError,
 };
 use nsn_lane1::task::{AccountId, FailReason, Lane, Priority, TaskId, TaskStatus, UNIT};
 use support::*;
@@ -44,7 +44,11 @@ fn submit(task_id: TaskId) -> MarketCall {
 async fn assigned_task(chain: &nsn_lane1::chain::dev::DevChain) -> TaskId {
     let inc = ok(&chain.submitter(ALICE), create(Lane::Lane1, "sha256")).await;
     let id = created_id(&inc);
-    ok(&chain.submitter(ALICE), MarketCall::AcceptAssignment { task_id: id }).await;
+    ok(
+        &chain.submitter(ALICE),
+        MarketCall::AcceptAssignment { task_id: id },
+    )
+    .await;
     id
 }
 
@@ -58,7 +62,12 @@ async fn full_lifecycle_to_verified_with_payment() {
         chain.submitter(EVE),
     );
     let before = chain.with_market(|m| {
-        (m.account(&ALICE), m.account(&BOB), m.account(&TREASURY), m.total_issuance())
+        (
+            m.account(&ALICE),
+            m.account(&BOB),
+            m.account(&TREASURY),
+            m.total_issuance(),
+        )
     });
     let escrow = 10 * UNIT + 7;
 
@@ -220,7 +229,11 @@ async fn create_task_intent_errors() {
         MarketError::InvalidDeadline
     );
     assert_eq!(
-        err(&alice, create_with(Lane::Lane1, "sha256", 10, UNIT / 10 - 1)).await,
+        err(
+            &alice,
+            create_with(Lane::Lane1, "sha256", 10, UNIT / 10 - 1)
+        )
+        .await,
         MarketError::InsufficientEscrow
     );
     assert_eq!(
@@ -232,7 +245,11 @@ async fn create_task_intent_errors() {
         MarketError::RendererLaneMismatch
     );
     assert_eq!(
-        err(&alice, create_with(Lane::Lane1, "sha256", 10, 2_000_000 * UNIT)).await,
+        err(
+            &alice,
+            create_with(Lane::Lane1, "sha256", 10, 2_000_000 * UNIT)
+        )
+        .await,
         MarketError::InsufficientBalance
     );
     assert_eq!(
@@ -301,7 +318,11 @@ async fn accept_assignment_errors() {
     let alice = chain.submitter(ALICE);
     let charlie = chain.submitter(CHARLIE);
     assert_eq!(
-        err(&charlie, MarketCall::AcceptAssignment { task_id: TaskId(9) }).await,
+        err(
+            &charlie,
+            MarketCall::AcceptAssignment { task_id: TaskId(9) }
+        )
+        .await,
         MarketError::TaskNotFound
     );
     let id = assigned_task(&chain).await;
@@ -314,13 +335,22 @@ async fn accept_assignment_errors() {
         err(&charlie, MarketCall::AcceptAssignment { task_id: second }).await,
         MarketError::TooManyAssignedLane1Tasks
     );
-    ok(&alice, MarketCall::FailTask { task_id: second, reason: FailReason::Cancelled }).await;
+    ok(
+        &alice,
+        MarketCall::FailTask {
+            task_id: second,
+            reason: FailReason::Cancelled,
+        },
+    )
+    .await;
     assert_eq!(
         err(&charlie, MarketCall::AcceptAssignment { task_id: second }).await,
         MarketError::TaskNotOpen
     );
     assert_eq!(
-        submit_err(&chain.sudo(), MarketCall::AcceptAssignment { task_id: id }).await.market_error(),
+        submit_err(&chain.sudo(), MarketCall::AcceptAssignment { task_id: id })
+            .await
+            .market_error(),
         None,
         "root gets BadOrigin, not a market error"
     );
@@ -339,7 +369,11 @@ async fn no_eligible_executor_for_a_lane() {
     let chain = chain_with(|c| c.genesis.executors = vec![(BOB, 100 * UNIT, vec![Lane::Lane1])]);
     let id = created_id(&ok(&chain.submitter(ALICE), create(Lane::Lane0, "video-render")).await);
     assert_eq!(
-        err(&chain.submitter(ALICE), MarketCall::AcceptAssignment { task_id: id }).await,
+        err(
+            &chain.submitter(ALICE),
+            MarketCall::AcceptAssignment { task_id: id }
+        )
+        .await,
         MarketError::NoEligibleExecutors
     );
 }
@@ -364,7 +398,11 @@ async fn assignment_picks_only_eligible_stake_weighted_executors() {
         };
         *counts.entry(executor).or_insert(0u32) += 1;
     }
-    assert_eq!(counts.get(&FERDIE), None, "a Lane 0-only executor got Lane 1 work");
+    assert_eq!(
+        counts.get(&FERDIE),
+        None,
+        "a Lane 0-only executor got Lane 1 work"
+    );
     let (bob, charlie) = (counts[&BOB], counts[&CHARLIE]);
     assert_eq!(bob + charlie, 200);
     // Stake 1 : 3 → expect ~50 : 150.
@@ -387,7 +425,11 @@ async fn start_task_errors() {
     );
     ok(&alice, MarketCall::AcceptAssignment { task_id: open }).await;
     assert_eq!(
-        err(&chain.submitter(CHARLIE), MarketCall::StartTask { task_id: open }).await,
+        err(
+            &chain.submitter(CHARLIE),
+            MarketCall::StartTask { task_id: open }
+        )
+        .await,
         MarketError::NotExecutor
     );
     // Lane 0 work created in the same block, before the start: Lane0Priority.
@@ -408,7 +450,12 @@ async fn start_task_errors() {
         start.await.unwrap_err().market_error(),
         Some(MarketError::Lane0Priority)
     );
-    assert_eq!(block.events.len(), 1, "only the Lane 0 creation: {:?}", block.events);
+    assert_eq!(
+        block.events.len(),
+        1,
+        "only the Lane 0 creation: {:?}",
+        block.events
+    );
 }
 
 #[tokio::test]
@@ -416,7 +463,10 @@ async fn submit_result_errors() {
     let chain = chain_with(|c| c.genesis.params.max_pending_tasks = 1);
     let alice = chain.submitter(ALICE);
     let bob = chain.submitter(BOB);
-    assert_eq!(err(&bob, submit(TaskId(5))).await, MarketError::TaskNotFound);
+    assert_eq!(
+        err(&bob, submit(TaskId(5))).await,
+        MarketError::TaskNotFound
+    );
     let open = created_id(&ok(&alice, create(Lane::Lane1, "sha256")).await);
     assert_eq!(err(&bob, submit(open)).await, MarketError::TaskNotExecuting);
     ok(&alice, MarketCall::AcceptAssignment { task_id: open }).await;
@@ -494,7 +544,10 @@ async fn fail_task_rules_refunds_and_slashes() {
             reason: FailReason::Cancelled
         }]
     );
-    assert_eq!(chain.with_market(|m| m.account(&ALICE).free), free_before + UNIT);
+    assert_eq!(
+        chain.with_market(|m| m.account(&ALICE).free),
+        free_before + UNIT
+    );
     assert!(chain.with_market(|m| m.open_tasks(Lane::Lane1).is_empty()));
     assert_eq!(
         err(&alice, fail(open, FailReason::Cancelled)).await,
@@ -509,7 +562,8 @@ async fn fail_task_rules_refunds_and_slashes() {
         MarketError::NotExecutor
     );
     // The executor reports its own failure: slashed 5 UNIT to the treasury.
-    let (stake, treasury) = chain.with_market(|m| (m.executor(&BOB).unwrap().stake, m.account(&TREASURY).free));
+    let (stake, treasury) =
+        chain.with_market(|m| (m.executor(&BOB).unwrap().stake, m.account(&TREASURY).free));
     ok(&bob, MarketCall::StartTask { task_id: id }).await;
     ok(&bob, fail(id, FailReason::ExecutorFailed)).await;
     chain.with_market(|m| {
@@ -524,7 +578,10 @@ async fn fail_task_rules_refunds_and_slashes() {
     ok(&bob, MarketCall::StartTask { task_id: id }).await;
     let stake = chain.with_market(|m| m.executor(&BOB).unwrap().stake);
     ok(&alice, fail(id, FailReason::Cancelled)).await;
-    assert_eq!(chain.with_market(|m| m.executor(&BOB).unwrap().stake), stake);
+    assert_eq!(
+        chain.with_market(|m| m.executor(&BOB).unwrap().stake),
+        stake
+    );
 
     // A submitted task can still be failed (and its verification is dropped).
     let id = assigned_task(&chain).await;
@@ -540,7 +597,14 @@ async fn fail_task_rules_refunds_and_slashes() {
 async fn slash_is_capped_at_the_stake() {
     let chain = chain_with(|c| c.genesis.executors = vec![(BOB, 3 * UNIT, vec![Lane::Lane1])]);
     let id = assigned_task(&chain).await;
-    ok(&chain.submitter(BOB), MarketCall::FailTask { task_id: id, reason: FailReason::Preempted }).await;
+    ok(
+        &chain.submitter(BOB),
+        MarketCall::FailTask {
+            task_id: id,
+            reason: FailReason::Preempted,
+        },
+    )
+    .await;
     chain.with_market(|m| {
         assert_eq!(m.executor(&BOB).unwrap().stake, 0);
         assert_eq!(m.account(&BOB).reserved, 0);
@@ -548,7 +612,11 @@ async fn slash_is_capped_at_the_stake() {
     // With no stake left, Bob is no longer eligible.
     let next = created_id(&ok(&chain.submitter(ALICE), create(Lane::Lane1, "sha256")).await);
     assert_eq!(
-        err(&chain.submitter(ALICE), MarketCall::AcceptAssignment { task_id: next }).await,
+        err(
+            &chain.submitter(ALICE),
+            MarketCall::AcceptAssignment { task_id: next }
+        )
+        .await,
         MarketError::NoEligibleExecutors
     );
 }
@@ -567,7 +635,11 @@ fn register(id: &str, lane: Lane, deterministic: bool, latency: u32, vram: u32) 
 async fn renderer_registry_calls_and_errors() {
     let chain = chain_with(|c| c.genesis.params.max_renderers = 9);
     let sudo = chain.sudo();
-    let inc = ok(&sudo, register("llama", Lane::Lane1, false, 120_000, 11_500)).await;
+    let inc = ok(
+        &sudo,
+        register("llama", Lane::Lane1, false, 120_000, 11_500),
+    )
+    .await;
     assert_eq!(
         inc.events,
         vec![MarketEvent::RendererRegistered {
@@ -576,10 +648,20 @@ async fn renderer_registry_calls_and_errors() {
         }]
     );
     assert!(matches!(
-        submit_err(&chain.submitter(ALICE), register("x", Lane::Lane1, true, 1, 1)).await,
-        SubmitError::Dispatch { error: DispatchError::BadOrigin, .. }
+        submit_err(
+            &chain.submitter(ALICE),
+            register("x", Lane::Lane1, true, 1, 1)
+        )
+        .await,
+        SubmitError::Dispatch {
+            error: DispatchError::BadOrigin,
+            ..
+        }
     ));
-    assert_eq!(err(&sudo, register("", Lane::Lane1, true, 1, 1)).await, MarketError::InvalidRendererId);
+    assert_eq!(
+        err(&sudo, register("", Lane::Lane1, true, 1, 1)).await,
+        MarketError::InvalidRendererId
+    );
     assert_eq!(
         err(&sudo, register("llama", Lane::Lane1, true, 1, 1)).await,
         MarketError::RendererAlreadyRegistered
@@ -607,16 +689,26 @@ async fn renderer_registry_calls_and_errors() {
         MarketError::RendererRegistryFull
     );
 
-    let dereg = |id: &str| MarketCall::DeregisterRenderer { renderer_id: id.as_bytes().to_vec() };
+    let dereg = |id: &str| MarketCall::DeregisterRenderer {
+        renderer_id: id.as_bytes().to_vec(),
+    };
     let inc = ok(&sudo, dereg("llama")).await;
     assert_eq!(
         inc.events,
-        vec![MarketEvent::RendererDeregistered { renderer_id: b"llama".to_vec() }]
+        vec![MarketEvent::RendererDeregistered {
+            renderer_id: b"llama".to_vec()
+        }]
     );
-    assert_eq!(err(&sudo, dereg("llama")).await, MarketError::RendererNotRegistered);
+    assert_eq!(
+        err(&sudo, dereg("llama")).await,
+        MarketError::RendererNotRegistered
+    );
     assert!(matches!(
         submit_err(&chain.submitter(ALICE), dereg("sha256")).await,
-        SubmitError::Dispatch { error: DispatchError::BadOrigin, .. }
+        SubmitError::Dispatch {
+            error: DispatchError::BadOrigin,
+            ..
+        }
     ));
     // A deregistered model takes no new tasks.
     ok(&sudo, dereg("sha256")).await;
@@ -630,16 +722,35 @@ async fn renderer_registry_calls_and_errors() {
 async fn submit_attestation_errors() {
     let chain = chain_with(|c| c.genesis.validators = vec![DAVE, EVE, FERDIE]);
     let (dave, eve) = (chain.submitter(DAVE), chain.submitter(EVE));
-    assert_eq!(err(&chain.submitter(BOB), attest(TaskId(0), 90)).await, MarketError::NotValidator);
-    assert_eq!(err(&dave, attest(TaskId(0), 90)).await, MarketError::TaskNotFound);
+    assert_eq!(
+        err(&chain.submitter(BOB), attest(TaskId(0), 90)).await,
+        MarketError::NotValidator
+    );
+    assert_eq!(
+        err(&dave, attest(TaskId(0), 90)).await,
+        MarketError::TaskNotFound
+    );
     let id = assigned_task(&chain).await;
-    assert_eq!(err(&dave, attest(id, 90)).await, MarketError::TaskNotSubmitted);
+    assert_eq!(
+        err(&dave, attest(id, 90)).await,
+        MarketError::TaskNotSubmitted
+    );
     ok(&chain.submitter(BOB), submit(id)).await;
-    assert_eq!(err(&dave, attest(id, 101)).await, MarketError::InvalidAttestationScore);
-    let empty = MarketCall::SubmitAttestation { task_id: id, score: 90, attestation_cid: Some(vec![]) };
+    assert_eq!(
+        err(&dave, attest(id, 101)).await,
+        MarketError::InvalidAttestationScore
+    );
+    let empty = MarketCall::SubmitAttestation {
+        task_id: id,
+        score: 90,
+        attestation_cid: Some(vec![]),
+    };
     assert_eq!(err(&dave, empty).await, MarketError::InvalidAttestationCid);
     ok(&dave, attest(id, 90)).await;
-    assert_eq!(err(&dave, attest(id, 90)).await, MarketError::DuplicateAttestation);
+    assert_eq!(
+        err(&dave, attest(id, 90)).await,
+        MarketError::DuplicateAttestation
+    );
     ok(&eve, attest(id, 90)).await;
     // Quorum settled it: a third attestation comes too late.
     assert_eq!(
@@ -657,7 +768,10 @@ async fn submit_attestation_errors() {
     ok(&dave, attest(id, 90)).await;
     assert_eq!(chain.head_number(), deadline);
     // ...but the deadline hook rejects it in the next block, so Eve is too late.
-    assert_eq!(err(&eve, attest(id, 90)).await, MarketError::TaskNotSubmitted);
+    assert_eq!(
+        err(&eve, attest(id, 90)).await,
+        MarketError::TaskNotSubmitted
+    );
     assert_eq!(status(&chain, id), TaskStatus::Rejected);
 }
 
@@ -674,7 +788,11 @@ async fn attestation_after_deadline_without_hook_is_refused() {
         MarketError::VerificationDeadlinePassed
     );
     // finalize_task is the way out: rejected, deadline exceeded, no score.
-    let inc = ok(&chain.submitter(CHARLIE), MarketCall::FinalizeTask { task_id: id }).await;
+    let inc = ok(
+        &chain.submitter(CHARLIE),
+        MarketCall::FinalizeTask { task_id: id },
+    )
+    .await;
     assert_eq!(
         inc.events,
         vec![MarketEvent::TaskRejected {
@@ -691,12 +809,18 @@ async fn finalize_task_errors_and_deadline_path() {
     let chain = chain_with(|c| c.genesis.params.max_expired_per_block = 0);
     let charlie = chain.submitter(CHARLIE);
     let fin = |task_id| MarketCall::FinalizeTask { task_id };
-    assert_eq!(err(&charlie, fin(TaskId(0))).await, MarketError::TaskNotFound);
+    assert_eq!(
+        err(&charlie, fin(TaskId(0))).await,
+        MarketError::TaskNotFound
+    );
     let id = assigned_task(&chain).await;
     assert_eq!(err(&charlie, fin(id)).await, MarketError::TaskNotSubmitted);
     ok(&chain.submitter(BOB), submit(id)).await;
     ok(&chain.submitter(DAVE), attest(id, 40)).await;
-    assert_eq!(err(&charlie, fin(id)).await, MarketError::VerificationPending);
+    assert_eq!(
+        err(&charlie, fin(id)).await,
+        MarketError::VerificationPending
+    );
     chain.produce_blocks(100);
     let inc = ok(&charlie, fin(id)).await;
     assert_eq!(
@@ -710,7 +834,10 @@ async fn finalize_task_errors_and_deadline_path() {
     );
     assert!(matches!(
         submit_err(&chain.sudo(), fin(id)).await,
-        SubmitError::Dispatch { error: DispatchError::BadOrigin, .. }
+        SubmitError::Dispatch {
+            error: DispatchError::BadOrigin,
+            ..
+        }
     ));
 }
 
@@ -734,21 +861,37 @@ async fn expiry_hook_is_bounded_per_block_and_refunds() {
     // All three were created in block 1 with deadline 2: block 3 is the first past it.
     assert!(chain.produce_block().events.is_empty());
     let b3 = chain.produce_block();
-    let expired: Vec<_> = b3.events.iter().map(|r| (r.phase, r.event.clone())).collect();
+    let expired: Vec<_> = b3
+        .events
+        .iter()
+        .map(|r| (r.phase, r.event.clone()))
+        .collect();
     assert_eq!(
         expired,
         vec![
-            (Phase::Initialization, MarketEvent::TaskExpired { task_id: ids[0] }),
-            (Phase::Initialization, MarketEvent::TaskExpired { task_id: ids[1] }),
+            (
+                Phase::Initialization,
+                MarketEvent::TaskExpired { task_id: ids[0] }
+            ),
+            (
+                Phase::Initialization,
+                MarketEvent::TaskExpired { task_id: ids[1] }
+            ),
         ],
         "bounded at two per block"
     );
     let b5 = chain.produce_block();
-    assert_eq!(b5.events[0].event, MarketEvent::TaskExpired { task_id: ids[2] });
+    assert_eq!(
+        b5.events[0].event,
+        MarketEvent::TaskExpired { task_id: ids[2] }
+    );
     chain.with_market(|m| {
         assert_eq!(m.account(&ALICE).free, free);
         assert!(m.open_tasks(Lane::Lane1).is_empty());
-        assert!(ids.iter().all(|id| m.task(*id).unwrap().status == TaskStatus::Expired));
+        assert!(
+            ids.iter()
+                .all(|id| m.task(*id).unwrap().status == TaskStatus::Expired)
+        );
     });
     // An assigned task is not expired by the hook.
     let created = send(&alice, create_with(Lane::Lane1, "sha256", 1, UNIT)).await;
@@ -799,21 +942,37 @@ async fn lane0_preempts_assigned_lane1_work_bounded_per_block() {
     assert_eq!(
         b.events.iter().map(|r| r.event.clone()).collect::<Vec<_>>(),
         vec![
-            MarketEvent::TaskFailed { task_id: ids[0], reason: FailReason::Preempted },
-            MarketEvent::TaskFailed { task_id: ids[1], reason: FailReason::Preempted },
+            MarketEvent::TaskFailed {
+                task_id: ids[0],
+                reason: FailReason::Preempted
+            },
+            MarketEvent::TaskFailed {
+                task_id: ids[1],
+                reason: FailReason::Preempted
+            },
         ]
     );
     let b = chain.produce_block();
     assert_eq!(
         b.events[0].event,
-        MarketEvent::TaskFailed { task_id: ids[2], reason: FailReason::Preempted }
+        MarketEvent::TaskFailed {
+            task_id: ids[2],
+            reason: FailReason::Preempted
+        }
     );
     chain.with_market(|m| {
         assert!(m.assigned_lane1_tasks().is_empty());
-        assert_eq!(m.executor(&BOB).unwrap().stake, stake, "the hook does not slash");
+        assert_eq!(
+            m.executor(&BOB).unwrap().stake,
+            stake,
+            "the hook does not slash"
+        );
     });
     // A later submit for a preempted task fails.
-    assert_eq!(err(&bob, submit(ids[0])).await, MarketError::TaskNotExecuting);
+    assert_eq!(
+        err(&bob, submit(ids[0])).await,
+        MarketError::TaskNotExecuting
+    );
     // Once the Lane 0 task is taken, Lane 1 may proceed again.
     ok(&alice, MarketCall::AcceptAssignment { task_id: lane0 }).await;
     let next = assigned_task(&chain).await;
@@ -830,14 +989,24 @@ async fn nonces_are_per_account_and_checked() {
     assert_eq!(chain.account_nonce(ALICE).await.unwrap(), 2, "pool-aware");
     assert_eq!(chain.account_nonce(BOB).await.unwrap(), 0);
     // Same nonce twice in the pool.
-    match alice.submit_with_nonce(create(Lane::Lane1, "sha256"), 1).await {
-        Err(SubmitError::Invalid { reason: InvalidTransaction::PriorityTooLow { nonce: 1 }, .. }) => {}
+    match alice
+        .submit_with_nonce(create(Lane::Lane1, "sha256"), 1)
+        .await
+    {
+        Err(SubmitError::Invalid {
+            reason: InvalidTransaction::PriorityTooLow { nonce: 1 },
+            ..
+        }) => {}
         other => panic!("{other:?}"),
     }
     // A future nonce waits for the gap to fill.
     let future = alice.submit_with_nonce(create(Lane::Lane1, "sha256"), 3);
     let block = chain.produce_block();
-    assert_eq!(block.events.len(), 2, "both ready transactions in one block");
+    assert_eq!(
+        block.events.len(),
+        2,
+        "both ready transactions in one block"
+    );
     let (a, b) = (a.await.unwrap(), b.await.unwrap());
     assert_eq!((a.nonce, a.index, b.nonce, b.index), (0, 0, 1, 1));
     assert_eq!(chain.pool_len(), 1, "nonce 3 still waits");
@@ -847,12 +1016,28 @@ async fn nonces_are_per_account_and_checked() {
     assert_eq!((c.nonce, future.nonce), (2, 3));
     assert_eq!(c.block, future.block);
     // Stale.
-    match alice.submit_with_nonce(create(Lane::Lane1, "sha256"), 1).await {
-        Err(SubmitError::Invalid { reason: InvalidTransaction::Stale { nonce: 1, expected: 4 }, .. }) => {}
+    match alice
+        .submit_with_nonce(create(Lane::Lane1, "sha256"), 1)
+        .await
+    {
+        Err(SubmitError::Invalid {
+            reason:
+                InvalidTransaction::Stale {
+                    nonce: 1,
+                    expected: 4,
+                },
+            ..
+        }) => {}
         other => panic!("{other:?}"),
     }
     // A failed dispatch still uses its nonce.
-    let bad = send(&alice, MarketCall::StartTask { task_id: TaskId(99) }).await;
+    let bad = send(
+        &alice,
+        MarketCall::StartTask {
+            task_id: TaskId(99),
+        },
+    )
+    .await;
     chain.produce_block();
     assert!(bad.await.is_err());
     assert_eq!(chain.account_nonce(ALICE).await.unwrap(), 5);
@@ -868,13 +1053,33 @@ async fn storage_is_read_at_a_block() {
     let started = ok(&chain.submitter(BOB), MarketCall::StartTask { task_id: id }).await;
 
     let at = |inc: &nsn_lane1::chain::Inclusion| inc.block.hash;
-    let genesis = chain.finalized_blocks(Some(0)).next().await.unwrap().unwrap();
+    let genesis = chain
+        .finalized_blocks(Some(0))
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(chain.task(genesis.hash, id).await.unwrap(), None);
-    assert_eq!(chain.task(at(&created), id).await.unwrap().unwrap().status, TaskStatus::Open);
-    assert_eq!(chain.task(at(&assigned), id).await.unwrap().unwrap().status, TaskStatus::Assigned);
-    assert_eq!(chain.task(at(&started), id).await.unwrap().unwrap().status, TaskStatus::Executing);
-    assert_eq!(chain.assigned_lane1_tasks(at(&created)).await.unwrap(), vec![]);
-    assert_eq!(chain.assigned_lane1_tasks(at(&started)).await.unwrap(), vec![id]);
+    assert_eq!(
+        chain.task(at(&created), id).await.unwrap().unwrap().status,
+        TaskStatus::Open
+    );
+    assert_eq!(
+        chain.task(at(&assigned), id).await.unwrap().unwrap().status,
+        TaskStatus::Assigned
+    );
+    assert_eq!(
+        chain.task(at(&started), id).await.unwrap().unwrap().status,
+        TaskStatus::Executing
+    );
+    assert_eq!(
+        chain.assigned_lane1_tasks(at(&created)).await.unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        chain.assigned_lane1_tasks(at(&started)).await.unwrap(),
+        vec![id]
+    );
     let unknown = nsn_lane1::chain::BlockHash([0xee; 32]);
     assert_eq!(
         chain.task(unknown, id).await.unwrap_err(),
@@ -932,7 +1137,8 @@ async fn shutdown_fails_pending_transactions() {
 
 #[tokio::test(start_paused = true)]
 async fn interval_mode_builds_blocks_on_schedule() {
-    let chain = chain_with(|c| c.block_mode = BlockMode::Interval(std::time::Duration::from_secs(6)));
+    let chain =
+        chain_with(|c| c.block_mode = BlockMode::Interval(std::time::Duration::from_secs(6)));
     let alice = chain.submitter(ALICE);
     let mut blocks = chain.finalized_blocks(None);
     let a = send(&alice, create(Lane::Lane1, "sha256")).await;
@@ -965,16 +1171,24 @@ fn interval_mode_needs_a_runtime() {
 #[test]
 fn bad_genesis_is_refused() {
     let mut config = nsn_lane1::chain::dev::DevConfig::default();
-    config.genesis.executors.push((AccountId([7; 32]), UNIT, vec![Lane::Lane1]));
+    config
+        .genesis
+        .executors
+        .push((AccountId([7; 32]), UNIT, vec![Lane::Lane1]));
     assert!(matches!(
         nsn_lane1::chain::dev::DevChain::new(config),
         Err(nsn_lane1::chain::dev::DevChainError::Genesis(
             nsn_lane1::chain::dev::GenesisError::Stake(_)
         ))
     ));
-    let mut config = nsn_lane1::chain::dev::DevConfig::default();
-    config.auto_attest = Some(101);
-    assert!(nsn_lane1::chain::dev::DevChain::new(config).is_err());
+    let config = nsn_lane1::chain::dev::DevConfig {
+        auto_attest: Some(101),
+        ..Default::default()
+    };
+    assert!(matches!(
+        nsn_lane1::chain::dev::DevChain::new(config),
+        Err(nsn_lane1::chain::dev::DevChainError::InvalidScore(101))
+    ));
     let mut genesis = DevGenesis::development();
     genesis.renderers.push((
         "bad".into(),
@@ -985,12 +1199,17 @@ fn bad_genesis_is_refused() {
             vram_required_mb: 1,
         },
     ));
-    let config = nsn_lane1::chain::dev::DevConfig { genesis, ..Default::default() };
+    let config = nsn_lane1::chain::dev::DevConfig {
+        genesis,
+        ..Default::default()
+    };
     assert!(matches!(
         nsn_lane1::chain::dev::DevChain::new(config),
         Err(nsn_lane1::chain::dev::DevChainError::Genesis(
-            nsn_lane1::chain::dev::GenesisError::Renderer { error: MarketError::RendererNotDeterministic, .. }
+            nsn_lane1::chain::dev::GenesisError::Renderer {
+                error: MarketError::RendererNotDeterministic,
+                ..
+            }
         ))
     ));
-    let _ = (Origin::Root, MarketParams::default());
 }

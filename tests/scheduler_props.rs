@@ -21,7 +21,11 @@ fn arb_key() -> impl Strategy<Value = TaskKey> {
     (
         0u64..64,
         prop_oneof![Just(Lane::Lane0), Just(Lane::Lane1)],
-        prop_oneof![Just(Priority::High), Just(Priority::Normal), Just(Priority::Low)],
+        prop_oneof![
+            Just(Priority::High),
+            Just(Priority::Normal),
+            Just(Priority::Low)
+        ],
         0u32..16,
     )
         .prop_map(|(id, lane, priority, deadline)| TaskKey {
@@ -91,7 +95,7 @@ proptest! {
                 }
                 Op::Next => {
                     let want = model.pop_first().map(|(_, k)| k);
-                    let got = s.next();
+                    let got = s.next_task();
                     prop_assert_eq!(got, want);
                     if let Some(k) = got {
                         running.push(k);
@@ -119,7 +123,7 @@ proptest! {
         }
 
         // Draining what is left follows the model to the end: nothing lost.
-        let rest: Vec<TaskKey> = std::iter::from_fn(|| s.next()).collect();
+        let rest: Vec<TaskKey> = std::iter::from_fn(|| s.next_task()).collect();
         let want: Vec<TaskKey> = model.into_values().collect();
         prop_assert_eq!(rest, want);
     }

@@ -28,7 +28,9 @@ use std::str::FromStr;
 use futures::Stream;
 use parity_scale_codec::{Decode, Encode};
 
-use crate::task::{AccountId, Balance, BlockNumber, FailReason, Lane, Priority, TaskId, TaskStatus};
+use crate::task::{
+    AccountId, Balance, BlockNumber, FailReason, Lane, Priority, TaskId, TaskStatus,
+};
 
 pub mod dev;
 
@@ -769,7 +771,9 @@ mod tests {
                 max_latency_ms: 0,
                 vram_required_mb: 0,
             },
-            MarketCall::DeregisterRenderer { renderer_id: vec![] },
+            MarketCall::DeregisterRenderer {
+                renderer_id: vec![],
+            },
             MarketCall::SubmitAttestation {
                 task_id: TaskId(1),
                 score: 0,
@@ -829,6 +833,10 @@ mod tests {
             pallet: "Balances".into(),
             error: "NotExecutor".into(),
         };
-        assert_eq!(other.market_error(), None, "another pallet's error is not ours");
+        assert_eq!(
+            other.market_error(),
+            None,
+            "another pallet's error is not ours"
+        );
     }
 }

@@ -104,7 +104,8 @@ pub const TREASURY: AccountId = {
 
 /// The Lane 1 models registered by [`DevGenesis::development`]: those of the
 /// reference sidecar.
-pub const DEV_LANE1_MODELS: &[&str] = &["noop", "sha256", "uppercase", "sleep", "fail", "mandelbrot"];
+pub const DEV_LANE1_MODELS: &[&str] =
+    &["noop", "sha256", "uppercase", "sleep", "fail", "mandelbrot"];
 
 /// The Lane 0 model registered by [`DevGenesis::development`].
 pub const DEV_LANE0_MODEL: &str = "video-render";
@@ -284,10 +285,8 @@ impl DevChain {
     /// spawns the block builder on the current tokio runtime; it stops when
     /// the last handle is dropped or [`shutdown`](Self::shutdown) is called.
     pub fn new(config: DevConfig) -> Result<Self, DevChainError> {
-        if let Some(score) = config.auto_attest {
-            if score > 100 {
-                return Err(DevChainError::InvalidScore(score));
-            }
+        if let Some(score) = config.auto_attest.filter(|s| *s > 100) {
+            return Err(DevChainError::InvalidScore(score));
         }
         let market = config.genesis.build()?;
         let genesis_hash = BlockHash(blake2_256(b"nsn-lane1/dev-chain/genesis"));
@@ -354,7 +353,11 @@ impl DevChain {
 
     /// Builds `n` blocks; returns the last.
     pub fn produce_blocks(&self, n: u32) -> Option<FinalizedBlock> {
-        (0..n).map(|_| self.produce_block()).last()
+        let mut last = None;
+        for _ in 0..n {
+            last = Some(self.produce_block());
+        }
+        last
     }
 
     /// Reads the pallet's current state.
@@ -489,6 +492,10 @@ impl State {
     }
 }
 
+/// A transaction applied in a block: what it was, its dispatch result, its
+/// index, and the events it emitted.
+type Applied = (PoolTx, Result<(), DispatchError>, u32, Vec<MarketEvent>);
+
 type Reply = (
     Option<oneshot::Sender<Result<Inclusion, SubmitError>>>,
     Result<Inclusion, SubmitError>,
@@ -505,7 +512,7 @@ fn produce_block(shared: &Shared, st: &mut State) -> FinalizedBlock {
     st.market.on_initialize(number);
 
     let one_per_block = st.mode == BlockMode::Instant;
-    let mut applied: Vec<(PoolTx, Result<(), DispatchError>, u32, Vec<MarketEvent>)> = Vec::new();
+    let mut applied: Vec<Applied> = Vec::new();
     let mut index = 0u32;
     'fill: loop {
         let Some(pos) = st.pool.iter().position(|tx| st.is_ready(tx)) else {
@@ -566,7 +573,13 @@ fn produce_block(shared: &Shared, st: &mut State) -> FinalizedBlock {
     // Dev validators attest what was submitted in this block.
     if let Some(score) = st.auto_attest {
         let quorum = st.market.params().verification_quorum as usize;
-        let validators: Vec<AccountId> = st.market.validators().iter().take(quorum).copied().collect();
+        let validators: Vec<AccountId> = st
+            .market
+            .validators()
+            .iter()
+            .take(quorum)
+            .copied()
+            .collect();
         let submitted: Vec<TaskId> = block
             .events
             .iter()

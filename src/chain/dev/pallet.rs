@@ -1131,7 +1131,10 @@ mod tests {
     #[test]
     fn payment_split_adds_up_and_floors_the_shares() {
         assert_eq!(Market::payment_split(100), (70, 20, 10));
-        assert_eq!(Market::payment_split(UNIT), (UNIT / 10 * 7, UNIT / 5, UNIT / 10));
+        assert_eq!(
+            Market::payment_split(UNIT),
+            (UNIT / 10 * 7, UNIT / 5, UNIT / 10)
+        );
         // 7 * 0.7 = 4.9 → 4; 7 * 0.2 = 1.4 → 1; burn takes the rest.
         assert_eq!(Market::payment_split(7), (4, 1, 2));
         assert_eq!(Market::payment_split(1), (0, 0, 1));
@@ -1170,11 +1173,17 @@ mod tests {
         for i in 0..2000u64 {
             let parent = BlockHash(blake2_256(&i.to_le_bytes()));
             let pick = m.select_executor(Lane::Lane1, TaskId(i), parent).unwrap();
-            assert_eq!(Some(pick), m.select_executor(Lane::Lane1, TaskId(i), parent));
+            assert_eq!(
+                Some(pick),
+                m.select_executor(Lane::Lane1, TaskId(i), parent)
+            );
             picks[usize::from(pick == b)] += 1;
         }
         // 90 % / 10 % of 2000, with a generous margin.
         assert!((1700..=1900).contains(&picks[0]), "{picks:?}");
-        assert_eq!(m.select_executor(Lane::Lane0, TaskId(1), BlockHash::default()), None);
+        assert_eq!(
+            m.select_executor(Lane::Lane0, TaskId(1), BlockHash::default()),
+            None
+        );
     }
 }
