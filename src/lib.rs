@@ -41,4 +41,5 @@
 
 pub mod chain;
 pub mod scheduler;
+pub mod sidecar;
 pub mod task;

@@ -133,10 +133,9 @@ pub async fn run(
         }
         "fail" => {
             let p: FailParams = params(name, parameters)?;
-            Err(ModelError::Failed(
-                p.message
-                    .unwrap_or_else(|| "the fail model always fails".to_owned()),
-            ))
+            Err(ModelError::Failed(p.message.unwrap_or_else(|| {
+                "the fail model always fails".to_owned()
+            })))
         }
         "mandelbrot" => {
             let p: MandelbrotParams = params(name, parameters)?;
@@ -369,7 +368,14 @@ mod tests {
 
     async fn run_named(name: &str, input: &[u8], params: &str) -> Result<Vec<u8>, ModelError> {
         let model = find(name).unwrap();
-        run(model, Arc::from(input), params.as_bytes(), CancellationToken::new(), quiet()).await
+        run(
+            model,
+            Arc::from(input),
+            params.as_bytes(),
+            CancellationToken::new(),
+            quiet(),
+        )
+        .await
     }
 
     #[tokio::test]
@@ -409,14 +415,22 @@ mod tests {
 
     #[tokio::test]
     async fn mandelbrot_is_a_deterministic_pgm() {
-        let a = run_named("mandelbrot", b"seed", r#"{"width":16,"height":8}"#).await.unwrap();
-        let b = run_named("mandelbrot", b"seed", r#"{"width":16,"height":8}"#).await.unwrap();
+        let a = run_named("mandelbrot", b"seed", r#"{"width":16,"height":8}"#)
+            .await
+            .unwrap();
+        let b = run_named("mandelbrot", b"seed", r#"{"width":16,"height":8}"#)
+            .await
+            .unwrap();
         assert_eq!(a, b);
         assert!(a.starts_with(b"P5\n16 8\n255\n"));
         assert_eq!(a.len(), b"P5\n16 8\n255\n".len() + 16 * 8);
-        let c = run_named("mandelbrot", b"other", r#"{"width":16,"height":8}"#).await.unwrap();
+        let c = run_named("mandelbrot", b"other", r#"{"width":16,"height":8}"#)
+            .await
+            .unwrap();
         assert_ne!(a, c, "the input picks the view");
-        let v = run_named("video-render", b"seed", r#"{"frames":2}"#).await.unwrap();
+        let v = run_named("video-render", b"seed", r#"{"frames":2}"#)
+            .await
+            .unwrap();
         assert_eq!(v.len(), 2 * (b"P5\n32 32\n255\n".len() + 32 * 32));
     }
 

@@ -250,11 +250,11 @@ impl ReferenceSidecar {
     }
 
     fn set_progress(&self, task_id: &str, progress: f32, stage: &'static str) {
-        if let Some(run) = self.runs().by_id.get_mut(task_id) {
-            if run.state == RunState::Running {
-                run.progress = progress.clamp(0.0, 1.0);
-                run.stage = stage;
-            }
+        if let Some(run) = self.runs().by_id.get_mut(task_id)
+            && run.state == RunState::Running
+        {
+            run.progress = progress.clamp(0.0, 1.0);
+            run.stage = stage;
         }
     }
 
@@ -305,6 +305,75 @@ impl ReferenceSidecar {
                 .map_err(|e| format!("parameters are not valid JSON: {e}"))?;
         }
         Ok((model, input))
+    }
+    /// Runs a model to its end and records the outcome; the answer to
+    /// `ExecuteTask`.
+    async fn run(
+        self,
+        model: &'static ModelSpec,
+        input: Arc<[u8]>,
+        r: proto::ExecuteTaskRequest,
+        cancel: CancellationToken,
+    ) -> proto::ExecuteTaskResponse {
+        let started = Instant::now();
+        let me = self.clone();
+        let id = r.task_id.clone();
+        let progress: models::ProgressFn = Arc::new(move |p, stage| me.set_progress(&id, p, stage));
+        let run = models::run(model, input, &r.parameters, cancel.clone(), progress);
+        let outcome = if r.timeout_ms > 0 {
+            let limit = Duration::from_millis(r.timeout_ms);
+            tokio::pin!(run);
+            tokio::select! {
+                biased;
+                result = &mut run => Ok(result),
+                () = tokio::time::sleep(limit) => {
+                    // Stop the model and wait for it to end before answering.
+                    cancel.cancel();
+                    let _ = run.await;
+                    Err(limit)
+                }
+            }
+        } else {
+            Ok(run.await)
+        };
+        let execution_time_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let failed = |state: RunState, message: String| {
+            self.finish(&r.task_id, state, message.clone());
+            proto::ExecuteTaskResponse {
+                success: false,
+                error_message: message,
+                execution_time_ms,
+                ..Default::default()
+            }
+        };
+        match outcome {
+            Err(limit) => failed(
+                RunState::Failed,
+                format!("timed out after {} ms", limit.as_millis()),
+            ),
+            Ok(Err(ModelError::Cancelled)) => failed(RunState::Cancelled, "cancelled".into()),
+            Ok(Err(e)) => failed(RunState::Failed, e.to_string()),
+            Ok(Ok(output)) => {
+                let len = output.len();
+                match self.inner.store.put(output) {
+                    Ok(cid) => {
+                        self.finish(&r.task_id, RunState::Completed, String::new());
+                        let metadata = serde_json::json!({
+                            "model": model.name,
+                            "output_bytes": len,
+                        });
+                        proto::ExecuteTaskResponse {
+                            success: true,
+                            error_message: String::new(),
+                            output_cid: cid.to_string(),
+                            execution_time_ms,
+                            result_metadata: metadata.to_string().into_bytes(),
+                        }
+                    }
+                    Err(e) => failed(RunState::Failed, format!("output could not be stored: {e}")),
+                }
+            }
+        }
     }
 }
 
@@ -443,78 +512,19 @@ impl Sidecar for ReferenceSidecar {
             Err(message) => return Ok(body_error(message)),
         };
         let cancel = self.begin(&r.task_id)?;
-        let mut guard = CancelOnDrop(Some(cancel.clone()));
-        let started = Instant::now();
-
-        let me = self.clone();
-        let id = r.task_id.clone();
-        let progress: models::ProgressFn =
-            Arc::new(move |p, stage| me.set_progress(&id, p, stage));
-        let run = models::run(model, input, &r.parameters, cancel.clone(), progress);
-        let outcome = if r.timeout_ms > 0 {
-            let limit = Duration::from_millis(r.timeout_ms);
-            tokio::pin!(run);
-            tokio::select! {
-                biased;
-                result = &mut run => Ok(result),
-                () = tokio::time::sleep(limit) => {
-                    // Stop the model and wait for it to end before answering.
-                    cancel.cancel();
-                    let _ = run.await;
-                    Err(limit)
-                }
-            }
-        } else {
-            Ok(run.await)
-        };
-        // The model has ended: a drop from here on has nothing to stop.
-        guard.0 = None;
-
-        let elapsed = started.elapsed();
-        let execution_time_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        let response = match outcome {
-            Err(limit) => {
-                let msg = format!("timed out after {} ms", limit.as_millis());
-                self.finish(&r.task_id, RunState::Failed, msg.clone());
-                body_error(msg)
-            }
-            Ok(Err(ModelError::Cancelled)) => {
-                self.finish(&r.task_id, RunState::Cancelled, "cancelled".into());
-                body_error("cancelled")
-            }
-            Ok(Err(e)) => {
-                let msg = e.to_string();
-                self.finish(&r.task_id, RunState::Failed, msg.clone());
-                body_error(msg)
-            }
-            Ok(Ok(output)) => {
-                let len = output.len();
-                match self.inner.store.put(output) {
-                    Ok(cid) => {
-                        self.finish(&r.task_id, RunState::Completed, String::new());
-                        let metadata = serde_json::json!({
-                            "model": model.name,
-                            "output_bytes": len,
-                        });
-                        Response::new(proto::ExecuteTaskResponse {
-                            success: true,
-                            error_message: String::new(),
-                            output_cid: cid.to_string(),
-                            execution_time_ms,
-                            result_metadata: metadata.to_string().into_bytes(),
-                        })
-                    }
-                    Err(e) => {
-                        let msg = format!("output could not be stored: {e}");
-                        self.finish(&r.task_id, RunState::Failed, msg.clone());
-                        body_error(msg)
-                    }
-                }
+        // The run lives in its own task, which records how it ended once the
+        // model has stopped; if this call is dropped (the client went away),
+        // the guard asks the run to stop.
+        let guard = CancelOnDrop(Some(cancel.clone()));
+        let run = tokio::spawn(self.clone().run(model, input, r, cancel));
+        let response = match run.await {
+            Ok(response) => response,
+            Err(e) => {
+                return Err(Status::internal(format!("model run died: {e}")));
             }
         };
-        let mut response = response;
-        response.get_mut().execution_time_ms = execution_time_ms;
-        Ok(response)
+        drop(guard);
+        Ok(Response::new(response))
     }
 
     async fn get_task_status(

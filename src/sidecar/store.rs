@@ -45,10 +45,13 @@ pub enum StoreError {
     },
 }
 
+/// Blobs by the binary form of their CID.
+type Blobs = HashMap<Vec<u8>, Arc<[u8]>>;
+
 /// A content-addressed blob store. Clones share one store.
 #[derive(Clone, Debug, Default)]
 pub struct BlobStore {
-    blobs: Arc<RwLock<HashMap<Vec<u8>, Arc<[u8]>>>>,
+    blobs: Arc<RwLock<Blobs>>,
     dir: Option<PathBuf>,
 }
 
@@ -150,7 +153,7 @@ impl BlobStore {
         self.len() == 0
     }
 
-    fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Vec<u8>, Arc<[u8]>>> {
+    fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, Blobs> {
         // The map is only ever left whole (inserts are single calls), so a
         // poisoned lock is still consistent.
         self.blobs
@@ -158,7 +161,7 @@ impl BlobStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Vec<u8>, Arc<[u8]>>> {
+    fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, Blobs> {
         self.blobs
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -192,7 +195,10 @@ mod tests {
     fn directory_store_survives_a_restart_and_detects_corruption() {
         let dir = std::env::temp_dir().join(format!("nsn-lane1-store-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let cid = BlobStore::with_dir(&dir).unwrap().put(b"kept".to_vec()).unwrap();
+        let cid = BlobStore::with_dir(&dir)
+            .unwrap()
+            .put(b"kept".to_vec())
+            .unwrap();
         let reopened = BlobStore::with_dir(&dir).unwrap();
         assert_eq!(reopened.get(&cid).unwrap().as_deref(), Some(&b"kept"[..]));
 

@@ -93,3 +93,90 @@ pub async fn send(sub: &DevSubmitter, call: MarketCall) -> nsn_lane1::chain::dev
     sub.ready().await.expect("submitter ready");
     sub.call(call)
 }
+
+/// A reference sidecar served by tonic on a loopback port, on its own
+/// runtime, so that a test can kill it the way a crash would: every
+/// connection task dies at once.
+pub struct TestSidecar {
+    pub addr: std::net::SocketAddr,
+    pub sidecar: nsn_lane1::sidecar::server::ReferenceSidecar,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl TestSidecar {
+    /// Starts a sidecar on 127.0.0.1:0.
+    pub fn start() -> Self {
+        Self::start_at("127.0.0.1:0".parse().expect("loopback address"))
+    }
+
+    /// Starts a sidecar on a given address (to restart one where it was).
+    pub fn start_at(addr: std::net::SocketAddr) -> Self {
+        use nsn_lane1::sidecar::server::ReferenceSidecar;
+        use nsn_lane1::sidecar::store::BlobStore;
+        let std_listener = std::net::TcpListener::bind(addr).expect("bind loopback");
+        std_listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let addr = std_listener.local_addr().expect("bound address");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("sidecar runtime");
+        let sidecar = ReferenceSidecar::new(BlobStore::in_memory());
+        let serving = sidecar.clone();
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
+            serving
+                .serve(listener, std::future::pending())
+                .await
+                .expect("sidecar serves");
+        });
+        TestSidecar {
+            addr,
+            sidecar,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// The endpoint URI.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A client with test-friendly timeouts.
+    pub fn client(&self) -> nsn_lane1::sidecar::client::SidecarClient {
+        client_for(&self.endpoint())
+    }
+
+    /// Kills the sidecar: its runtime and every connection on it stop now.
+    pub fn kill(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for TestSidecar {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A sidecar client for `endpoint` with short connect and cancel waits.
+pub fn client_for(endpoint: &str) -> nsn_lane1::sidecar::client::SidecarClient {
+    use nsn_lane1::sidecar::client::{SidecarClient, SidecarConfig};
+    let mut config = SidecarConfig::new(endpoint);
+    config.connect_timeout = std::time::Duration::from_secs(2);
+    config.cancel_wait = std::time::Duration::from_secs(5);
+    config.timeout_grace = std::time::Duration::from_millis(500);
+    SidecarClient::connect_lazy(config).expect("valid client config")
+}
+
+/// Waits for a future, failing the test if it takes longer than 10 s.
+pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(std::time::Duration::from_secs(10), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}

@@ -1,0 +1,508 @@
+//! The sidecar client against a real reference sidecar (tonic on
+//! 127.0.0.1:0): success, failures, bad input, timeouts, cancellation, a
+//! crash mid-call, recovery after a restart, health and capabilities.
+
+mod support;
+
+use std::time::Duration;
+
+use nsn_lane1::sidecar::client::{ExecuteRequest, ExecutionError, Parameters, SidecarStatus};
+use nsn_lane1::sidecar::proto;
+use nsn_lane1::sidecar::proto::sidecar_client::SidecarClient as RawClient;
+use nsn_lane1::sidecar::server::RunState;
+use nsn_lane1::sidecar::store::BlobStore;
+use nsn_lane1::task::{Cid, Lane, ModelId, TaskId};
+use sha2::{Digest, Sha256};
+use support::{TestSidecar, client_for, within};
+use tower::ServiceExt;
+
+fn request(id: u64, model: &str, input: &Cid, params: serde_json::Value) -> ExecuteRequest {
+    ExecuteRequest {
+        task_id: TaskId(id),
+        lane: Lane::Lane1,
+        model: ModelId::new(model).unwrap(),
+        input_cid: input.clone(),
+        parameters: if params.is_null() {
+            Parameters::none()
+        } else {
+            Parameters::json(&params)
+        },
+        timeout: Some(Duration::from_secs(30)),
+    }
+}
+
+fn put(s: &TestSidecar, bytes: &[u8]) -> Cid {
+    s.sidecar.store().put(bytes.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn success_and_the_output_cid_rehashes_to_the_output() {
+    let s = TestSidecar::start();
+    let input = put(&s, b"hello, lane one");
+    let out = s
+        .client()
+        .execute()
+        .oneshot(request(7, "sha256", &input, serde_json::Value::Null))
+        .await
+        .unwrap();
+    assert_eq!(out.task_id, TaskId(7));
+    let bytes = s.sidecar.store().get(&out.output_cid).unwrap().unwrap();
+    assert_eq!(&bytes[..], Sha256::digest(b"hello, lane one").as_slice());
+    // Anyone can verify: hashing the output again gives its CID.
+    assert_eq!(BlobStore::cid_of(&bytes), out.output_cid);
+    let meta: serde_json::Value = serde_json::from_slice(&out.metadata).unwrap();
+    assert_eq!(meta["model"], "sha256");
+    assert_eq!(meta["output_bytes"], 32);
+    assert_eq!(s.sidecar.state("7"), Some(RunState::Completed));
+    let progress = s.client().status(TaskId(7)).await.unwrap();
+    assert_eq!(progress.status, SidecarStatus::Completed);
+    assert_eq!(progress.progress, 1.0);
+}
+
+#[tokio::test]
+async fn the_text_and_render_models_do_real_work() {
+    let s = TestSidecar::start();
+    let input = put(&s, b"mixed Case");
+    let client = s.client();
+    let out = client
+        .execute()
+        .oneshot(request(1, "uppercase", &input, serde_json::Value::Null))
+        .await
+        .unwrap();
+    assert_eq!(
+        &s.sidecar.store().get(&out.output_cid).unwrap().unwrap()[..],
+        b"MIXED CASE"
+    );
+    let out = client
+        .execute()
+        .oneshot(request(
+            2,
+            "mandelbrot",
+            &input,
+            serde_json::json!({"width": 20, "height": 10}),
+        ))
+        .await
+        .unwrap();
+    let image = s.sidecar.store().get(&out.output_cid).unwrap().unwrap();
+    assert!(image.starts_with(b"P5\n20 10\n255\n"));
+}
+
+#[tokio::test]
+async fn model_failure_is_a_permanent_body_error() {
+    let s = TestSidecar::start();
+    let input = put(&s, b"x");
+    let err = s
+        .client()
+        .execute()
+        .oneshot(request(
+            3,
+            "fail",
+            &input,
+            serde_json::json!({"message": "out of ideas"}),
+        ))
+        .await
+        .unwrap_err();
+    match &err {
+        ExecutionError::Model { task_id, message } => {
+            assert_eq!(*task_id, TaskId(3));
+            assert_eq!(message, "out of ideas");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.is_retryable());
+    let status = s.client().status(TaskId(3)).await.unwrap();
+    assert_eq!(status.status, SidecarStatus::Failed);
+    assert_eq!(status.error.as_deref(), Some("out of ideas"));
+}
+
+#[tokio::test]
+async fn unknown_model_missing_input_and_bad_parameters_are_body_errors() {
+    let s = TestSidecar::start();
+    let input = put(&s, b"x");
+    let client = s.client();
+    let cases = [
+        (
+            request(1, "no-such-model", &input, serde_json::Value::Null),
+            "unknown model \"no-such-model\"",
+        ),
+        (
+            request(
+                2,
+                "sha256",
+                &BlobStore::cid_of(b"never stored"),
+                serde_json::Value::Null,
+            ),
+            "is not in the sidecar's store",
+        ),
+        (
+            request(
+                3,
+                "sleep",
+                &input,
+                serde_json::json!({"duration_ms": "soon"}),
+            ),
+            "invalid parameters for sleep",
+        ),
+        (
+            request(4, "noop", &input, serde_json::json!({"surprise": true})),
+            "unknown field",
+        ),
+        (
+            ExecuteRequest {
+                lane: Lane::Lane0,
+                ..request(5, "sha256", &input, serde_json::Value::Null)
+            },
+            "does not serve lane0",
+        ),
+    ];
+    for (req, want) in cases {
+        let id = req.task_id;
+        let err = client.execute().oneshot(req).await.unwrap_err();
+        match &err {
+            ExecutionError::Model { message, .. } => {
+                assert!(message.contains(want), "{id}: {message}")
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+        assert!(!err.is_retryable());
+    }
+}
+
+#[tokio::test]
+async fn the_server_answers_raw_garbage_with_clear_errors() {
+    let s = TestSidecar::start();
+    let mut raw = RawClient::connect(s.endpoint()).await.unwrap();
+    let base = proto::ExecuteTaskRequest {
+        task_id: "9".into(),
+        model_id: "noop".into(),
+        input_cid: put(&s, b"x").to_string(),
+        lane: 1,
+        ..Default::default()
+    };
+    let body = |r: tonic::Response<proto::ExecuteTaskResponse>| r.into_inner();
+    let r = body(
+        raw.execute_task(proto::ExecuteTaskRequest {
+            input_cid: "garbage".into(),
+            ..base.clone()
+        })
+        .await
+        .unwrap(),
+    );
+    assert!(!r.success);
+    assert!(
+        r.error_message
+            .starts_with("input_cid: \"garbage\" is not a valid CID"),
+        "{}",
+        r.error_message
+    );
+    let r = body(
+        raw.execute_task(proto::ExecuteTaskRequest {
+            parameters: b"{oops".to_vec(),
+            ..base.clone()
+        })
+        .await
+        .unwrap(),
+    );
+    assert!(
+        r.error_message.starts_with("parameters are not valid JSON"),
+        "{}",
+        r.error_message
+    );
+    let r = body(
+        raw.execute_task(proto::ExecuteTaskRequest {
+            lane: 7,
+            ..base.clone()
+        })
+        .await
+        .unwrap(),
+    );
+    assert!(
+        r.error_message.contains("invalid lane"),
+        "{}",
+        r.error_message
+    );
+    let status = raw
+        .execute_task(proto::ExecuteTaskRequest {
+            task_id: String::new(),
+            ..base.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    // Container RPCs say plainly that they are not there.
+    let status = raw
+        .start_container(proto::StartContainerRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    let status = raw
+        .list_plugins(proto::ListPluginsRequest {
+            lane: "lane9".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    // The server is still fine.
+    assert!(body(raw.execute_task(base).await.unwrap()).success);
+}
+
+#[tokio::test]
+async fn the_sidecar_enforces_timeout_ms_and_stops_the_work() {
+    let s = TestSidecar::start();
+    let input = put(&s, b"x");
+    let mut req = request(
+        11,
+        "sleep",
+        &input,
+        serde_json::json!({"duration_ms": 60_000}),
+    );
+    req.timeout = Some(Duration::from_millis(200));
+    let err = within("timed-out execute", s.client().execute().oneshot(req))
+        .await
+        .unwrap_err();
+    match &err {
+        ExecutionError::Model { message, .. } => assert_eq!(message, "timed out after 200 ms"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.sidecar.state("11"), Some(RunState::Failed));
+}
+
+#[tokio::test]
+async fn our_own_deadline_gives_a_retryable_timeout() {
+    // A peer that accepts connections and never answers.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hole.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = hole.accept().await {
+            conns.push(c);
+        }
+    });
+    let client = client_for(&format!("http://{addr}"));
+    let mut req = request(
+        12,
+        "noop",
+        &BlobStore::cid_of(b"x"),
+        serde_json::Value::Null,
+    );
+    req.timeout = Some(Duration::from_millis(100));
+    let err = within("deadline", client.execute().oneshot(req))
+        .await
+        .unwrap_err();
+    match &err {
+        ExecutionError::TimedOut { task_id, after } => {
+            assert_eq!(*task_id, TaskId(12));
+            assert_eq!(*after, Duration::from_millis(600), "timeout + grace");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.is_retryable());
+    held.abort();
+}
+
+#[tokio::test]
+async fn cancel_mid_run_is_confirmed_by_status() {
+    let s = TestSidecar::start();
+    let input = put(&s, b"x");
+    let client = s.client();
+    let run = tokio::spawn(client.execute().oneshot(request(
+        21,
+        "sleep",
+        &input,
+        serde_json::json!({"duration_ms": 60_000}),
+    )));
+    within("run to start", s.sidecar.wait_for("21", RunState::Running)).await;
+    let progress = client.status(TaskId(21)).await.unwrap();
+    assert_eq!(progress.status, SidecarStatus::Running);
+    let outcome = within("cancel", client.cancel(TaskId(21), "lane 0 needs the GPU"))
+        .await
+        .unwrap();
+    assert!(outcome.was_running);
+    assert_eq!(outcome.final_status, Some(SidecarStatus::Cancelled));
+    assert_eq!(s.sidecar.state("21"), Some(RunState::Cancelled));
+    match within("execute to end", run).await.unwrap() {
+        Err(ExecutionError::Model { message, .. }) => assert_eq!(message, "cancelled"),
+        other => panic!("{other:?}"),
+    }
+    // Cancelling again, or an unknown task, is not an error: nothing runs.
+    let again = client.cancel(TaskId(21), "again").await.unwrap();
+    assert_eq!(again.final_status, Some(SidecarStatus::Cancelled));
+    let unknown = client.cancel(TaskId(999), "never ran").await.unwrap();
+    assert_eq!(unknown.final_status, None);
+    assert!(matches!(
+        client.status(TaskId(999)).await,
+        Err(ExecutionError::UnknownTask {
+            task_id: TaskId(999)
+        })
+    ));
+}
+
+#[tokio::test]
+async fn a_dropped_call_stops_the_run_on_the_sidecar() {
+    let s = TestSidecar::start();
+    let input = put(&s, b"x");
+    let run = tokio::spawn(s.client().execute().oneshot(request(
+        22,
+        "sleep",
+        &input,
+        serde_json::json!({"duration_ms": 60_000}),
+    )));
+    within("run to start", s.sidecar.wait_for("22", RunState::Running)).await;
+    run.abort();
+    within(
+        "run to be cancelled",
+        s.sidecar.wait_for("22", RunState::Cancelled),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_second_run_of_a_running_task_is_refused() {
+    let s = TestSidecar::start();
+    let input = put(&s, b"x");
+    let client = s.client();
+    let first = tokio::spawn(client.execute().oneshot(request(
+        23,
+        "sleep",
+        &input,
+        serde_json::json!({"duration_ms": 60_000}),
+    )));
+    within("run to start", s.sidecar.wait_for("23", RunState::Running)).await;
+    let err = client
+        .execute()
+        .oneshot(request(23, "noop", &input, serde_json::Value::Null))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecutionError::Rpc {
+                code: tonic::Code::AlreadyExists,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
+    client.cancel(TaskId(23), "done").await.unwrap();
+    let _ = first.await;
+    // Once it ended, the id may run again (a retry).
+    client
+        .execute()
+        .oneshot(request(23, "noop", &input, serde_json::Value::Null))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_killed_sidecar_gives_a_retryable_error_and_the_client_recovers() {
+    let mut s = TestSidecar::start();
+    let addr = s.addr;
+    let input = put(&s, b"x");
+    let client = s.client();
+    let run = tokio::spawn(client.execute().oneshot(request(
+        31,
+        "sleep",
+        &input,
+        serde_json::json!({"duration_ms": 60_000}),
+    )));
+    within("run to start", s.sidecar.wait_for("31", RunState::Running)).await;
+    s.kill();
+    let err = within("the call to fail", run).await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecutionError::Transport {
+                task_id: Some(TaskId(31)),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_retryable(), "{err:?}");
+
+    // While it is down: refused connections are retryable too.
+    let err = client
+        .execute()
+        .oneshot(request(32, "noop", &input, serde_json::Value::Null))
+        .await
+        .unwrap_err();
+    match &err {
+        ExecutionError::Transport { message, .. } => {
+            assert!(message.contains("Connection refused"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.is_retryable(), "{err:?}");
+
+    // Restarted at the same address: the same client works again.
+    let s2 = TestSidecar::start_at(addr);
+    let input = put(&s2, b"x");
+    let out = within(
+        "execute after restart",
+        client
+            .execute()
+            .oneshot(request(33, "noop", &input, serde_json::Value::Null)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.output_cid, input, "noop returns its input");
+}
+
+#[tokio::test]
+async fn health_both_ways() {
+    let s = TestSidecar::start();
+    let health = s.client().health().await.unwrap();
+    assert!(health.healthy);
+    assert!(health.status.starts_with("serving"));
+
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = tonic::transport::Endpoint::from_shared(s.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut std_health = HealthClient::new(channel);
+    let r = std_health
+        .check(HealthCheckRequest {
+            service: "nsn.sidecar.Sidecar".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, ServingStatus::Serving as i32);
+    let unknown = std_health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn capabilities_list_the_models_per_lane() {
+    let s = TestSidecar::start();
+    let caps = s.client().capabilities().await.unwrap();
+    let m = |n: &str| ModelId::new(n).unwrap();
+    assert!(caps.serves(&m("sha256"), Lane::Lane1));
+    assert!(!caps.serves(&m("sha256"), Lane::Lane0));
+    assert!(caps.serves(&m("video-render"), Lane::Lane0));
+    assert!(!caps.serves(&m("llama"), Lane::Lane1));
+    assert_eq!(caps.models.len(), 7);
+    assert_eq!(caps.models[&m("sleep")].loaded.as_deref(), Some("hot"));
+    assert!(caps.rejected.is_empty(), "{:?}", caps.rejected);
+}
+
+#[tokio::test]
+async fn lane0_model_renders_frames() {
+    let s = TestSidecar::start();
+    let input = put(&s, b"scene");
+    let mut req = request(41, "video-render", &input, serde_json::json!({"frames": 3}));
+    req.lane = Lane::Lane0;
+    let out = s.client().execute().oneshot(req).await.unwrap();
+    let video = s.sidecar.store().get(&out.output_cid).unwrap().unwrap();
+    assert_eq!(video.len(), 3 * (b"P5\n32 32\n255\n".len() + 32 * 32));
+}
