@@ -8,7 +8,6 @@
 //! Run: `cargo bench --bench sidecar`
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
