@@ -40,6 +40,8 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod chain;
+pub mod layer;
 pub mod scheduler;
 pub mod sidecar;
 pub mod task;
+pub mod telemetry;

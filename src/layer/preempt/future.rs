@@ -1,0 +1,104 @@
+//! The preempt layer's response future.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use pin_project::pin_project;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+use tower::BoxError;
+
+use super::Registration;
+use super::error::Preempted;
+use crate::layer::Canceller;
+
+/// The response future of [`Preempt`](super::Preempt).
+#[pin_project]
+#[derive(Debug)]
+pub struct ResponseFuture<F> {
+    #[pin]
+    state: State<F>,
+    registration: Registration,
+}
+
+#[pin_project(project = Proj)]
+enum State<F> {
+    Running {
+        #[pin]
+        inner: F,
+        #[pin]
+        signal: WaitForCancellationFutureOwned,
+        canceller: Canceller,
+    },
+    Cancelling {
+        cancel: Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>,
+    },
+}
+
+impl<F> std::fmt::Debug for State<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Running { .. } => "Running",
+            State::Cancelling { .. } => "Cancelling",
+        })
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn new(inner: F, registration: Registration, canceller: Canceller) -> Self {
+        ResponseFuture {
+            state: State::Running {
+                inner,
+                signal: registration.token.clone().cancelled_owned(),
+                canceller,
+            },
+            registration,
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                Proj::Running {
+                    inner,
+                    signal,
+                    canceller,
+                } => {
+                    // The inner call first: a finished task is not preempted.
+                    if let Poll::Ready(r) = inner.poll(cx) {
+                        return Poll::Ready(r.map_err(Into::into));
+                    }
+                    ready!(signal.poll(cx));
+                    let reason = this.registration.reason();
+                    let task_id = this.registration.task_id;
+                    tracing::info!(%task_id, reason = reason.as_str(), "preempting task");
+                    let cancel = canceller.cancel(task_id, reason.as_str());
+                    // Replacing the state drops the inner call.
+                    this.state.set(State::Cancelling { cancel });
+                }
+                Proj::Cancelling { cancel } => {
+                    let confirmed = ready!(cancel.as_mut().poll(cx));
+                    let task_id = this.registration.task_id;
+                    if let Err(e) = &confirmed {
+                        tracing::warn!(%task_id, error = %e, "preempted task not confirmed stopped");
+                    }
+                    return Poll::Ready(Err(Preempted {
+                        task_id,
+                        reason: this.registration.reason(),
+                        sidecar_confirmed: confirmed.is_ok(),
+                    }
+                    .into()));
+                }
+            }
+        }
+    }
+}

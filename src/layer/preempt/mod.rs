@@ -1,0 +1,224 @@
+//! Preemptible tasks: each call races the inner future against a per-task
+//! cancel signal. A [`Preemptor`] — held by the node's Lane 0 side, the
+//! listener or the executor — fires the signal for one task, a lane, or
+//! everything. On preemption the inner future is dropped (releasing what it
+//! holds), the sidecar task is cancelled and its confirmation awaited, and the
+//! call fails with [`error::Preempted`].
+//!
+//! ```
+//! use nsn_lane1::layer::Canceller;
+//! use nsn_lane1::layer::preempt::{PreemptLayer, PreemptReason, Preemptor};
+//! use nsn_lane1::task::Lane;
+//!
+//! let preemptor = Preemptor::new();
+//! let layer = PreemptLayer::new(preemptor.clone(), Canceller::none());
+//! // Later, when Lane 0 work arrives:
+//! let stopped = preemptor.preempt_lane(Lane::Lane1, PreemptReason::Lane0);
+//! assert!(stopped.is_empty()); // nothing was running
+//! # let _ = layer;
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use tokio_util::sync::CancellationToken;
+use tower::{BoxError, Service};
+
+use crate::layer::{Canceller, TaskRequest};
+use crate::task::{Lane, TaskId};
+
+pub mod error;
+pub mod future;
+mod layer;
+
+pub use error::{PreemptReason, Preempted};
+pub use future::ResponseFuture;
+pub use layer::PreemptLayer;
+
+#[derive(Debug)]
+struct Entry {
+    lane: Lane,
+    token: CancellationToken,
+    reason: Option<PreemptReason>,
+    /// Tells registrations of the same id apart (a task re-run after a requeue).
+    generation: u64,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    tasks: HashMap<TaskId, Entry>,
+    next_generation: u64,
+}
+
+/// Fires the cancel signals of running tasks. Cheap to clone; clones share
+/// the same set of tasks.
+#[derive(Clone, Debug, Default)]
+pub struct Preemptor {
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl Preemptor {
+    /// A preemptor with no tasks.
+    pub fn new() -> Self {
+        Preemptor::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // Critical sections leave the map whole.
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Preempts one task; false if it is not running in the stack.
+    pub fn preempt(&self, id: TaskId, reason: PreemptReason) -> bool {
+        let mut reg = self.lock();
+        match reg.tasks.get_mut(&id) {
+            Some(e) => {
+                e.reason.get_or_insert(reason);
+                e.token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Preempts every running task of a lane; returns their ids.
+    pub fn preempt_lane(&self, lane: Lane, reason: PreemptReason) -> Vec<TaskId> {
+        self.preempt_where(|e| e.lane == lane, reason)
+    }
+
+    /// Preempts every running task; returns their ids.
+    pub fn preempt_all(&self, reason: PreemptReason) -> Vec<TaskId> {
+        self.preempt_where(|_| true, reason)
+    }
+
+    fn preempt_where(&self, pred: impl Fn(&Entry) -> bool, reason: PreemptReason) -> Vec<TaskId> {
+        let mut reg = self.lock();
+        let mut ids = Vec::new();
+        for (id, e) in reg.tasks.iter_mut().filter(|(_, e)| pred(e)) {
+            e.reason.get_or_insert(reason);
+            e.token.cancel();
+            ids.push(*id);
+        }
+        ids.sort();
+        ids
+    }
+
+    /// Tasks currently running in the stack.
+    pub fn running(&self) -> Vec<TaskId> {
+        let mut ids: Vec<TaskId> = self.lock().tasks.keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    fn register(&self, task_id: TaskId, lane: Lane) -> Registration {
+        let token = CancellationToken::new();
+        let mut reg = self.lock();
+        let generation = reg.next_generation;
+        reg.next_generation += 1;
+        reg.tasks.insert(
+            task_id,
+            Entry {
+                lane,
+                token: token.clone(),
+                reason: None,
+                generation,
+            },
+        );
+        Registration {
+            preemptor: self.clone(),
+            task_id,
+            token,
+            generation,
+        }
+    }
+}
+
+/// A task's place in the preemptor; removed when the call ends or is dropped.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    preemptor: Preemptor,
+    task_id: TaskId,
+    token: CancellationToken,
+    generation: u64,
+}
+
+impl Registration {
+    fn reason(&self) -> PreemptReason {
+        self.preemptor
+            .lock()
+            .tasks
+            .get(&self.task_id)
+            .and_then(|e| e.reason)
+            .unwrap_or(PreemptReason::Requested)
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut reg = self.preemptor.lock();
+        if reg
+            .tasks
+            .get(&self.task_id)
+            .is_some_and(|e| e.generation == self.generation)
+        {
+            reg.tasks.remove(&self.task_id);
+        }
+    }
+}
+
+/// Makes calls preemptible; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Preempt<S> {
+    inner: S,
+    preemptor: Preemptor,
+    canceller: Canceller,
+}
+
+impl<S> Preempt<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, preemptor: Preemptor, canceller: Canceller) -> Self {
+        Preempt {
+            inner,
+            preemptor,
+            canceller,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, R> Service<R> for Preempt<S>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+    R: TaskRequest,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        let registration = self.preemptor.register(req.task_id(), req.lane());
+        ResponseFuture::new(self.inner.call(req), registration, self.canceller.clone())
+    }
+}

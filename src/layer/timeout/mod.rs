@@ -1,0 +1,93 @@
+//! Bounds each task's execution.
+//!
+//! The limit is the layer's, or the request's own if that is shorter; it is
+//! written into the request so the sidecar knows it too (`timeout_ms`). When
+//! it passes, the inner call is dropped, the sidecar task is cancelled (and
+//! its confirmation awaited), and the call fails with [`error::Elapsed`]. The
+//! inner future is polled before the timer, so an answer that is ready is
+//! never thrown away.
+//!
+//! ```
+//! use std::time::Duration;
+//! use nsn_lane1::layer::Canceller;
+//! use nsn_lane1::layer::timeout::TimeoutLayer;
+//! use tower::ServiceBuilder;
+//! # use tower::service_fn;
+//! # use nsn_lane1::sidecar::client::ExecuteRequest;
+//!
+//! let stack = ServiceBuilder::new()
+//!     .layer(TimeoutLayer::new(Duration::from_secs(300), Canceller::none()))
+//!     .service(service_fn(|r: ExecuteRequest| async move { Ok::<_, tower::BoxError>(r.task_id) }));
+//! # let _ = stack;
+//! ```
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower::{BoxError, Service};
+
+use crate::layer::{Canceller, TimeoutRequest};
+
+pub mod error;
+pub mod future;
+mod layer;
+
+pub use error::Elapsed;
+pub use future::ResponseFuture;
+pub use layer::TimeoutLayer;
+
+/// Bounds each call by a time limit; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Timeout<S> {
+    inner: S,
+    limit: Duration,
+    canceller: Canceller,
+}
+
+impl<S> Timeout<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, limit: Duration, canceller: Canceller) -> Self {
+        Timeout {
+            inner,
+            limit,
+            canceller,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, R> Service<R> for Timeout<S>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+    R: TimeoutRequest,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: R) -> Self::Future {
+        let limit = req.timeout().map_or(self.limit, |own| own.min(self.limit));
+        req.set_timeout(limit);
+        let task_id = req.task_id();
+        ResponseFuture::new(self.inner.call(req), limit, task_id, self.canceller.clone())
+    }
+}

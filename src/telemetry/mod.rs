@@ -1,0 +1,3 @@
+//! Telemetry: the metrics registry.
+
+pub mod metrics;
