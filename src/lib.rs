@@ -40,8 +40,13 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod chain;
+pub mod executor;
 pub mod layer;
+pub mod lifecycle;
+pub mod listener;
+pub mod node;
 pub mod scheduler;
 pub mod sidecar;
+pub mod submitter;
 pub mod task;
 pub mod telemetry;

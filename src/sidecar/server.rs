@@ -105,6 +105,8 @@ const FINISHED_KEPT: usize = 10_000;
 
 struct Inner {
     store: BlobStore,
+    /// The most runs that were running at once.
+    max_running: std::sync::atomic::AtomicUsize,
     runs: Mutex<Runs>,
     changed: watch::Sender<u64>,
     started: Instant,
@@ -150,6 +152,7 @@ impl ReferenceSidecar {
         ReferenceSidecar {
             inner: Arc::new(Inner {
                 store,
+                max_running: std::sync::atomic::AtomicUsize::new(0),
                 runs: Mutex::new(Runs {
                     by_id: HashMap::new(),
                     finished: VecDeque::new(),
@@ -187,6 +190,13 @@ impl ReferenceSidecar {
             .add_service(self.into_service())
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
+    }
+
+    /// The most runs that have been running at once since start.
+    pub fn max_concurrent_runs(&self) -> usize {
+        self.inner
+            .max_running
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The state of a run, if the sidecar knows it.
@@ -244,6 +254,14 @@ impl ReferenceSidecar {
                 started: Instant::now(),
             },
         );
+        let running = runs
+            .by_id
+            .values()
+            .filter(|r| r.state == RunState::Running)
+            .count();
+        self.inner
+            .max_running
+            .fetch_max(running, std::sync::atomic::Ordering::Relaxed);
         drop(runs);
         self.notify();
         Ok(cancel)

@@ -24,7 +24,6 @@ pub(super) struct Guard {
 
 impl Guard {
     pub(super) fn new(metrics: Lane1Metrics, lane: &'static str, model: String) -> Self {
-        metrics.in_flight.with(&[]).inc();
         Guard {
             metrics,
             lane,
@@ -45,7 +44,6 @@ impl Guard {
             .task_seconds
             .with(&labels)
             .observe(self.started.elapsed().as_secs_f64());
-        self.metrics.in_flight.with(&[]).dec();
     }
 }
 

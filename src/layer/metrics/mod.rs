@@ -1,6 +1,5 @@
 //! Counts and times every task through the stack, by outcome, lane and model
-//! (`lane1_tasks_total`, `lane1_task_duration_seconds`), and keeps the
-//! in-flight gauge. The record is made by a drop guard, so a task whose future
+//! (`lane1_tasks_total`, `lane1_task_duration_seconds`). The record is made by a drop guard, so a task whose future
 //! is dropped — preempted, timed out, shut down — is still counted (as
 //! `dropped`). The layer adds no way to fail: errors pass through unchanged.
 //!

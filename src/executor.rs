@@ -1,0 +1,685 @@
+//! The executor: a thin event loop over a Tower stack.
+//!
+//! The loop selects over four things, and never sleeps or polls on a timer:
+//! chain events from the listener, completions of in-flight tasks (a
+//! `FuturesUnordered`), resolutions of preempted tasks, and the stack's
+//! readiness — which is how a slow sidecar or a full concurrency limit slows
+//! intake instead of filling memory. A task is taken from the scheduler only
+//! when the stack is ready for it.
+//!
+//! The standard stack ([`build_stack`]), outermost first:
+//!
+//! ```text
+//! metrics → concurrency limit → in-flight gauge → preempt → lifecycle
+//!     lifecycle ─ execute stack: timeout → retry → sidecar client
+//!               └ submit stack:  retry → guarded → chain submitter
+//! ```
+//!
+//! Preemption: a Lane 0 arrival preempts every running Lane 1 task; the
+//! sidecar confirms each cancel; a task whose `start_task` had not landed goes
+//! back to the queue (and waits until the Lane 0 work is taken), one that had
+//! is failed on chain with `Preempted`. A task the chain fails or expires is
+//! dropped from the queue, or preempted if it is running.
+//!
+//! Shutdown: intake stops; in-flight tasks get [`ExecutorConfig::shutdown_grace`]
+//! to finish; then they are preempted (cancelled on the sidecar) and resolved
+//! on chain. Queued tasks stay assigned on chain and are resumed by the next
+//! start's reconciliation.
+
+use std::collections::{HashMap, HashSet};
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+use tower::limit::ConcurrencyLimit;
+use tower::retry::Retry;
+use tower::{BoxError, Service, ServiceBuilder};
+
+use crate::chain::{ChainPort, MarketCall};
+use crate::layer::in_flight::InFlight;
+use crate::layer::metrics::Metrics;
+use crate::layer::preempt::{Preempt, PreemptReason, Preempted, Preemptor};
+use crate::layer::retry::RetryPolicy;
+use crate::layer::retry::classify::DefaultClassifier;
+use crate::layer::timeout::Timeout;
+use crate::layer::{Canceller, Lane1ServiceBuilderExt};
+use crate::lifecycle::{ExecutorState, Lifecycle, LifecycleError, TaskBoard, TaskOutcome};
+use crate::listener::TaskEvent;
+use crate::scheduler::{Scheduler, SchedulerError};
+use crate::submitter::{Guarded, ResultSubmitter, SubmissionError, Submitted};
+use crate::task::{AccountId, Balance, FailReason, Lane, Task, TaskId, TaskStatus};
+use crate::telemetry::metrics::Lane1Metrics;
+
+/// The executor's settings. [`Default`] follows the original plan: a 300 s
+/// execution timeout, one task at a time, no retries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecutorConfig {
+    /// Longest a task may run on the sidecar.
+    pub execution_timeout: Duration,
+    /// Most tasks in flight at the sidecar at once.
+    pub max_concurrent: usize,
+    /// Retries of a retryable sidecar error per task.
+    pub retry_attempts: usize,
+    /// Retries of a retryable chain submission error per call.
+    pub submit_retry_attempts: usize,
+    /// First retry delay (doubling, with jitter).
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Most tasks waiting in the scheduler.
+    pub queue_capacity: usize,
+    /// How long in-flight tasks may finish at shutdown before they are cancelled.
+    pub shutdown_grace: Duration,
+    /// Claim candidates with `accept_assignment` when they are created.
+    pub claim_assignments: bool,
+    /// Preempt running Lane 1 work as soon as a Lane 0 task appears on chain.
+    /// Turn off when the node's Lane 0 side preempts through the
+    /// [`Preemptor`] itself; the chain's preemption hook still applies.
+    pub preempt_on_lane0: bool,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            execution_timeout: Duration::from_secs(300),
+            max_concurrent: 1,
+            retry_attempts: 0,
+            submit_retry_attempts: 0,
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_secs(10),
+            queue_capacity: 10_000,
+            shutdown_grace: Duration::from_secs(30),
+            claim_assignments: false,
+            preempt_on_lane0: true,
+        }
+    }
+}
+
+/// The execute stack: timeout → retry → `X` (the sidecar client).
+pub type ExecuteStack<X> = Timeout<Retry<RetryPolicy<DefaultClassifier>, X>>;
+
+/// The submit stack: retry → guarded → `C` (a chain submitter).
+pub type SubmitStack<C, P> = Retry<RetryPolicy<DefaultClassifier>, Guarded<C, P>>;
+
+/// The standard lifecycle stack.
+pub type Lane1Stack<X, C, P> =
+    Metrics<ConcurrencyLimit<InFlight<Preempt<Lifecycle<ExecuteStack<X>, SubmitStack<C, P>, P>>>>>;
+
+/// The parts a stack is built from.
+#[derive(Clone, Debug)]
+pub struct StackParts<X, C, P> {
+    /// The sidecar's execute service.
+    pub execute: X,
+    /// Cancels tasks on the sidecar.
+    pub canceller: Canceller,
+    /// The chain submitter for our account.
+    pub submit: C,
+    /// Chain reads.
+    pub port: P,
+    /// Our account.
+    pub account: AccountId,
+    /// Where task states are published.
+    pub board: TaskBoard,
+    /// Fires preemptions.
+    pub preemptor: Preemptor,
+    /// Where metrics go.
+    pub metrics: Lane1Metrics,
+}
+
+/// The submit stack on its own (also used by the executor to resolve
+/// preempted tasks and to claim candidates).
+pub fn submit_stack<C, P>(
+    config: &ExecutorConfig,
+    submit: C,
+    port: P,
+    account: AccountId,
+) -> SubmitStack<C, P> {
+    ServiceBuilder::new()
+        .retry(RetryPolicy::new(
+            config.submit_retry_attempts,
+            config.retry_base,
+            config.retry_max,
+            DefaultClassifier,
+        ))
+        .service(Guarded::new(submit, port, account))
+}
+
+/// Builds the standard stack (see the [module docs](self)).
+pub fn build_stack<X, C, P>(
+    config: &ExecutorConfig,
+    parts: StackParts<X, C, P>,
+) -> Lane1Stack<X, C, P>
+where
+    X: Clone,
+    P: Clone,
+{
+    let execute = ServiceBuilder::new()
+        .task_timeout(config.execution_timeout, parts.canceller.clone())
+        .retry(RetryPolicy::new(
+            config.retry_attempts,
+            config.retry_base,
+            config.retry_max,
+            DefaultClassifier,
+        ))
+        .service(parts.execute);
+    let submit = submit_stack(config, parts.submit, parts.port.clone(), parts.account);
+    let lifecycle = Lifecycle::new(execute, submit, parts.port, parts.account, parts.board);
+    ServiceBuilder::new()
+        .lane1_metrics(parts.metrics.clone())
+        .concurrency_limit(config.max_concurrent.max(1))
+        .in_flight(parts.metrics.in_flight.with(&[]))
+        .preempt(parts.preemptor, parts.canceller)
+        .service(lifecycle)
+}
+
+/// What the executor did, from start to stop.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecutorReport {
+    /// Results submitted.
+    pub submitted: u64,
+    /// Tasks failed on chain by us.
+    pub failed: u64,
+    /// Tasks with nothing to do (the chain had moved on, or not ours).
+    pub skipped: u64,
+    /// Preemptions.
+    pub preempted: u64,
+    /// Tasks put back in the queue.
+    pub requeued: u64,
+    /// Our tasks verified on chain.
+    pub verified: u64,
+    /// Our tasks rejected on chain.
+    pub rejected: u64,
+    /// Payment received.
+    pub paid: Balance,
+    /// Tasks this executor could not resolve (see the logs).
+    pub errors: u64,
+}
+
+/// Why the executor stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecutorError {
+    /// The stack failed to become ready (it can no longer take tasks).
+    #[error("the service stack failed: {0}")]
+    Stack(BoxError),
+}
+
+/// How a preempted task ended up.
+enum Resolution {
+    Requeue(Task),
+    Done(TaskOutcome),
+    Error(TaskId, SubmissionError),
+    Nothing,
+}
+
+type ResolveFuture = Pin<Box<dyn Future<Output = Resolution> + Send>>;
+type Completion = Pin<Box<dyn Future<Output = (TaskId, Result<TaskOutcome, BoxError>)> + Send>>;
+
+/// How many times a task whose lifecycle errored is retried before it is
+/// given up (logged and counted in [`ExecutorReport::errors`]).
+const MAX_LIFECYCLE_ATTEMPTS: u32 = 3;
+
+struct Core<P, C> {
+    scheduler: Scheduler<Task>,
+    held: HashMap<TaskId, (Task, u32)>,
+    attempts: HashMap<TaskId, u32>,
+    deferred: Vec<Task>,
+    lane0_open: HashSet<TaskId>,
+    lane0_wait: bool,
+    board: TaskBoard,
+    preemptor: Preemptor,
+    metrics: Lane1Metrics,
+    port: P,
+    submitter: ResultSubmitter<C>,
+    account: AccountId,
+    claim: bool,
+    preempt_on_lane0: bool,
+    resolving: FuturesUnordered<ResolveFuture>,
+    report: ExecutorReport,
+}
+
+/// The executor; see the [module docs](self).
+pub struct TaskExecutorService<S, P, C> {
+    stack: S,
+    events: mpsc::Receiver<TaskEvent>,
+    config: ExecutorConfig,
+    core: Core<P, C>,
+}
+
+impl<S, P, C> std::fmt::Debug for TaskExecutorService<S, P, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskExecutorService")
+            .field("config", &self.config)
+            .field("report", &self.core.report)
+            .finish()
+    }
+}
+
+impl<S, P, C> TaskExecutorService<S, P, C>
+where
+    S: Service<Task, Response = TaskOutcome, Error = BoxError>,
+    S::Future: Send + 'static,
+    P: ChainPort,
+    C: Service<MarketCall, Response = Submitted> + Clone + Send + Sync + 'static,
+    C::Error: Into<BoxError>,
+    C::Future: Send,
+{
+    /// An executor that runs tasks through `stack`, hears about them on
+    /// `events`, and resolves preempted tasks through `submit` (a submit
+    /// stack for our account).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: ExecutorConfig,
+        stack: S,
+        events: mpsc::Receiver<TaskEvent>,
+        port: P,
+        submit: C,
+        account: AccountId,
+        board: TaskBoard,
+        preemptor: Preemptor,
+        metrics: Lane1Metrics,
+    ) -> Self {
+        TaskExecutorService {
+            stack,
+            events,
+            core: Core {
+                scheduler: Scheduler::new(config.queue_capacity),
+                held: HashMap::new(),
+                attempts: HashMap::new(),
+                deferred: Vec::new(),
+                lane0_open: HashSet::new(),
+                lane0_wait: false,
+                board,
+                preemptor,
+                metrics,
+                port,
+                submitter: ResultSubmitter::new(submit),
+                account,
+                claim: config.claim_assignments,
+                preempt_on_lane0: config.preempt_on_lane0,
+                resolving: FuturesUnordered::new(),
+                report: ExecutorReport::default(),
+            },
+            config,
+        }
+    }
+
+    /// The board where task states are published.
+    pub fn board(&self) -> &TaskBoard {
+        &self.core.board
+    }
+
+    /// Runs until `shutdown` resolves or the listener stops, then shuts down
+    /// gracefully (see the [module docs](self)).
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<ExecutorReport, ExecutorError> {
+        let TaskExecutorService {
+            mut stack,
+            mut events,
+            config,
+            mut core,
+        } = self;
+        let mut in_flight: FuturesUnordered<Completion> = FuturesUnordered::new();
+        tokio::pin!(shutdown);
+
+        loop {
+            let can_start =
+                !core.scheduler.is_empty() && core.lane0_open.is_empty() && !core.lane0_wait;
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                event = events.recv() => match event {
+                    Some(event) => core.on_event(event),
+                    None => break,
+                },
+                Some((task_id, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    core.on_done(task_id, result);
+                }
+                Some(resolution) = core.resolving.next(), if !core.resolving.is_empty() => {
+                    core.on_resolution(resolution);
+                }
+                ready = poll_fn(|cx| stack.poll_ready(cx)), if can_start => {
+                    ready.map_err(ExecutorError::Stack)?;
+                    if let Some(task) = core.scheduler.next_task() {
+                        let task_id = task.id;
+                        let attempts = core.attempts.remove(&task_id).unwrap_or(0);
+                        core.held.insert(task_id, (task.clone(), attempts));
+                        let call = stack.call(task);
+                        in_flight.push(Box::pin(async move { (task_id, call.await) }));
+                    }
+                }
+            }
+            core.update_gauges();
+        }
+
+        // Graceful shutdown: intake has stopped.
+        tracing::info!(
+            in_flight = in_flight.len(),
+            "shutting down; letting in-flight tasks finish"
+        );
+        let grace = tokio::time::sleep(config.shutdown_grace);
+        tokio::pin!(grace);
+        let mut preempted = false;
+        while !in_flight.is_empty() || !core.resolving.is_empty() {
+            tokio::select! {
+                biased;
+                Some((task_id, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    core.on_done(task_id, result);
+                }
+                Some(resolution) = core.resolving.next(), if !core.resolving.is_empty() => {
+                    // Requeues are moot now: the task stays assigned on chain.
+                    core.on_resolution(resolution);
+                }
+                () = &mut grace, if !preempted => {
+                    preempted = true;
+                    let ids = core.preemptor.preempt_all(PreemptReason::Shutdown);
+                    tracing::warn!(?ids, "grace period over; cancelling in-flight tasks");
+                }
+            }
+        }
+        core.update_gauges();
+        Ok(core.report)
+    }
+}
+
+impl<P, C> Core<P, C>
+where
+    P: ChainPort,
+    C: Service<MarketCall, Response = Submitted> + Clone + Send + Sync + 'static,
+    C::Error: Into<BoxError>,
+    C::Future: Send,
+{
+    fn update_gauges(&self) {
+        let st = self.scheduler.stats();
+        self.metrics
+            .queued
+            .with(&["lane0"])
+            .set(st.queued_lane0 as i64);
+        self.metrics
+            .queued
+            .with(&["lane1"])
+            .set(st.queued_lane1 as i64);
+    }
+
+    fn enqueue(&mut self, task: Task) {
+        let task_id = task.id;
+        match self.scheduler.enqueue(task) {
+            Ok(()) => self.board.set(task_id, ExecutorState::Queued),
+            Err(rejected) => match rejected.error {
+                SchedulerError::DuplicateTask(_) => {}
+                error => {
+                    // Refusing silently would leave the task assigned to us
+                    // forever: give it back to the market.
+                    tracing::error!(%task_id, %error, "cannot queue assigned task; failing it on chain");
+                    self.resolve_fail(task_id, FailReason::Other, error.to_string());
+                }
+            },
+        }
+    }
+
+    fn on_event(&mut self, event: TaskEvent) {
+        match event {
+            TaskEvent::AssignedToMe { task } => {
+                if !self.held.contains_key(&task.id) {
+                    self.enqueue(task);
+                }
+            }
+            TaskEvent::AssignedInvalid { task_id, reason } => {
+                tracing::warn!(%task_id, %reason, "assigned task has invalid data");
+                self.resolve_fail(task_id, FailReason::InvalidInput, reason);
+            }
+            TaskEvent::Created { task_id, .. } if self.claim => {
+                let submitter = self.submitter.clone();
+                self.resolving.push(Box::pin(async move {
+                    if let Err(e) = submitter.accept_assignment(task_id).await {
+                        tracing::debug!(%task_id, error = %e, "claim not taken");
+                    }
+                    Resolution::Nothing
+                }));
+            }
+            TaskEvent::Lane0Arrived { task_id } => {
+                self.lane0_open.insert(task_id);
+                if !self.preempt_on_lane0 {
+                    return;
+                }
+                let preempted = self
+                    .preemptor
+                    .preempt_lane(Lane::Lane1, PreemptReason::Lane0);
+                if !preempted.is_empty() {
+                    tracing::info!(lane0 = %task_id, ?preempted, "lane 0 work arrived; yielding");
+                }
+            }
+            TaskEvent::Lane0Settled { task_id } => {
+                self.lane0_open.remove(&task_id);
+            }
+            TaskEvent::Failed { task_id, .. } | TaskEvent::Expired { task_id } => {
+                self.deferred.retain(|t| t.id != task_id);
+                if self.scheduler.cancel(task_id).is_ok() {
+                    self.board.set(
+                        task_id,
+                        ExecutorState::Done(TaskOutcome::AlreadyResolved {
+                            task_id,
+                            status: None,
+                        }),
+                    );
+                    self.report.skipped += 1;
+                } else if self.held.contains_key(&task_id) {
+                    self.preemptor.preempt(task_id, PreemptReason::ChainFailed);
+                }
+            }
+            TaskEvent::Verified { payment, .. } => {
+                self.report.verified += 1;
+                self.report.paid = self.report.paid.saturating_add(payment);
+            }
+            TaskEvent::Rejected { task_id } => {
+                if self.board.get(task_id).is_some() {
+                    self.report.rejected += 1;
+                }
+            }
+            TaskEvent::BlockDone { .. } => {
+                // The chain moved on: tasks that had to wait may try again.
+                self.lane0_wait = false;
+                for task in std::mem::take(&mut self.deferred) {
+                    self.enqueue(task);
+                }
+            }
+            TaskEvent::Created { .. }
+            | TaskEvent::AssignedToOther { .. }
+            | TaskEvent::Started { .. }
+            | TaskEvent::Submitted { .. } => {}
+        }
+    }
+
+    fn on_done(&mut self, task_id: TaskId, result: Result<TaskOutcome, BoxError>) {
+        let Some((task, attempts)) = self.held.remove(&task_id) else {
+            tracing::error!(%task_id, "completion for a task not in flight");
+            return;
+        };
+        match result {
+            Ok(outcome) => self.finish(outcome),
+            Err(error) => {
+                if let Some(p) = find::<Preempted>(&error) {
+                    self.report.preempted += 1;
+                    let reason = p.reason;
+                    let port = self.port.clone();
+                    let submitter = self.submitter.clone();
+                    let account = self.account;
+                    self.resolving.push(Box::pin(resolve_preempted(
+                        task, reason, port, submitter, account,
+                    )));
+                    return;
+                }
+                let _ = self.scheduler.fail(task_id);
+                if find::<LifecycleError>(&error)
+                    .is_some_and(|e| matches!(e, LifecycleError::Lane0Priority { .. }))
+                {
+                    self.lane0_wait = true;
+                    self.defer(task, attempts);
+                } else if attempts + 1 < MAX_LIFECYCLE_ATTEMPTS {
+                    tracing::warn!(%task_id, %error, attempt = attempts + 1, "task lifecycle failed; will retry after the next block");
+                    self.defer(task, attempts + 1);
+                } else {
+                    tracing::error!(%task_id, %error, "task lifecycle failed; giving up");
+                    self.report.errors += 1;
+                    self.board.set(
+                        task_id,
+                        ExecutorState::Done(TaskOutcome::AlreadyResolved {
+                            task_id,
+                            status: None,
+                        }),
+                    );
+                }
+            }
+        }
+    }
+
+    fn defer(&mut self, task: Task, attempts: u32) {
+        self.report.requeued += 1;
+        self.attempts.insert(task.id, attempts);
+        self.board.set(task.id, ExecutorState::Queued);
+        self.deferred.push(task);
+    }
+
+    fn finish(&mut self, outcome: TaskOutcome) {
+        let task_id = outcome.task_id();
+        match &outcome {
+            TaskOutcome::Submitted { .. } => {
+                self.report.submitted += 1;
+                let _ = self.scheduler.complete(task_id);
+            }
+            TaskOutcome::Failed { .. } => {
+                self.report.failed += 1;
+                let _ = self.scheduler.fail(task_id);
+            }
+            TaskOutcome::AlreadyResolved { .. } | TaskOutcome::NotOurs { .. } => {
+                self.report.skipped += 1;
+                let _ = self.scheduler.complete(task_id);
+            }
+            TaskOutcome::Requeued { .. } => {}
+        }
+        self.board.set(task_id, ExecutorState::Done(outcome));
+    }
+
+    fn on_resolution(&mut self, resolution: Resolution) {
+        match resolution {
+            Resolution::Requeue(task) => {
+                let task_id = task.id;
+                self.report.requeued += 1;
+                if let Err(rejected) = self.scheduler.requeue(task) {
+                    tracing::error!(%task_id, error = %rejected.error, "requeue refused");
+                    self.enqueue(rejected.item);
+                } else {
+                    self.board.set(task_id, ExecutorState::Queued);
+                }
+            }
+            Resolution::Done(outcome) => self.finish(outcome),
+            Resolution::Error(task_id, error) => {
+                tracing::error!(%task_id, %error, "could not resolve task on chain");
+                let _ = self.scheduler.fail(task_id);
+                self.report.errors += 1;
+                self.board.set(
+                    task_id,
+                    ExecutorState::Done(TaskOutcome::AlreadyResolved {
+                        task_id,
+                        status: None,
+                    }),
+                );
+            }
+            Resolution::Nothing => {}
+        }
+    }
+
+    /// Fails a task on chain without running it.
+    fn resolve_fail(&mut self, task_id: TaskId, reason: FailReason, cause: String) {
+        let submitter = self.submitter.clone();
+        self.resolving.push(Box::pin(async move {
+            match submitter.fail_task(task_id, reason).await {
+                Ok(_) => Resolution::Done(TaskOutcome::Failed {
+                    task_id,
+                    reason,
+                    cause,
+                }),
+                Err(SubmissionError::Inapplicable { status, .. }) => {
+                    Resolution::Done(TaskOutcome::AlreadyResolved { task_id, status })
+                }
+                Err(e) => Resolution::Error(task_id, e),
+            }
+        }));
+    }
+}
+
+/// Decides what becomes of a preempted task, from its on-chain status: back to
+/// the queue if `start_task` had not landed (not at shutdown), failed with
+/// `Preempted` if it had (`Other` at shutdown), nothing if the chain already
+/// ended it.
+async fn resolve_preempted<P, C>(
+    task: Task,
+    reason: PreemptReason,
+    port: P,
+    submitter: ResultSubmitter<C>,
+    account: AccountId,
+) -> Resolution
+where
+    P: ChainPort,
+    C: Service<MarketCall, Response = Submitted> + Clone,
+    C::Error: Into<BoxError>,
+{
+    let task_id = task.id;
+    let read = async {
+        let head = port.finalized_head().await?;
+        port.task(head.hash, task_id).await
+    };
+    let intent = match read.await {
+        Ok(i) => i,
+        Err(e) => return Resolution::Error(task_id, SubmissionError::Read(e)),
+    };
+    let Some(intent) = intent else {
+        return Resolution::Done(TaskOutcome::AlreadyResolved {
+            task_id,
+            status: None,
+        });
+    };
+    if intent.executor != Some(account) {
+        return Resolution::Done(TaskOutcome::NotOurs { task_id });
+    }
+    let shutdown = reason == PreemptReason::Shutdown;
+    let fail_with = match intent.status {
+        TaskStatus::Assigned if !shutdown => return Resolution::Requeue(task),
+        TaskStatus::Assigned | TaskStatus::Executing if shutdown => FailReason::Other,
+        TaskStatus::Executing => FailReason::Preempted,
+        status => {
+            return Resolution::Done(TaskOutcome::AlreadyResolved {
+                task_id,
+                status: Some(status),
+            });
+        }
+    };
+    match submitter.fail_task(task_id, fail_with).await {
+        Ok(_) => Resolution::Done(TaskOutcome::Failed {
+            task_id,
+            reason: fail_with,
+            cause: reason.as_str().to_owned(),
+        }),
+        Err(SubmissionError::Inapplicable { status, .. }) => {
+            Resolution::Done(TaskOutcome::AlreadyResolved { task_id, status })
+        }
+        Err(e) => Resolution::Error(task_id, e),
+    }
+}
+
+/// The first error of type `E` in an error's source chain.
+fn find<E: std::error::Error + 'static>(error: &BoxError) -> Option<&E> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(e) = cause {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        cause = e.source();
+    }
+    None
+}

@@ -1,0 +1,319 @@
+//! Chain events → [`TaskEvent`]s for the executor.
+//!
+//! The listener follows finalized blocks. It passes on what concerns this
+//! node: a task is run only after `TaskAssigned { executor: us }`, and then
+//! its input CID and deadline are read from `Tasks(id)` *at that event's
+//! block* (events are hints; storage is the truth). `TaskCreated` for a model
+//! we serve is a candidate, which the listener may claim with
+//! `accept_assignment` (the chain then picks an executor, perhaps another).
+//! Lane 0 arrivals are passed on so Lane 1 work can yield at once.
+//!
+//! On start it reconciles: every Lane 1 task assigned to us that is still
+//! `Assigned` or `Executing` is handed to the executor again.
+
+use std::collections::HashSet;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::chain::{BlockHash, ChainError, ChainPort, MarketEvent, TaskIntent};
+use crate::task::{
+    AccountId, Balance, BlockNumber, Cid, FailReason, Lane, ModelId, Priority, Task, TaskId,
+};
+use crate::telemetry::metrics::Lane1Metrics;
+
+/// What the executor hears about tasks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskEvent {
+    /// A Lane 1 task for a model we serve was created (a candidate only).
+    Created {
+        /// The task.
+        task_id: TaskId,
+        /// Its model.
+        model_id: ModelId,
+        /// Its priority.
+        priority: Priority,
+    },
+    /// A Lane 1 task was assigned to us; its data was read at that block.
+    AssignedToMe {
+        /// The task, validated.
+        task: Task,
+    },
+    /// A task was assigned to us but its chain data is unusable.
+    AssignedInvalid {
+        /// The task.
+        task_id: TaskId,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A task was assigned to another node.
+    AssignedToOther {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// Lane 0 work arrived (created, or assigned to us): Lane 1 must yield.
+    Lane0Arrived {
+        /// The Lane 0 task.
+        task_id: TaskId,
+    },
+    /// A Lane 0 task left the open list (assigned, failed or expired).
+    Lane0Settled {
+        /// The Lane 0 task.
+        task_id: TaskId,
+    },
+    /// A task was started.
+    Started {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// A result was submitted for a task.
+    Submitted {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// A task of ours was verified and paid.
+    Verified {
+        /// The task.
+        task_id: TaskId,
+        /// What we were paid.
+        payment: Balance,
+    },
+    /// A task's result was rejected.
+    Rejected {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// A task failed on chain.
+    Failed {
+        /// The task.
+        task_id: TaskId,
+        /// Why.
+        reason: FailReason,
+    },
+    /// An open task expired.
+    Expired {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// A finalized block was fully processed (for progress tracking and
+    /// persistence of the last processed block).
+    BlockDone {
+        /// The block's number.
+        number: BlockNumber,
+    },
+}
+
+/// Why the listener stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenerError {
+    /// Reading the chain failed.
+    #[error("chain read failed: {0}")]
+    Chain(#[from] ChainError),
+    /// The block stream ended (the chain shut down).
+    #[error("the chain's block stream ended")]
+    StreamEnded,
+    /// The executor stopped taking events.
+    #[error("the executor is gone")]
+    ExecutorGone,
+}
+
+/// The listener; see the [module docs](self).
+#[derive(Debug)]
+pub struct ChainListener<P> {
+    port: P,
+    account: AccountId,
+    models: Option<HashSet<ModelId>>,
+    tx: mpsc::Sender<TaskEvent>,
+    metrics: Lane1Metrics,
+    /// Lane 0 tasks seen open, to report when they settle.
+    lane0_open: HashSet<TaskId>,
+}
+
+impl<P: ChainPort> ChainListener<P> {
+    /// A listener for `account`'s tasks, sending to `tx`. With `models`, only
+    /// candidates for those models are reported.
+    pub fn new(
+        port: P,
+        account: AccountId,
+        models: Option<HashSet<ModelId>>,
+        tx: mpsc::Sender<TaskEvent>,
+        metrics: Lane1Metrics,
+    ) -> Self {
+        ChainListener {
+            port,
+            account,
+            models,
+            tx,
+            metrics,
+            lane0_open: HashSet::new(),
+        }
+    }
+
+    async fn send(&self, event: TaskEvent) -> Result<(), ListenerError> {
+        self.tx
+            .send(event)
+            .await
+            .map_err(|_| ListenerError::ExecutorGone)
+    }
+
+    /// Hands every Lane 1 task still in our hands on chain to the executor.
+    pub async fn reconcile(&self) -> Result<BlockNumber, ListenerError> {
+        let head = self.port.finalized_head().await?;
+        for task_id in self.port.assigned_lane1_tasks(head.hash).await? {
+            let Some(intent) = self.port.task(head.hash, task_id).await? else {
+                continue;
+            };
+            if intent.executor == Some(self.account) && intent.status.is_in_hand() {
+                tracing::info!(%task_id, status = ?intent.status, "resuming task assigned to us");
+                self.send(assigned(task_id, &intent)).await?;
+            }
+        }
+        Ok(head.number)
+    }
+
+    /// Follows finalized blocks after reconciling, from `from` (a block to
+    /// backfill from) or from the block after the current head. Runs until the
+    /// stream ends or the executor goes away.
+    pub async fn run(mut self, from: Option<BlockNumber>) -> Result<(), ListenerError> {
+        let head = self.reconcile().await?;
+        let start = from.unwrap_or(head + 1);
+        let mut blocks = self.port.finalized_blocks(Some(start));
+        while let Some(block) = blocks.next().await {
+            let block = block?;
+            for record in &block.events {
+                self.metrics.chain_events.with(&[record.event.name()]).inc();
+                self.on_event(block.hash, &record.event).await?;
+            }
+            self.send(TaskEvent::BlockDone {
+                number: block.number,
+            })
+            .await?;
+        }
+        Err(ListenerError::StreamEnded)
+    }
+
+    async fn on_event(&mut self, at: BlockHash, event: &MarketEvent) -> Result<(), ListenerError> {
+        let out = match event {
+            MarketEvent::TaskCreated {
+                task_id,
+                lane: Lane::Lane0,
+                ..
+            } => {
+                self.lane0_open.insert(*task_id);
+                Some(TaskEvent::Lane0Arrived { task_id: *task_id })
+            }
+            MarketEvent::TaskCreated {
+                task_id,
+                lane: Lane::Lane1,
+                priority,
+                model_requirements,
+                ..
+            } => match ModelId::from_bytes(model_requirements) {
+                Ok(model_id) if self.serves(&model_id) => Some(TaskEvent::Created {
+                    task_id: *task_id,
+                    model_id,
+                    priority: *priority,
+                }),
+                _ => None,
+            },
+            MarketEvent::TaskAssigned { task_id, executor } => {
+                if self.lane0_open.remove(task_id) {
+                    self.send(TaskEvent::Lane0Settled { task_id: *task_id })
+                        .await?;
+                    None
+                } else if *executor == self.account {
+                    match self.port.task(at, *task_id).await? {
+                        Some(intent) if intent.lane == Lane::Lane1 => {
+                            Some(assigned(*task_id, &intent))
+                        }
+                        Some(_) => Some(TaskEvent::Lane0Arrived { task_id: *task_id }),
+                        None => Some(TaskEvent::AssignedInvalid {
+                            task_id: *task_id,
+                            reason: "Tasks(id) is empty at the assignment's block".into(),
+                        }),
+                    }
+                } else {
+                    Some(TaskEvent::AssignedToOther { task_id: *task_id })
+                }
+            }
+            MarketEvent::TaskStarted { task_id, .. } => {
+                Some(TaskEvent::Started { task_id: *task_id })
+            }
+            MarketEvent::TaskSubmitted { task_id, .. } => {
+                Some(TaskEvent::Submitted { task_id: *task_id })
+            }
+            MarketEvent::TaskVerified {
+                task_id,
+                executor,
+                payment,
+                ..
+            } if *executor == self.account => {
+                self.metrics
+                    .payments
+                    .with(&[])
+                    .add(u64::try_from(*payment).unwrap_or(u64::MAX));
+                Some(TaskEvent::Verified {
+                    task_id: *task_id,
+                    payment: *payment,
+                })
+            }
+            MarketEvent::TaskVerified { .. } => None,
+            MarketEvent::TaskRejected { task_id, .. } => {
+                Some(TaskEvent::Rejected { task_id: *task_id })
+            }
+            MarketEvent::TaskFailed { task_id, reason } => {
+                if self.lane0_open.remove(task_id) {
+                    self.send(TaskEvent::Lane0Settled { task_id: *task_id })
+                        .await?;
+                }
+                Some(TaskEvent::Failed {
+                    task_id: *task_id,
+                    reason: *reason,
+                })
+            }
+            MarketEvent::TaskExpired { task_id } => {
+                if self.lane0_open.remove(task_id) {
+                    self.send(TaskEvent::Lane0Settled { task_id: *task_id })
+                        .await?;
+                }
+                Some(TaskEvent::Expired { task_id: *task_id })
+            }
+            _ => None,
+        };
+        match out {
+            Some(e) => self.send(e).await,
+            None => Ok(()),
+        }
+    }
+
+    fn serves(&self, model: &ModelId) -> bool {
+        self.models.as_ref().is_none_or(|m| m.contains(model))
+    }
+}
+
+/// The event for a task assigned to us, with its chain data validated.
+fn assigned(task_id: TaskId, intent: &TaskIntent) -> TaskEvent {
+    match task_from_intent(intent) {
+        Ok(task) => TaskEvent::AssignedToMe { task },
+        Err(reason) => TaskEvent::AssignedInvalid { task_id, reason },
+    }
+}
+
+/// Validates a `Tasks(id)` value into a [`Task`].
+pub fn task_from_intent(intent: &TaskIntent) -> Result<Task, String> {
+    let model = ModelId::from_bytes(&intent.model_requirements)
+        .map_err(|e| format!("model_requirements: {e}"))?;
+    let input_cid = Cid::from_bytes(&intent.input_cid).map_err(|e| format!("input_cid: {e}"))?;
+    Ok(Task {
+        id: intent.id,
+        lane: intent.lane,
+        priority: intent.priority,
+        model,
+        input_cid,
+        deadline: intent.deadline,
+        compute_budget: intent.compute_budget,
+        escrow: intent.escrow,
+        requester: intent.requester,
+    })
+}

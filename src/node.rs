@@ -1,0 +1,177 @@
+//! Wires a whole Lane 1 node: listener, standard stack and executor, over any
+//! chain backend and sidecar.
+//!
+//! ```no_run
+//! use nsn_lane1::chain::dev::{DevChain, DevConfig};
+//! use nsn_lane1::executor::ExecutorConfig;
+//! use nsn_lane1::node::{Node, NodeParts};
+//! use nsn_lane1::sidecar::client::{SidecarClient, SidecarConfig};
+//! use nsn_lane1::task::AccountId;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let chain = DevChain::new(DevConfig::default())?;
+//! let sidecar = SidecarClient::connect_lazy(SidecarConfig::new("http://127.0.0.1:50051"))?;
+//! let node = Node::spawn(ExecutorConfig::default(), NodeParts {
+//!     port: chain.clone(),
+//!     submit: chain.submitter(AccountId::BOB),
+//!     account: AccountId::BOB,
+//!     sidecar,
+//!     models: None,
+//!     metrics: Default::default(),
+//! });
+//! let report = node.stop().await?;
+//! println!("{report:?}");
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashSet;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use crate::chain::{ChainPort, Inclusion, MarketCall, SubmitError};
+use crate::executor::{
+    ExecutorConfig, ExecutorError, ExecutorReport, StackParts, TaskExecutorService, build_stack,
+    submit_stack,
+};
+use crate::layer::Canceller;
+use crate::layer::preempt::Preemptor;
+use crate::lifecycle::TaskBoard;
+use crate::listener::{ChainListener, ListenerError};
+use crate::sidecar::client::SidecarClient;
+use crate::task::{AccountId, ModelId};
+use crate::telemetry::metrics::Lane1Metrics;
+
+/// Events buffered between the listener and the executor.
+const EVENT_BUFFER: usize = 1024;
+
+/// What a node is made of.
+#[derive(Debug)]
+pub struct NodeParts<P, C> {
+    /// Chain reads.
+    pub port: P,
+    /// The chain submitter for our account.
+    pub submit: C,
+    /// Our account.
+    pub account: AccountId,
+    /// The sidecar.
+    pub sidecar: SidecarClient,
+    /// The models to take candidates for (`None`: all).
+    pub models: Option<HashSet<ModelId>>,
+    /// Where metrics go.
+    pub metrics: Lane1Metrics,
+}
+
+/// Why a node stopped badly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The executor failed.
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
+    /// A node task panicked or was aborted.
+    #[error("node task ended abnormally: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    /// Task states.
+    pub board: TaskBoard,
+    /// Preempts running tasks (for the node's Lane 0 side).
+    pub preemptor: Preemptor,
+    /// The node's metrics.
+    pub metrics: Lane1Metrics,
+    shutdown: CancellationToken,
+    executor: JoinHandle<Result<ExecutorReport, ExecutorError>>,
+    listener: JoinHandle<Result<(), ListenerError>>,
+}
+
+impl Node {
+    /// Starts the listener and the executor on the current runtime.
+    pub fn spawn<P, C>(config: ExecutorConfig, parts: NodeParts<P, C>) -> Node
+    where
+        P: ChainPort,
+        C: Service<MarketCall, Response = Inclusion, Error = SubmitError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        C::Future: Send,
+    {
+        let board = TaskBoard::default();
+        let preemptor = Preemptor::new();
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let listener = ChainListener::new(
+            parts.port.clone(),
+            parts.account,
+            parts.models,
+            tx,
+            parts.metrics.clone(),
+        );
+        let canceller = Canceller::sidecar(parts.sidecar.clone());
+        let stack = build_stack(
+            &config,
+            StackParts {
+                execute: parts.sidecar.execute(),
+                canceller,
+                submit: parts.submit.clone(),
+                port: parts.port.clone(),
+                account: parts.account,
+                board: board.clone(),
+                preemptor: preemptor.clone(),
+                metrics: parts.metrics.clone(),
+            },
+        );
+        let resolve = submit_stack(&config, parts.submit, parts.port.clone(), parts.account);
+        let executor = TaskExecutorService::new(
+            config,
+            stack,
+            rx,
+            parts.port,
+            resolve,
+            parts.account,
+            board.clone(),
+            preemptor.clone(),
+            parts.metrics.clone(),
+        );
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let executor = tokio::spawn(async move { executor.run(stop.cancelled_owned()).await });
+        let listener = tokio::spawn(async move {
+            let result = listener.run(None).await;
+            if let Err(e) = &result {
+                match e {
+                    ListenerError::ExecutorGone => {}
+                    e => tracing::error!(error = %e, "listener stopped"),
+                }
+            }
+            result
+        });
+        Node {
+            board,
+            preemptor,
+            metrics: parts.metrics,
+            shutdown,
+            executor,
+            listener,
+        }
+    }
+
+    /// True once the executor has stopped (after [`stop`](Self::stop), or
+    /// because the listener ended).
+    pub fn is_finished(&self) -> bool {
+        self.executor.is_finished()
+    }
+
+    /// Stops gracefully and returns what the executor did.
+    pub async fn stop(self) -> Result<ExecutorReport, NodeError> {
+        self.shutdown.cancel();
+        let report = self.executor.await??;
+        self.listener.abort();
+        Ok(report)
+    }
+}
