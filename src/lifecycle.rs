@@ -148,10 +148,10 @@ impl TaskBoard {
         if matches!(state, ExecutorState::Done(_)) {
             b.done.push_back(id);
             while b.done.len() > DONE_KEPT {
-                if let Some(old) = b.done.pop_front() {
-                    if matches!(b.states.get(&old), Some(ExecutorState::Done(_))) {
-                        b.states.remove(&old);
-                    }
+                if let Some(old) = b.done.pop_front()
+                    && matches!(b.states.get(&old), Some(ExecutorState::Done(_)))
+                {
+                    b.states.remove(&old);
                 }
             }
         }

@@ -3,7 +3,8 @@
 
 use nsn_lane1::chain::dev::{BlockMode, DevChain, DevConfig, DevGenesis, DevSubmitter};
 use nsn_lane1::chain::{Inclusion, MarketCall, MarketError, MarketEvent, SubmitError};
-use nsn_lane1::task::{Balance, Lane, Priority, TaskId, UNIT};
+use nsn_lane1::task::Balance;
+pub use nsn_lane1::task::{Lane, Priority, TaskId, UNIT};
 use tower::ServiceExt;
 
 /// A valid CIDv1 (raw, sha2-256).
@@ -179,4 +180,111 @@ pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
         Ok(v) => v,
         Err(_) => panic!("timed out waiting for {what}"),
     }
+}
+
+/// A whole Lane 1 node on the dev chain (Bob executes) with a real sidecar.
+pub struct Harness {
+    pub chain: DevChain,
+    pub sidecar: TestSidecar,
+    pub node: nsn_lane1::node::Node,
+    pub requester: DevSubmitter,
+}
+
+impl Harness {
+    /// Starts a node with `config` on a chain configured by `chain_cfg`.
+    pub fn start(
+        config: nsn_lane1::executor::ExecutorConfig,
+        chain_cfg: impl FnOnce(&mut DevConfig),
+    ) -> Self {
+        let chain = chain_with(chain_cfg);
+        Self::start_on(chain, config, |s| s)
+    }
+
+    /// Starts a node on `chain`, its submitter wrapped by `wrap`.
+    pub fn start_on<W>(
+        chain: DevChain,
+        config: nsn_lane1::executor::ExecutorConfig,
+        wrap: impl FnOnce(DevSubmitter) -> W,
+    ) -> Self
+    where
+        W: tower::Service<MarketCall, Response = nsn_lane1::chain::Inclusion, Error = SubmitError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        W::Future: Send,
+    {
+        use nsn_lane1::node::{Node, NodeParts};
+        let sidecar = TestSidecar::start();
+        let node = Node::spawn(
+            config,
+            NodeParts {
+                port: chain.clone(),
+                submit: wrap(chain.submitter(nsn_lane1::task::AccountId::BOB)),
+                account: nsn_lane1::task::AccountId::BOB,
+                sidecar: sidecar.client(),
+                models: None,
+                metrics: Default::default(),
+            },
+        );
+        let requester = chain.submitter(nsn_lane1::task::AccountId::ALICE);
+        Harness {
+            chain,
+            sidecar,
+            node,
+            requester,
+        }
+    }
+
+    /// Creates a Lane 1 task for `model` with `params`' input, and asks the
+    /// chain to assign it. Returns its id and the executor picked.
+    pub async fn post(&self, model: &str, input: &[u8]) -> (TaskId, nsn_lane1::task::AccountId) {
+        let cid = self
+            .sidecar
+            .sidecar
+            .store()
+            .put(input.to_vec())
+            .expect("store input");
+        let call = MarketCall::CreateTaskIntent {
+            lane: Lane::Lane1,
+            priority: Priority::Normal,
+            model_requirements: model.as_bytes().to_vec(),
+            input_cid: cid.as_bytes().to_vec(),
+            compute_budget: 1_000,
+            deadline_blocks: 10_000,
+            escrow_amount: UNIT,
+        };
+        let id = created_id(&ok(&self.requester, call).await);
+        let inc = ok(
+            &self.requester,
+            MarketCall::AcceptAssignment { task_id: id },
+        )
+        .await;
+        let executor = inc
+            .events
+            .iter()
+            .find_map(|e| match e {
+                MarketEvent::TaskAssigned { executor, .. } => Some(*executor),
+                _ => None,
+            })
+            .expect("TaskAssigned");
+        (id, executor)
+    }
+
+    /// The task's status on chain.
+    pub fn status(&self, id: TaskId) -> nsn_lane1::task::TaskStatus {
+        chain_status(&self.chain, id)
+    }
+
+    /// Waits (on board changes, at most 10 s) for the task to be done here.
+    pub async fn done(&self, id: TaskId) -> nsn_lane1::lifecycle::TaskOutcome {
+        within("task to finish", self.node.board.wait_done(id)).await
+    }
+}
+
+/// A task's status on the dev chain.
+pub fn chain_status(chain: &DevChain, id: TaskId) -> nsn_lane1::task::TaskStatus {
+    chain
+        .with_market(|m| m.task(id).map(|t| t.status))
+        .expect("task exists")
 }

@@ -4,10 +4,11 @@ use std::error::Error;
 
 use tower::BoxError;
 
-use crate::chain::{InvalidTransaction, SubmitError};
+use crate::chain::{ChainError, InvalidTransaction, SubmitError};
 use crate::layer::preempt::Preempted;
 use crate::layer::timeout::Elapsed;
 use crate::sidecar::client::{ErrorClass, ExecutionError};
+use crate::submitter::SubmissionError;
 
 /// Decides whether an error is transient.
 pub trait Classify: Clone {
@@ -40,6 +41,13 @@ impl Classify for DefaultClassifier {
             if let Some(e) = e.downcast_ref::<SubmitError>() {
                 return classify_submit(e);
             }
+            if let Some(e) = e.downcast_ref::<SubmissionError>() {
+                return match e {
+                    SubmissionError::Chain(e) => classify_submit(e),
+                    SubmissionError::Read(ChainError::Connection(_)) => ErrorClass::Retryable,
+                    _ => ErrorClass::Permanent,
+                };
+            }
             if e.is::<Elapsed>() || e.is::<Preempted>() {
                 return ErrorClass::Permanent;
             }
@@ -53,12 +61,13 @@ impl Classify for DefaultClassifier {
 pub fn classify_submit(e: &SubmitError) -> ErrorClass {
     match e {
         SubmitError::Connection(_) | SubmitError::Dropped { .. } => ErrorClass::Retryable,
-        SubmitError::Invalid { reason, .. } => match reason {
-            InvalidTransaction::Stale { .. }
-            | InvalidTransaction::PriorityTooLow { .. }
-            | InvalidTransaction::PoolFull => ErrorClass::Retryable,
-            _ => ErrorClass::Permanent,
-        },
+        SubmitError::Invalid {
+            reason:
+                InvalidTransaction::Stale { .. }
+                | InvalidTransaction::PriorityTooLow { .. }
+                | InvalidTransaction::PoolFull,
+            ..
+        } => ErrorClass::Retryable,
         _ => ErrorClass::Permanent,
     }
 }

@@ -6,7 +6,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower::BoxError;
 
 use super::error::Elapsed;
@@ -21,6 +21,7 @@ pub struct ResponseFuture<F> {
     state: State<F>,
     task_id: TaskId,
     limit: Duration,
+    started: Instant,
 }
 
 #[pin_project(project = Proj)]
@@ -50,15 +51,22 @@ impl<F> std::fmt::Debug for State<F> {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, limit: Duration, task_id: TaskId, canceller: Canceller) -> Self {
+    pub(super) fn new(
+        inner: F,
+        limit: Duration,
+        backstop: Duration,
+        task_id: TaskId,
+        canceller: Canceller,
+    ) -> Self {
         ResponseFuture {
             state: State::Running {
                 inner,
-                sleep: tokio::time::sleep(limit),
+                sleep: tokio::time::sleep(backstop),
                 canceller,
             },
             task_id,
             limit,
+            started: Instant::now(),
         }
     }
 }
@@ -81,7 +89,21 @@ where
                 } => {
                     // The inner call first: a ready answer is never thrown away.
                     if let Poll::Ready(r) = inner.poll(cx) {
-                        return Poll::Ready(r.map_err(Into::into));
+                        return Poll::Ready(r.map_err(|e| {
+                            // A failure that comes once the limit has passed is
+                            // the limit (the sidecar enforcing `timeout_ms`),
+                            // and the sidecar has stopped: it answered.
+                            if this.started.elapsed() >= *this.limit {
+                                Elapsed {
+                                    task_id: *this.task_id,
+                                    after: *this.limit,
+                                    sidecar_confirmed: true,
+                                }
+                                .into()
+                            } else {
+                                e.into()
+                            }
+                        }));
                     }
                     ready!(sleep.poll(cx));
                     tracing::warn!(task_id = %this.task_id, limit = ?this.limit, "task timed out");

@@ -1,11 +1,13 @@
 //! Bounds each task's execution.
 //!
 //! The limit is the layer's, or the request's own if that is shorter; it is
-//! written into the request so the sidecar knows it too (`timeout_ms`). When
-//! it passes, the inner call is dropped, the sidecar task is cancelled (and
-//! its confirmation awaited), and the call fails with [`error::Elapsed`]. The
-//! inner future is polled before the timer, so an answer that is ready is
-//! never thrown away.
+//! written into the request so the sidecar enforces it too (`timeout_ms`). A
+//! failure that arrives once the limit has passed is reported as
+//! [`error::Elapsed`] (the sidecar stopped the task and said so). If no answer
+//! comes within the limit plus a grace period, the inner call is dropped, the
+//! sidecar task is cancelled (and its confirmation awaited), and the call
+//! fails with `Elapsed`. The inner future is polled before the timer, so an
+//! answer that is ready is never thrown away.
 //!
 //! ```
 //! use std::time::Duration;
@@ -41,8 +43,13 @@ pub use layer::TimeoutLayer;
 pub struct Timeout<S> {
     inner: S,
     limit: Duration,
+    grace: Duration,
     canceller: Canceller,
 }
+
+/// How long past the limit the layer waits for the sidecar's own answer
+/// before it stops waiting and cancels.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
 
 impl<S> Timeout<S> {
     /// Wraps `inner`.
@@ -50,8 +57,15 @@ impl<S> Timeout<S> {
         Timeout {
             inner,
             limit,
+            grace: DEFAULT_GRACE,
             canceller,
         }
+    }
+
+    /// Sets how long past the limit to wait for the sidecar's own answer.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
     }
 
     /// The inner service.
@@ -88,6 +102,13 @@ where
         let limit = req.timeout().map_or(self.limit, |own| own.min(self.limit));
         req.set_timeout(limit);
         let task_id = req.task_id();
-        ResponseFuture::new(self.inner.call(req), limit, task_id, self.canceller.clone())
+        let backstop = limit.saturating_add(self.grace);
+        ResponseFuture::new(
+            self.inner.call(req),
+            limit,
+            backstop,
+            task_id,
+            self.canceller.clone(),
+        )
     }
 }

@@ -1,0 +1,473 @@
+//! The whole node — listener, stack, executor — on the dev chain with a real
+//! sidecar on loopback.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use nsn_lane1::chain::dev::{BlockMode, Market};
+use nsn_lane1::chain::{ChainPort, MarketCall, MarketEvent, SubmitError};
+use nsn_lane1::executor::ExecutorConfig;
+use nsn_lane1::layer::preempt::PreemptReason;
+use nsn_lane1::lifecycle::{ExecutorState, TaskOutcome};
+use nsn_lane1::sidecar::server::RunState;
+use nsn_lane1::task::{AccountId, FailReason, Lane, TaskStatus, UNIT};
+use support::*;
+use tower::ServiceExt;
+
+fn config() -> ExecutorConfig {
+    ExecutorConfig {
+        shutdown_grace: Duration::from_secs(5),
+        ..ExecutorConfig::default()
+    }
+}
+
+/// Waits for the board to show the task in `state`.
+async fn wait_state(h: &Harness, id: TaskId, want: fn(&ExecutorState) -> bool) {
+    within(
+        "task state",
+        h.node
+            .board
+            .wait_until(|states| states.get(&id).is_some_and(want)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn full_lifecycle_to_verified_with_payment() {
+    let h = Harness::start(config(), |c| c.auto_attest = Some(90));
+    let mut blocks = h.chain.finalized_blocks(None);
+    let bob_before = h.chain.with_market(|m| m.account(&AccountId::BOB).free);
+    let (id, executor) = h.post("sha256", b"pay me").await;
+    assert_eq!(executor, AccountId::BOB);
+
+    let outcome = h.done(id).await;
+    let TaskOutcome::Submitted { output_cid, .. } = &outcome else {
+        panic!("{outcome:?}");
+    };
+    // The output on chain is the sidecar's, and hashes back to its bytes.
+    let bytes = h.sidecar.sidecar.store().get(output_cid).unwrap().unwrap();
+    assert_eq!(
+        nsn_lane1::sidecar::store::BlobStore::cid_of(&bytes),
+        *output_cid
+    );
+
+    // Validators attest in the following blocks; the chain pays 70 %.
+    let verified = within("TaskVerified", async {
+        while let Some(Ok(block)) = blocks.next().await {
+            for r in block.events {
+                if let MarketEvent::TaskVerified {
+                    task_id, payment, ..
+                } = r.event
+                    && task_id == id
+                {
+                    return payment;
+                }
+            }
+        }
+        panic!("stream ended");
+    })
+    .await;
+    let (to_executor, _, _) = Market::payment_split(UNIT);
+    assert_eq!(verified, to_executor);
+    assert_eq!(h.status(id), TaskStatus::Verified);
+    assert_eq!(
+        h.chain.with_market(|m| m.account(&AccountId::BOB).free),
+        bob_before + to_executor
+    );
+    let report = h.node.stop().await.unwrap();
+    assert_eq!(report.submitted, 1);
+    assert_eq!(report.failed, 0);
+}
+
+#[tokio::test]
+async fn model_failure_fails_the_task_as_executor_failed() {
+    let h = Harness::start(config(), |_| {});
+    let stake = h
+        .chain
+        .with_market(|m| m.executor(&AccountId::BOB).unwrap().stake);
+    let (id, _) = h.post("fail", b"doomed").await;
+    match h.done(id).await {
+        TaskOutcome::Failed { reason, cause, .. } => {
+            assert_eq!(reason, FailReason::ExecutorFailed);
+            assert!(cause.contains("the fail model always fails"), "{cause}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.status(id), TaskStatus::Failed);
+    assert_eq!(
+        h.chain
+            .with_market(|m| m.executor(&AccountId::BOB).unwrap().stake),
+        stake - 5 * UNIT,
+        "ExecutorFailed slashes"
+    );
+}
+
+/// A submitter that loses the answer to the first `submit_result` after the
+/// chain included it, as a dropped connection would.
+#[tokio::test]
+async fn a_lost_answer_is_retried_without_submitting_twice() {
+    let chain = chain();
+    let lost = Arc::new(AtomicU32::new(0));
+    let counter = lost.clone();
+    let h = Harness::start_on(
+        chain,
+        ExecutorConfig {
+            submit_retry_attempts: 2,
+            retry_base: Duration::from_millis(5),
+            ..config()
+        },
+        move |sub| {
+            tower::service_fn(move |call: MarketCall| {
+                let sub = sub.clone();
+                let counter = counter.clone();
+                async move {
+                    let is_submit = matches!(call, MarketCall::SubmitResult { .. });
+                    let result = sub.oneshot(call).await;
+                    if is_submit && result.is_ok() && counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                        return Err(SubmitError::Connection("connection reset".into()));
+                    }
+                    result
+                }
+            })
+        },
+    );
+    let mut blocks = h.chain.finalized_blocks(Some(0));
+    let (id, _) = h.post("uppercase", b"once").await;
+    match h.done(id).await {
+        TaskOutcome::Submitted { block, .. } => {
+            assert_eq!(block, None, "the retry found the result already on chain")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(lost.load(Ordering::SeqCst), 1);
+    h.chain.shutdown();
+    let mut submitted = 0;
+    while let Some(Ok(b)) = blocks.next().await {
+        submitted += b
+            .events
+            .iter()
+            .filter(|r| matches!(r.event, MarketEvent::TaskSubmitted { .. }))
+            .count();
+    }
+    assert_eq!(submitted, 1, "exactly one submit_result reached the chain");
+}
+
+#[tokio::test]
+async fn a_failing_chain_call_is_handled() {
+    // Every submit_result fails for good: the task cannot be finished, the
+    // executor gives up after its attempts and says so, and nothing panics.
+    let chain = chain();
+    let h = Harness::start_on(chain, config(), |sub| {
+        tower::service_fn(move |call: MarketCall| {
+            let sub = sub.clone();
+            async move {
+                if matches!(call, MarketCall::SubmitResult { .. }) {
+                    return Err(SubmitError::Closed);
+                }
+                sub.oneshot(call).await
+            }
+        })
+    });
+    let (id, _) = h.post("noop", b"x").await;
+    // Each failed attempt waits for the next block before trying again.
+    for _ in 0..3 {
+        wait_state(&h, id, |s| {
+            matches!(s, ExecutorState::Queued | ExecutorState::Done(_))
+        })
+        .await;
+        if matches!(h.node.board.get(id), Some(ExecutorState::Done(_))) {
+            break;
+        }
+        h.chain.produce_block();
+        wait_state(&h, id, |s| !matches!(s, ExecutorState::Queued)).await;
+    }
+    h.done(id).await;
+    let report = h.node.stop().await.unwrap();
+    assert_eq!(report.errors, 1);
+    assert_eq!(report.submitted, 0);
+    // The task is still ours on chain; a restart would resume it.
+    assert_eq!(chain_status(&h.chain, id), TaskStatus::Executing);
+}
+
+#[tokio::test]
+async fn lane0_arrival_preempts_running_lane1_work() {
+    let h = Harness::start(config(), |_| {});
+    // Chain tasks carry no parameters: `sleep` runs its default 1 s.
+    let (id, _) = h.post("sleep", b"x").await;
+    within(
+        "run to start",
+        h.sidecar
+            .sidecar
+            .wait_for(&id.to_string(), RunState::Running),
+    )
+    .await;
+    assert_eq!(h.status(id), TaskStatus::Executing);
+    ok(&h.requester, create(Lane::Lane0, "video-render")).await;
+    match h.done(id).await {
+        TaskOutcome::Failed { reason, .. } => assert_eq!(reason, FailReason::Preempted),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        h.sidecar.sidecar.state(&id.to_string()),
+        Some(RunState::Cancelled)
+    );
+    assert_eq!(h.status(id), TaskStatus::Failed);
+    let report = h.node.stop().await.unwrap();
+    assert_eq!(report.preempted, 1);
+}
+
+#[tokio::test]
+async fn a_preempted_task_whose_start_had_not_landed_goes_back_to_the_queue() {
+    let h = Harness::start(config(), |c| c.block_mode = BlockMode::Manual);
+    // Post by hand in manual mode: each call needs a block.
+    let cid = h.sidecar.sidecar.store().put(b"x".to_vec()).unwrap();
+    let created = send(
+        &h.requester,
+        MarketCall::CreateTaskIntent {
+            lane: Lane::Lane1,
+            priority: Priority::Normal,
+            model_requirements: b"noop".to_vec(),
+            input_cid: cid.as_bytes().to_vec(),
+            compute_budget: 0,
+            deadline_blocks: 1_000,
+            escrow_amount: UNIT,
+        },
+    )
+    .await;
+    h.chain.produce_block();
+    let id = created_id(&created.await.unwrap());
+    let assign = send(&h.requester, MarketCall::AcceptAssignment { task_id: id }).await;
+    h.chain.produce_block();
+    assign.await.unwrap();
+    // The executor hears of it and sends start_task, which waits in the pool.
+    wait_state(&h, id, |s| matches!(s, ExecutorState::Starting)).await;
+    within("start_task in the pool", async {
+        while h.chain.pool_len() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // The node's Lane 0 side preempts before start_task lands.
+    assert_eq!(
+        h.node
+            .preemptor
+            .preempt_lane(Lane::Lane1, PreemptReason::Lane0),
+        vec![id]
+    );
+    // No block was built since: the chain still has it assigned, not started,
+    // so the task is requeued and runs again — its second start_task joins
+    // the first in the pool.
+    within("the requeued task to start again", async {
+        while h.chain.pool_len() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(h.status(id), TaskStatus::Assigned, "start never landed");
+    // Blocks go on: the pending start lands, and the requeued task runs to the end.
+    let done = tokio::spawn({
+        let board = h.node.board.clone();
+        async move { board.wait_done(id).await }
+    });
+    let outcome = within("requeued task to finish", async {
+        loop {
+            h.chain.produce_block();
+            if done.is_finished() {
+                return done.await.unwrap();
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        matches!(outcome, TaskOutcome::Submitted { .. }),
+        "{outcome:?}"
+    );
+    let report = h.node.stop().await.unwrap();
+    assert_eq!(
+        (report.preempted, report.requeued, report.submitted),
+        (1, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_chain_side_preemption_stops_the_sidecar_task() {
+    // The node leaves Lane 0 to the chain: the hook fails the task in the
+    // next block, and TaskFailed{Preempted} alone must stop the run.
+    let h = Harness::start(
+        ExecutorConfig {
+            preempt_on_lane0: false,
+            ..config()
+        },
+        |_| {},
+    );
+    let mut blocks = h.chain.finalized_blocks(None);
+    let (id, _) = h.post("sleep", b"x").await;
+    within(
+        "run to start",
+        h.sidecar
+            .sidecar
+            .wait_for(&id.to_string(), RunState::Running),
+    )
+    .await;
+    ok(&h.requester, create(Lane::Lane0, "video-render")).await;
+    assert_eq!(
+        h.sidecar.sidecar.state(&id.to_string()),
+        Some(RunState::Running)
+    );
+    h.chain.produce_block();
+    let reason = within("TaskFailed", async {
+        while let Some(Ok(b)) = blocks.next().await {
+            for r in b.events {
+                if let MarketEvent::TaskFailed { task_id, reason } = r.event
+                    && task_id == id
+                {
+                    return reason;
+                }
+            }
+        }
+        panic!("stream ended")
+    })
+    .await;
+    assert_eq!(reason, FailReason::Preempted);
+    within(
+        "sidecar run cancelled",
+        h.sidecar
+            .sidecar
+            .wait_for(&id.to_string(), RunState::Cancelled),
+    )
+    .await;
+    match h.done(id).await {
+        TaskOutcome::AlreadyResolved { status, .. } => assert_eq!(status, Some(TaskStatus::Failed)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_task_assigned_to_another_node_never_runs() {
+    let h = Harness::start(config(), |c| {
+        c.genesis.executors = vec![
+            (AccountId::BOB, 100 * UNIT, vec![Lane::Lane1]),
+            (AccountId::CHARLIE, 100 * UNIT, vec![Lane::Lane1]),
+        ];
+    });
+    let mut theirs = Vec::new();
+    let mut ours = Vec::new();
+    while theirs.len() < 3 || ours.is_empty() {
+        let (id, executor) = h.post("noop", b"x").await;
+        if executor == AccountId::CHARLIE {
+            theirs.push(id);
+        } else {
+            ours.push(id);
+        }
+    }
+    for id in &ours {
+        assert!(matches!(h.done(*id).await, TaskOutcome::Submitted { .. }));
+    }
+    for id in &theirs {
+        assert_eq!(
+            h.sidecar.sidecar.state(&id.to_string()),
+            None,
+            "task {id} ran here"
+        );
+        assert_eq!(h.node.board.get(*id), None);
+        assert_eq!(h.status(*id), TaskStatus::Assigned);
+    }
+}
+
+#[tokio::test]
+async fn a_task_that_runs_too_long_times_out() {
+    let h = Harness::start(
+        ExecutorConfig {
+            execution_timeout: Duration::from_millis(300),
+            ..config()
+        },
+        |_| {},
+    );
+    let (id, _) = h.post("sleep", b"x").await;
+    match h.done(id).await {
+        TaskOutcome::Failed { reason, .. } => assert_eq!(reason, FailReason::DeadlineExceeded),
+        other => panic!("{other:?}"),
+    }
+    let state = h.sidecar.sidecar.state(&id.to_string());
+    assert!(state.is_some_and(RunState::is_final), "{state:?}");
+    assert_eq!(h.status(id), TaskStatus::Failed);
+}
+
+#[tokio::test]
+async fn shutdown_lets_short_work_finish_and_cancels_the_rest() {
+    let h = Harness::start(
+        ExecutorConfig {
+            max_concurrent: 2,
+            shutdown_grace: Duration::from_millis(1500),
+            ..config()
+        },
+        |_| {},
+    );
+    let (quick, _) = h.post("uppercase", b"quick").await;
+    h.done(quick).await;
+    // `sleep` with default parameters runs 1 s: within the grace period.
+    let (short, _) = h.post("sleep", b"short").await;
+    within(
+        "short run",
+        h.sidecar
+            .sidecar
+            .wait_for(&short.to_string(), RunState::Running),
+    )
+    .await;
+    let report = within("graceful stop", h.node.stop()).await.unwrap();
+    assert_eq!(report.submitted, 2, "{report:?}");
+    assert_eq!(chain_status(&h.chain, short), TaskStatus::Submitted);
+}
+
+#[tokio::test]
+async fn shutdown_cancels_work_that_outlasts_the_grace_period() {
+    let h = Harness::start(
+        ExecutorConfig {
+            shutdown_grace: Duration::from_millis(100),
+            execution_timeout: Duration::from_secs(120),
+            ..config()
+        },
+        |_| {},
+    );
+    // `sleep` runs its default 1 s: longer than the 100 ms grace.
+    let (id, _) = h.post("sleep", b"long").await;
+    within(
+        "run",
+        h.sidecar
+            .sidecar
+            .wait_for(&id.to_string(), RunState::Running),
+    )
+    .await;
+    let report = within("stop", h.node.stop()).await.unwrap();
+    assert_eq!(report.preempted, 1, "{report:?}");
+    assert_eq!(report.failed, 1);
+    assert_eq!(
+        h.sidecar.sidecar.state(&id.to_string()),
+        Some(RunState::Cancelled)
+    );
+    assert_eq!(chain_status(&h.chain, id), TaskStatus::Failed);
+}
+
+#[tokio::test]
+async fn never_more_than_the_limit_in_flight_at_the_sidecar() {
+    let h = Harness::start(
+        ExecutorConfig {
+            max_concurrent: 2,
+            ..config()
+        },
+        |_| {},
+    );
+    let mut ids = Vec::new();
+    for i in 0..6u8 {
+        ids.push(h.post("sleep", &[i]).await.0);
+    }
+    for id in ids {
+        assert!(matches!(h.done(id).await, TaskOutcome::Submitted { .. }));
+    }
+    assert_eq!(h.sidecar.sidecar.max_concurrent_runs(), 2);
+}
