@@ -40,6 +40,8 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod chain;
+pub mod config;
+pub mod dev;
 pub mod executor;
 pub mod layer;
 pub mod lifecycle;

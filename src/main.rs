@@ -3,24 +3,71 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use nsn_lane1::config::Config;
+use nsn_lane1::dev::{DevOptions, run_dev};
+use nsn_lane1::sidecar::client::SidecarClient;
 use nsn_lane1::sidecar::server::ReferenceSidecar;
 use nsn_lane1::sidecar::store::BlobStore;
-use tracing_subscriber::EnvFilter;
+use nsn_lane1::telemetry::http::ReadyCheck;
+use nsn_lane1::telemetry::metrics::Lane1Metrics;
 
 /// The Lane 1 executor of a Neural Sovereign Network node.
 #[derive(Debug, Parser)]
 #[command(name = "nsn-lane1", version, about)]
 struct Cli {
+    /// A TOML configuration file (flags override it; see the README).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run everything in one process: an embedded dev chain, the reference
+    /// sidecar, the executor, and a requester posting Lane 1 tasks.
+    Dev(DevArgs),
+    /// Run the executor against a real chain and sidecar.
+    Run(RunArgs),
     /// Run the reference sidecar: built-in CPU models over a content-addressed store.
     Sidecar(SidecarArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DevArgs {
+    /// Post this many Lane 1 tasks and stop when all are resolved (default:
+    /// run until interrupted).
+    #[arg(long)]
+    tasks: Option<u64>,
+    /// Block time in milliseconds (0: a block per transaction).
+    #[arg(long, default_value_t = 0)]
+    block_ms: u64,
+    /// Tasks in flight at the sidecar at once.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Post a Lane 0 task after every this many Lane 1 tasks (shows preemption).
+    #[arg(long, value_name = "K")]
+    lane0_every: Option<u64>,
+    /// Serve /metrics, /healthz and /readyz here.
+    #[arg(long, value_name = "ADDR")]
+    telemetry_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The chain node's WebSocket URL.
+    #[arg(long, value_name = "URL")]
+    chain: Option<String>,
+    /// The sidecar's URI.
+    #[arg(long, value_name = "URL")]
+    sidecar: Option<String>,
+    /// A file holding the signer's secret URI or mnemonic (never a flag value).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -36,14 +83,30 @@ struct SidecarArgs {
     preload: Vec<PathBuf>,
 }
 
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("NSN_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let config = match load_config(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // `dev` draws a progress line: keep its log to warnings unless asked.
+    let log = match (
+        &cli.command,
+        std::env::var("NSN_LANE1_LOG").is_ok(),
+        cli.config.is_some(),
+    ) {
+        (Command::Dev(_), false, false) => "warn",
+        _ => config.telemetry.log.as_str(),
+    };
+    if let Err(e) = nsn_lane1::telemetry::init_tracing(log, config.telemetry.log_format) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -51,9 +114,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Sidecar(args) => runtime.block_on(sidecar(args)),
-    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Dev(args) => dev(config, args).await,
+            Command::Run(args) => run(config, args).await,
+            Command::Sidecar(args) => sidecar(args).await,
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -63,7 +130,108 @@ fn main() -> ExitCode {
     }
 }
 
-async fn sidecar(args: SidecarArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, nsn_lane1::config::ConfigError> {
+    let mut config = match path {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    config.apply_env(|k| std::env::var(k).ok())?;
+    Ok(config)
+}
+
+async fn ctrl_c() {
+    // If the signal handler cannot be installed, run until killed.
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn serve_telemetry(
+    addr: Option<SocketAddr>,
+    metrics: &Lane1Metrics,
+    ready: ReadyCheck,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(addr) = addr else { return Ok(()) };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot serve telemetry on {addr}: {e}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "telemetry on /metrics /healthz /readyz");
+    tokio::spawn(nsn_lane1::telemetry::http::serve(
+        listener,
+        metrics.registry.clone(),
+        ready,
+        std::future::pending(),
+    ));
+    Ok(())
+}
+
+async fn dev(config: Config, args: DevArgs) -> CliResult {
+    let mut executor = config.executor_config()?;
+    if let Some(c) = args.concurrency {
+        if c == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+        executor.max_concurrent = c;
+    }
+    let metrics = Lane1Metrics::default();
+    let ready: ReadyCheck = Arc::new(|| Box::pin(async { Ok(()) }));
+    serve_telemetry(
+        args.telemetry_listen.or(config.telemetry.listen),
+        &metrics,
+        ready,
+    )
+    .await?;
+    let options = DevOptions {
+        tasks: args.tasks,
+        block_time: (args.block_ms > 0).then(|| Duration::from_millis(args.block_ms)),
+        lane0_every: args.lane0_every,
+        executor,
+        progress: true,
+        metrics,
+        ..DevOptions::default()
+    };
+    let summary = run_dev(options, ctrl_c()).await?;
+    print!("{}", summary.table());
+    Ok(())
+}
+
+async fn run(mut config: Config, args: RunArgs) -> CliResult {
+    if let Some(url) = args.chain {
+        config.chain.url = Some(url);
+    }
+    if let Some(s) = args.sidecar {
+        config.sidecar.endpoint = s;
+    }
+    if let Some(k) = args.key_file {
+        config.chain.key_file = Some(k);
+    }
+    let executor = config.executor_config()?;
+    let sidecar_config = config.sidecar_config()?;
+    let url = config
+        .chain
+        .url
+        .clone()
+        .ok_or("no chain URL: give --chain, NSN_LANE1_CHAIN or [chain] url")?;
+    let key_file = config
+        .chain
+        .key_file
+        .clone()
+        .ok_or("no key file: give --key-file, NSN_LANE1_KEY_FILE or [chain] key_file")?;
+    let key = std::fs::read_to_string(&key_file)
+        .map_err(|e| format!("cannot read key file {}: {e}", key_file.display()))?;
+    if key.trim().is_empty() {
+        return Err(format!("key file {} is empty", key_file.display()).into());
+    }
+    let sidecar = SidecarClient::connect_lazy(sidecar_config)?;
+    let health = sidecar.health().await;
+    tracing::info!(?executor, sidecar = %sidecar.config().endpoint, healthy = health.is_ok(), "configuration accepted");
+    Err(format!(
+        "cannot connect to {url}: this build has no real-chain backend yet (the subxt backend); use `nsn-lane1 dev` for the embedded chain"
+    )
+    .into())
+}
+
+async fn sidecar(args: SidecarArgs) -> CliResult {
     let store = match &args.store_dir {
         Some(dir) => BlobStore::with_dir(dir)?,
         None => BlobStore::in_memory(),
@@ -77,15 +245,11 @@ async fn sidecar(args: SidecarArgs) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "reference sidecar listening");
-    let shutdown = async {
-        // If the signal handler cannot be installed, serve until killed.
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tracing::info!("shutting down");
-    };
     ReferenceSidecar::new(store)
-        .serve(listener, shutdown)
+        .serve(listener, async {
+            ctrl_c().await;
+            tracing::info!("shutting down");
+        })
         .await?;
     Ok(())
 }

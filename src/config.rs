@@ -1,0 +1,361 @@
+//! One configuration type, from defaults, a TOML file, environment variables
+//! and command-line flags (each overriding the one before).
+//!
+//! ```toml
+//! [executor]
+//! execution_timeout_secs = 300
+//! max_concurrent = 4
+//! retry_attempts = 2
+//!
+//! [sidecar]
+//! endpoint = "http://127.0.0.1:50051"
+//!
+//! [chain]
+//! url = "ws://127.0.0.1:9944"
+//! key_file = "/etc/nsn/lane1.key"
+//!
+//! [telemetry]
+//! listen = "127.0.0.1:9615"
+//! log = "info"
+//! log_format = "text"
+//! ```
+//!
+//! Environment: `NSN_LANE1_SIDECAR`, `NSN_LANE1_CHAIN`, `NSN_LANE1_KEY_FILE`,
+//! `NSN_LANE1_TELEMETRY_LISTEN`, `NSN_LANE1_MAX_CONCURRENT`,
+//! `NSN_LANE1_EXECUTION_TIMEOUT_SECS`, `NSN_LANE1_LOG`. Keys are never taken
+//! from the command line or the config file's values directly: only the path
+//! of a key file is.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::executor::ExecutorConfig;
+use crate::sidecar::client::SidecarConfig;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("invalid {key}: {reason}")]
+    Invalid {
+        /// The setting (`section.key`, an environment variable or a flag).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Executor settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorSection {
+    /// Longest a task may run on the sidecar, in seconds.
+    pub execution_timeout_secs: f64,
+    /// Most tasks in flight at once.
+    pub max_concurrent: usize,
+    /// Retries of retryable sidecar errors.
+    pub retry_attempts: usize,
+    /// Retries of retryable chain submission errors.
+    pub submit_retry_attempts: usize,
+    /// Most tasks waiting.
+    pub queue_capacity: usize,
+    /// Seconds in-flight tasks get at shutdown.
+    pub shutdown_grace_secs: f64,
+    /// Claim candidates with `accept_assignment`.
+    pub claim_assignments: bool,
+    /// Preempt Lane 1 work when Lane 0 work appears on chain.
+    pub preempt_on_lane0: bool,
+}
+
+impl Default for ExecutorSection {
+    fn default() -> Self {
+        let d = ExecutorConfig::default();
+        ExecutorSection {
+            execution_timeout_secs: d.execution_timeout.as_secs_f64(),
+            max_concurrent: d.max_concurrent,
+            retry_attempts: d.retry_attempts,
+            submit_retry_attempts: d.submit_retry_attempts,
+            queue_capacity: d.queue_capacity,
+            shutdown_grace_secs: d.shutdown_grace.as_secs_f64(),
+            claim_assignments: d.claim_assignments,
+            preempt_on_lane0: d.preempt_on_lane0,
+        }
+    }
+}
+
+/// Sidecar settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SidecarSection {
+    /// The sidecar's URI.
+    pub endpoint: String,
+    /// Connect timeout, milliseconds.
+    pub connect_timeout_ms: u64,
+    /// How long to wait for a cancel to be confirmed, milliseconds.
+    pub cancel_wait_ms: u64,
+}
+
+impl Default for SidecarSection {
+    fn default() -> Self {
+        SidecarSection {
+            endpoint: "http://127.0.0.1:50051".into(),
+            connect_timeout_ms: 5_000,
+            cancel_wait_ms: 10_000,
+        }
+    }
+}
+
+/// Chain settings.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChainSection {
+    /// The node's WebSocket URL.
+    pub url: Option<String>,
+    /// A file holding the signer's secret URI or mnemonic.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Telemetry settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`None`: not served).
+    pub listen: Option<SocketAddr>,
+    /// Log filter (`info`, `nsn_lane1=debug`, …).
+    pub log: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9615))),
+            log: "info".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Executor settings.
+    pub executor: ExecutorSection,
+    /// Sidecar settings.
+    pub sidecar: SidecarSection,
+    /// Chain settings.
+    pub chain: ChainSection,
+    /// Telemetry settings.
+    pub telemetry: TelemetrySection,
+}
+
+impl Config {
+    /// Parses TOML text (`origin` names it in errors).
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim().to_owned(),
+        })
+    }
+
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Applies environment variables (through `get`, so tests need not touch
+    /// the process environment).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("NSN_LANE1_SIDECAR") {
+            self.sidecar.endpoint = v;
+        }
+        if let Some(v) = get("NSN_LANE1_CHAIN") {
+            self.chain.url = Some(v);
+        }
+        if let Some(v) = get("NSN_LANE1_KEY_FILE") {
+            self.chain.key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("NSN_LANE1_TELEMETRY_LISTEN") {
+            self.telemetry.listen = Some(
+                v.parse()
+                    .map_err(|e| invalid("NSN_LANE1_TELEMETRY_LISTEN", format!("{v:?}: {e}")))?,
+            );
+        }
+        if let Some(v) = get("NSN_LANE1_MAX_CONCURRENT") {
+            self.executor.max_concurrent = v
+                .parse()
+                .map_err(|e| invalid("NSN_LANE1_MAX_CONCURRENT", format!("{v:?}: {e}")))?;
+        }
+        if let Some(v) = get("NSN_LANE1_EXECUTION_TIMEOUT_SECS") {
+            self.executor.execution_timeout_secs = v
+                .parse()
+                .map_err(|e| invalid("NSN_LANE1_EXECUTION_TIMEOUT_SECS", format!("{v:?}: {e}")))?;
+        }
+        if let Some(v) = get("NSN_LANE1_LOG") {
+            self.telemetry.log = v;
+        }
+        Ok(())
+    }
+
+    /// Checks every value and builds the executor's settings.
+    pub fn executor_config(&self) -> Result<ExecutorConfig, ConfigError> {
+        let e = &self.executor;
+        if e.max_concurrent == 0 {
+            return Err(invalid("executor.max_concurrent", "must be at least 1"));
+        }
+        if e.queue_capacity == 0 {
+            return Err(invalid("executor.queue_capacity", "must be at least 1"));
+        }
+        Ok(ExecutorConfig {
+            execution_timeout: seconds(
+                "executor.execution_timeout_secs",
+                e.execution_timeout_secs,
+            )?,
+            max_concurrent: e.max_concurrent,
+            retry_attempts: e.retry_attempts,
+            submit_retry_attempts: e.submit_retry_attempts,
+            queue_capacity: e.queue_capacity,
+            shutdown_grace: seconds("executor.shutdown_grace_secs", e.shutdown_grace_secs)?,
+            claim_assignments: e.claim_assignments,
+            preempt_on_lane0: e.preempt_on_lane0,
+            ..ExecutorConfig::default()
+        })
+    }
+
+    /// The sidecar client's settings.
+    pub fn sidecar_config(&self) -> Result<SidecarConfig, ConfigError> {
+        let s = &self.sidecar;
+        if s.endpoint.is_empty() {
+            return Err(invalid("sidecar.endpoint", "is empty"));
+        }
+        let mut c = SidecarConfig::new(s.endpoint.clone());
+        c.connect_timeout = Duration::from_millis(s.connect_timeout_ms);
+        c.cancel_wait = Duration::from_millis(s.cancel_wait_ms);
+        Ok(c)
+    }
+}
+
+fn seconds(key: &str, v: f64) -> Result<Duration, ConfigError> {
+    if !v.is_finite() || v <= 0.0 || v > 1e9 {
+        return Err(invalid(
+            key,
+            format!("{v} is not a positive number of seconds"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_original_plan() {
+        let c = Config::default().executor_config().unwrap();
+        assert_eq!(c.execution_timeout, Duration::from_secs(300));
+        assert_eq!(c.max_concurrent, 1);
+        assert_eq!(c.retry_attempts, 0);
+        assert_eq!(
+            Config::default().telemetry.listen,
+            Some("127.0.0.1:9615".parse().unwrap()),
+            "telemetry binds to loopback by default"
+        );
+    }
+
+    #[test]
+    fn file_then_env() {
+        let mut c = Config::from_toml(
+            "[executor]\nmax_concurrent = 4\nexecution_timeout_secs = 12.5\n[sidecar]\nendpoint = \"http://10.0.0.2:1\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        c.apply_env(|k| (k == "NSN_LANE1_MAX_CONCURRENT").then(|| "8".to_owned()))
+            .unwrap();
+        let e = c.executor_config().unwrap();
+        assert_eq!(e.max_concurrent, 8);
+        assert_eq!(e.execution_timeout, Duration::from_millis(12_500));
+        assert_eq!(c.sidecar_config().unwrap().endpoint, "http://10.0.0.2:1");
+    }
+
+    #[test]
+    fn bad_values_say_what_is_wrong() {
+        let err = Config::from_toml("[executor]\nmax_concurent = 4\n", Path::new("bad.toml"))
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("config file bad.toml:"), "{msg}");
+        assert!(msg.contains("max_concurent"), "{msg}");
+        let err = Config::from_toml(
+            "[executor]\nmax_concurrent = \"four\"\n",
+            Path::new("b.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
+
+        let mut c = Config::default();
+        c.executor.max_concurrent = 0;
+        assert_eq!(
+            c.executor_config().unwrap_err().to_string(),
+            "invalid executor.max_concurrent: must be at least 1"
+        );
+        let mut c = Config::default();
+        c.executor.execution_timeout_secs = -1.0;
+        assert!(c.executor_config().is_err());
+        let mut c = Config::default();
+        let err = c
+            .apply_env(|k| (k == "NSN_LANE1_TELEMETRY_LISTEN").then(|| "nowhere".to_owned()))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid NSN_LANE1_TELEMETRY_LISTEN"),
+            "{err}"
+        );
+        assert!(matches!(
+            Config::from_file(Path::new("/nonexistent/nsn.toml")),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+}

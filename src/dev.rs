@@ -1,0 +1,497 @@
+//! The embedded default: a dev chain, the reference sidecar and a Lane 1 node
+//! in one process, with a requester that posts a stream of Lane 1 tasks (and,
+//! optionally, Lane 0 bursts that preempt them). This is what `nsn-lane1 dev`
+//! runs.
+//!
+//! ```no_run
+//! use nsn_lane1::dev::{DevOptions, run_dev};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let summary = run_dev(DevOptions { tasks: Some(20), ..DevOptions::default() }, std::future::pending()).await?;
+//! assert_eq!(summary.resolved(), 20);
+//! print!("{}", summary.table());
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io::{IsTerminal, Write as _};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::chain::dev::{BlockMode, DevChain, DevChainError, DevConfig, DevSubmitter};
+use crate::chain::{ChainPort, MarketCall, MarketEvent};
+use crate::executor::{ExecutorConfig, ExecutorReport};
+use crate::node::{Node, NodeError, NodeParts};
+use crate::sidecar::client::{SidecarClient, SidecarConfig, SidecarConfigError};
+use crate::sidecar::server::ReferenceSidecar;
+use crate::sidecar::store::BlobStore;
+use crate::task::{AccountId, FailReason, Lane, Priority, TaskId, UNIT};
+use crate::telemetry::metrics::Lane1Metrics;
+
+/// What `nsn-lane1 dev` does.
+#[derive(Clone, Debug)]
+pub struct DevOptions {
+    /// Lane 1 tasks to post; the run ends when all are resolved (`None`: run
+    /// until stopped).
+    pub tasks: Option<u64>,
+    /// Block time (`None`: a block per transaction).
+    pub block_time: Option<Duration>,
+    /// Models to post tasks for, in turn.
+    pub models: Vec<String>,
+    /// Post a Lane 0 task after every this many Lane 1 tasks.
+    pub lane0_every: Option<u64>,
+    /// Most posted tasks not yet resolved.
+    pub backlog: usize,
+    /// The executor's settings.
+    pub executor: ExecutorConfig,
+    /// Draw a progress line on standard error (when it is a terminal).
+    pub progress: bool,
+    /// Where the node's metrics go.
+    pub metrics: Lane1Metrics,
+}
+
+impl Default for DevOptions {
+    fn default() -> Self {
+        DevOptions {
+            tasks: None,
+            block_time: None,
+            models: ["sha256", "uppercase", "mandelbrot", "noop"]
+                .map(String::from)
+                .to_vec(),
+            lane0_every: None,
+            backlog: 64,
+            executor: ExecutorConfig::default(),
+            progress: false,
+            metrics: Lane1Metrics::default(),
+        }
+    }
+}
+
+/// Why the dev run failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevError {
+    /// The dev chain would not start.
+    #[error(transparent)]
+    Chain(#[from] DevChainError),
+    /// The sidecar would not start.
+    #[error("reference sidecar: {0}")]
+    Sidecar(String),
+    /// The sidecar client was refused.
+    #[error(transparent)]
+    Client(#[from] SidecarConfigError),
+    /// The node failed.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// Posting a task failed.
+    #[error("requester: {0}")]
+    Requester(String),
+    /// A model name is not a model.
+    #[error("no such model: {0}")]
+    Model(String),
+}
+
+/// What happened in a dev run.
+#[derive(Clone, Debug, Default)]
+pub struct DevSummary {
+    /// Lane 1 tasks posted.
+    pub created: u64,
+    /// Lane 1 tasks assigned.
+    pub assigned: u64,
+    /// Results submitted.
+    pub submitted: u64,
+    /// Tasks verified and paid.
+    pub verified: u64,
+    /// Tasks rejected.
+    pub rejected: u64,
+    /// Tasks failed, by reason.
+    pub failed: HashMap<FailReason, u64>,
+    /// Tasks expired.
+    pub expired: u64,
+    /// Lane 0 tasks posted.
+    pub lane0: u64,
+    /// Creation → verification times.
+    pub latencies: Vec<Duration>,
+    /// Wall-clock duration.
+    pub elapsed: Duration,
+    /// What the executor reported.
+    pub executor: ExecutorReport,
+}
+
+impl DevSummary {
+    /// Lane 1 tasks that reached an end: verified, rejected, failed or expired.
+    pub fn resolved(&self) -> u64 {
+        self.verified + self.rejected + self.failed.values().sum::<u64>() + self.expired
+    }
+
+    /// Failed with `Preempted`.
+    pub fn preempted(&self) -> u64 {
+        self.failed
+            .get(&FailReason::Preempted)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn percentile(&self, p: f64) -> Option<Duration> {
+        if self.latencies.is_empty() {
+            return None;
+        }
+        let mut v = self.latencies.clone();
+        v.sort();
+        let idx = ((v.len() - 1) as f64 * p).round() as usize;
+        v.get(idx).copied()
+    }
+
+    /// The summary as a table.
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let ms = |d: Option<Duration>| {
+            d.map_or("-".to_owned(), |d| {
+                format!("{:.1} ms", d.as_secs_f64() * 1e3)
+            })
+        };
+        let rows: Vec<(&str, String)> = vec![
+            ("created", self.created.to_string()),
+            ("assigned", self.assigned.to_string()),
+            ("submitted", self.submitted.to_string()),
+            ("verified", self.verified.to_string()),
+            ("rejected", self.rejected.to_string()),
+            ("failed", self.failed.values().sum::<u64>().to_string()),
+            ("  preempted", self.preempted().to_string()),
+            ("expired", self.expired.to_string()),
+            ("lane 0 posted", self.lane0.to_string()),
+            ("latency p50", ms(self.percentile(0.5))),
+            ("latency p99", ms(self.percentile(0.99))),
+            ("elapsed", format!("{:.2} s", self.elapsed.as_secs_f64())),
+        ];
+        let _ = writeln!(t, "+-----------------+--------------+");
+        for (k, v) in rows {
+            let _ = writeln!(t, "| {k:<15} | {v:>12} |");
+        }
+        let _ = writeln!(t, "+-----------------+--------------+");
+        t
+    }
+}
+
+/// Runs the embedded default until `tasks` are resolved or `shutdown` resolves.
+pub async fn run_dev(
+    opts: DevOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<DevSummary, DevError> {
+    for m in &opts.models {
+        if crate::sidecar::models::find(m).is_none_or(|s| !s.lanes.contains(&Lane::Lane1)) {
+            return Err(DevError::Model(m.clone()));
+        }
+    }
+    let started = Instant::now();
+    let chain = DevChain::new(DevConfig {
+        block_mode: opts
+            .block_time
+            .map_or(BlockMode::Instant, BlockMode::Interval),
+        ..DevConfig::default()
+    })?;
+
+    // The reference sidecar, on a loopback port of its own.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| DevError::Sidecar(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| DevError::Sidecar(e.to_string()))?;
+    let sidecar = ReferenceSidecar::new(BlobStore::in_memory());
+    let store = sidecar.store().clone();
+    let stop_sidecar = tokio_util::sync::CancellationToken::new();
+    let sidecar_task =
+        tokio::spawn(sidecar.serve(listener, stop_sidecar.clone().cancelled_owned()));
+    let client = SidecarClient::connect_lazy(SidecarConfig::new(format!("http://{addr}")))?;
+
+    let node = Node::spawn(
+        opts.executor.clone(),
+        NodeParts {
+            port: chain.clone(),
+            submit: chain.submitter(AccountId::BOB),
+            account: AccountId::BOB,
+            sidecar: client,
+            models: None,
+            metrics: opts.metrics.clone(),
+        },
+    );
+
+    let mut summary = DevSummary::default();
+    let result = drive(&opts, &chain, &store, &mut summary, shutdown).await;
+    summary.executor = node.stop().await?;
+    chain.shutdown();
+    stop_sidecar.cancel();
+    let _ = sidecar_task.await;
+    summary.elapsed = started.elapsed();
+    if opts.progress && std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    result.map(|()| summary)
+}
+
+/// Posts tasks and follows the chain until the run is over.
+async fn drive(
+    opts: &DevOptions,
+    chain: &DevChain,
+    store: &BlobStore,
+    summary: &mut DevSummary,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DevError> {
+    let requester = chain.submitter(AccountId::ALICE);
+    let lane0_side = chain.submitter(AccountId::BOB);
+    let mut blocks = chain.finalized_blocks(Some(chain.head_number() + 1));
+    let mut created_at: HashMap<TaskId, Instant> = HashMap::new();
+    let mut lane0_tasks: Vec<TaskId> = Vec::new();
+    let mut unassigned: Vec<TaskId> = Vec::new();
+    let mut posting = futures::stream::FuturesUnordered::new();
+    let mut posted = 0u64;
+    let draw = opts.progress && std::io::stderr().is_terminal();
+    tokio::pin!(shutdown);
+
+    loop {
+        let open = summary.created.saturating_sub(summary.resolved());
+        let want_more = opts.tasks.is_none_or(|n| posted < n);
+        if want_more && (open as usize + posting.len()) < opts.backlog {
+            let i = posted;
+            posted += 1;
+            let model = opts.models[(i as usize) % opts.models.len()].clone();
+            let input = store
+                .put(format!("dev task {i}").into_bytes())
+                .map_err(|e| DevError::Requester(e.to_string()))?;
+            let req = requester.clone();
+            let lane0 = opts
+                .lane0_every
+                .is_some_and(|k| k > 0 && i > 0 && i.is_multiple_of(k));
+            posting.push(post(req, model, input.as_bytes().to_vec(), lane0));
+            continue;
+        }
+        if opts.tasks.is_some_and(|n| summary.resolved() >= n) {
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return Ok(()),
+            Some(r) = posting.next(), if !posting.is_empty() => {
+                let (id, lane0_id, assigned) = r?;
+                if !assigned {
+                    unassigned.push(id);
+                }
+                if let Some(l0) = lane0_id {
+                    summary.lane0 += 1;
+                    lane0_tasks.push(l0);
+                }
+                settle(&requester, &lane0_side, &mut lane0_tasks, &mut unassigned).await?;
+            }
+            block = blocks.next() => {
+                let Some(Ok(block)) = block else {
+                    return Err(DevError::Requester("the dev chain stopped".into()));
+                };
+                for r in &block.events {
+                    account(summary, &r.event, &mut created_at);
+                }
+                settle(&requester, &lane0_side, &mut lane0_tasks, &mut unassigned).await?;
+                if draw {
+                    progress_line(summary, opts.tasks);
+                }
+            }
+        }
+    }
+}
+
+/// The node's Lane 0 side takes Lane 0 work as soon as it can; then the Lane
+/// 1 tasks that had to wait for it are assigned.
+async fn settle(
+    requester: &DevSubmitter,
+    lane0_side: &DevSubmitter,
+    lane0_tasks: &mut Vec<TaskId>,
+    unassigned: &mut Vec<TaskId>,
+) -> Result<(), DevError> {
+    for l0 in std::mem::take(lane0_tasks) {
+        serve_lane0(requester, lane0_side, l0).await?;
+    }
+    let mut still = Vec::new();
+    for id in std::mem::take(unassigned) {
+        if !assign(requester, id).await? {
+            still.push(id);
+        }
+    }
+    *unassigned = still;
+    Ok(())
+}
+
+/// Creates one Lane 1 task (and a Lane 0 task before it, if asked) and asks
+/// the chain to assign it.
+async fn post(
+    requester: DevSubmitter,
+    model: String,
+    input_cid: Vec<u8>,
+    lane0: bool,
+) -> Result<(TaskId, Option<TaskId>, bool), DevError> {
+    let fail = |e: crate::chain::SubmitError| DevError::Requester(e.to_string());
+    let mut lane0_id = None;
+    if lane0 {
+        let inc = requester
+            .clone()
+            .oneshot(MarketCall::CreateTaskIntent {
+                lane: Lane::Lane0,
+                priority: Priority::High,
+                model_requirements: crate::chain::dev::DEV_LANE0_MODEL.as_bytes().to_vec(),
+                input_cid: input_cid.clone(),
+                compute_budget: 1,
+                deadline_blocks: 1_000,
+                escrow_amount: UNIT,
+            })
+            .await
+            .map_err(fail)?;
+        lane0_id = created(&inc.events);
+    }
+    let inc = requester
+        .clone()
+        .oneshot(MarketCall::CreateTaskIntent {
+            lane: Lane::Lane1,
+            priority: Priority::Normal,
+            model_requirements: model.into_bytes(),
+            input_cid,
+            compute_budget: 1_000,
+            deadline_blocks: 10_000,
+            escrow_amount: UNIT,
+        })
+        .await
+        .map_err(fail)?;
+    let id = created(&inc.events).ok_or_else(|| DevError::Requester("no TaskCreated".into()))?;
+    let assigned = assign(&requester, id).await?;
+    Ok((id, lane0_id, assigned))
+}
+
+/// Asks the chain to assign a task; `false` while Lane 0 work is open
+/// (`Lane0Priority`), to be asked again after the next block.
+async fn assign(requester: &DevSubmitter, id: TaskId) -> Result<bool, DevError> {
+    match requester
+        .clone()
+        .oneshot(MarketCall::AcceptAssignment { task_id: id })
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.market_error() == Some(crate::chain::MarketError::Lane0Priority) => Ok(false),
+        Err(e) => Err(DevError::Requester(e.to_string())),
+    }
+}
+
+/// Plays the node's Lane 0 side: takes the Lane 0 task and delivers it.
+async fn serve_lane0(
+    requester: &DevSubmitter,
+    lane0_side: &DevSubmitter,
+    id: TaskId,
+) -> Result<(), DevError> {
+    let fail = |e: crate::chain::SubmitError| DevError::Requester(format!("lane 0 side: {e}"));
+    requester
+        .clone()
+        .oneshot(MarketCall::AcceptAssignment { task_id: id })
+        .await
+        .map_err(fail)?;
+    let cid = BlobStore::cid_of(b"lane 0 frame");
+    lane0_side
+        .clone()
+        .oneshot(MarketCall::StartTask { task_id: id })
+        .await
+        .map_err(fail)?;
+    lane0_side
+        .clone()
+        .oneshot(MarketCall::SubmitResult {
+            task_id: id,
+            output_cid: cid.as_bytes().to_vec(),
+            attestation_cid: Some(cid.as_bytes().to_vec()),
+        })
+        .await
+        .map_err(fail)?;
+    Ok(())
+}
+
+fn created(events: &[MarketEvent]) -> Option<TaskId> {
+    events.iter().find_map(|e| match e {
+        MarketEvent::TaskCreated { task_id, .. } => Some(*task_id),
+        _ => None,
+    })
+}
+
+/// Counts an event of a Lane 1 task (the requester posts all of them).
+fn account(s: &mut DevSummary, event: &MarketEvent, created_at: &mut HashMap<TaskId, Instant>) {
+    if let MarketEvent::TaskCreated {
+        task_id,
+        lane: Lane::Lane1,
+        ..
+    } = event
+    {
+        s.created += 1;
+        created_at.insert(*task_id, Instant::now());
+        return;
+    }
+    let Some(id) = event.task_id() else { return };
+    let Some(since) = created_at.get(&id).copied() else {
+        return;
+    };
+    let end = match event {
+        MarketEvent::TaskAssigned { .. } => {
+            s.assigned += 1;
+            false
+        }
+        MarketEvent::TaskSubmitted { .. } => {
+            s.submitted += 1;
+            false
+        }
+        MarketEvent::TaskVerified { .. } => {
+            s.verified += 1;
+            s.latencies.push(since.elapsed());
+            true
+        }
+        MarketEvent::TaskRejected { .. } => {
+            s.rejected += 1;
+            true
+        }
+        MarketEvent::TaskFailed { reason, .. } => {
+            *s.failed.entry(*reason).or_default() += 1;
+            true
+        }
+        MarketEvent::TaskExpired { .. } => {
+            s.expired += 1;
+            true
+        }
+        _ => false,
+    };
+    if end {
+        created_at.remove(&id);
+    }
+}
+
+fn progress_line(s: &DevSummary, total: Option<u64>) {
+    let done = s.resolved();
+    let line = match total {
+        Some(n) if n > 0 => {
+            let width = 30usize;
+            let filled = ((done as f64 / n as f64) * width as f64) as usize;
+            format!(
+                "\r[{}{}] {done}/{n}  verified {}  failed {}  preempted {}",
+                "#".repeat(filled.min(width)),
+                "-".repeat(width - filled.min(width)),
+                s.verified,
+                s.failed.values().sum::<u64>(),
+                s.preempted()
+            )
+        }
+        _ => format!(
+            "\rresolved {done}  verified {}  failed {}  preempted {}",
+            s.verified,
+            s.failed.values().sum::<u64>(),
+            s.preempted()
+        ),
+    };
+    let mut err = std::io::stderr();
+    let _ = err.write_all(line.as_bytes());
+    let _ = err.flush();
+}

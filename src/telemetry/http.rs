@@ -1,0 +1,100 @@
+//! The telemetry endpoint, over hyper and tower-http: `/metrics` (Prometheus
+//! text format), `/healthz` (the process is up) and `/readyz` (the chain and
+//! the sidecar answer). It binds to loopback unless told otherwise.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::trace::TraceLayer;
+
+use super::metrics::Registry;
+
+/// Answers whether the node can do its work: `Err` says what is not ready.
+pub type ReadyCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    registry: Registry,
+    ready: ReadyCheck,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let plain = "text/plain; charset=utf-8";
+    Ok(match (req.method(), req.uri().path()) {
+        (&hyper::Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            registry.render(),
+        ),
+        (&hyper::Method::GET, "/healthz") => text(StatusCode::OK, plain, "ok\n".into()),
+        (&hyper::Method::GET, "/readyz") => match ready().await {
+            Ok(()) => text(StatusCode::OK, plain, "ready\n".into()),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                plain,
+                format!("not ready: {why}\n"),
+            ),
+        },
+        (&hyper::Method::GET, _) => text(StatusCode::NOT_FOUND, plain, "not found\n".into()),
+        _ => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            plain,
+            "method not allowed\n".into(),
+        ),
+    })
+}
+
+/// Serves the endpoint on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Registry,
+    ready: ReadyCheck,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "telemetry accept failed");
+                    continue;
+                }
+            },
+        };
+        let registry = registry.clone();
+        let ready = ready.clone();
+        let svc = ServiceBuilder::new()
+            .layer(TraceLayer::new_for_http())
+            .service(tower::service_fn(move |req| {
+                handle(req, registry.clone(), ready.clone())
+            }));
+        tokio::spawn(async move {
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "telemetry connection ended");
+            }
+        });
+    }
+}

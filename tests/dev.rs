@@ -1,0 +1,78 @@
+//! `nsn-lane1 dev` as a library call: the dev chain, the reference sidecar and
+//! the node together, with nothing lost.
+
+use std::time::Duration;
+
+use nsn_lane1::dev::{DevOptions, run_dev};
+use nsn_lane1::executor::ExecutorConfig;
+use nsn_lane1::task::FailReason;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_tasks_all_end_verified_or_failed_with_a_reason() {
+    let opts = DevOptions {
+        tasks: Some(1000),
+        executor: ExecutorConfig {
+            max_concurrent: 8,
+            ..ExecutorConfig::default()
+        },
+        ..DevOptions::default()
+    };
+    let summary = tokio::time::timeout(
+        Duration::from_secs(240),
+        run_dev(opts, std::future::pending()),
+    )
+    .await
+    .expect("dev run finished in time")
+    .expect("dev run succeeded");
+    assert_eq!(summary.created, 1000);
+    assert_eq!(summary.assigned, 1000);
+    assert_eq!(summary.resolved(), 1000, "{summary:?}");
+    assert_eq!(summary.verified, 1000, "no model in the default mix fails");
+    assert_eq!(summary.executor.submitted, 1000);
+    assert_eq!(summary.executor.errors, 0);
+    assert_eq!(summary.latencies.len(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lane0_bursts_preempt_and_every_task_still_ends() {
+    let opts = DevOptions {
+        tasks: Some(60),
+        lane0_every: Some(10),
+        models: vec!["sleep".into(), "sha256".into()],
+        executor: ExecutorConfig {
+            max_concurrent: 4,
+            ..ExecutorConfig::default()
+        },
+        ..DevOptions::default()
+    };
+    let summary = tokio::time::timeout(
+        Duration::from_secs(120),
+        run_dev(opts, std::future::pending()),
+    )
+    .await
+    .expect("dev run finished in time")
+    .expect("dev run succeeded");
+    assert_eq!(summary.created, 60);
+    assert_eq!(summary.resolved(), 60, "{summary:?}");
+    assert!(summary.lane0 >= 5, "{summary:?}");
+    // Every failure has a reason, and the only reason here is preemption.
+    for (reason, n) in &summary.failed {
+        assert_eq!(
+            *reason,
+            FailReason::Preempted,
+            "{n} tasks failed with {reason:?}"
+        );
+    }
+    assert_eq!(summary.verified + summary.preempted(), 60);
+}
+
+#[tokio::test]
+async fn an_unknown_model_is_refused_up_front() {
+    let opts = DevOptions {
+        tasks: Some(1),
+        models: vec!["llama-70b".into()],
+        ..DevOptions::default()
+    };
+    let err = run_dev(opts, std::future::pending()).await.unwrap_err();
+    assert_eq!(err.to_string(), "no such model: llama-70b");
+}
