@@ -42,13 +42,24 @@
 pub mod chain;
 pub mod config;
 pub mod dev;
+pub mod error;
 pub mod executor;
 pub mod layer;
 pub mod lifecycle;
 pub mod listener;
 pub mod node;
+pub mod runner;
 pub mod scheduler;
 pub mod sidecar;
 pub mod submitter;
 pub mod task;
 pub mod telemetry;
+
+pub use error::{ExecutionError, Lane1Error, ListenerError, SubmissionError};
+pub use executor::{ExecutorConfig, ExecutorReport, TaskExecutorService, build_stack};
+pub use layer::Lane1ServiceBuilderExt;
+pub use lifecycle::{ExecutorState, Lifecycle, TaskOutcome};
+pub use listener::{ChainListener, TaskEvent};
+pub use runner::ExecutionRunner;
+pub use sidecar::client::{ExecutionResult, TaskProgress};
+pub use submitter::ResultSubmitter;

@@ -18,7 +18,10 @@ use crate::layer::Canceller;
 pub struct ResponseFuture<F> {
     #[pin]
     state: State<F>,
-    registration: Registration,
+    task_id: crate::task::TaskId,
+    /// Released as soon as the call finishes, so a finished task is no
+    /// longer listed as running.
+    registration: Option<Registration>,
 }
 
 #[pin_project(project = Proj)]
@@ -52,7 +55,8 @@ impl<F> ResponseFuture<F> {
                 signal: registration.token.clone().cancelled_owned(),
                 canceller,
             },
-            registration,
+            task_id: registration.task_id,
+            registration: Some(registration),
         }
     }
 }
@@ -75,11 +79,15 @@ where
                 } => {
                     // The inner call first: a finished task is not preempted.
                     if let Poll::Ready(r) = inner.poll(cx) {
+                        this.registration.take();
                         return Poll::Ready(r.map_err(Into::into));
                     }
                     ready!(signal.poll(cx));
-                    let reason = this.registration.reason();
-                    let task_id = this.registration.task_id;
+                    let reason = this
+                        .registration
+                        .as_ref()
+                        .map_or(super::PreemptReason::Requested, Registration::reason);
+                    let task_id = *this.task_id;
                     tracing::info!(%task_id, reason = reason.as_str(), "preempting task");
                     let cancel = canceller.cancel(task_id, reason.as_str());
                     // Replacing the state drops the inner call.
@@ -87,13 +95,17 @@ where
                 }
                 Proj::Cancelling { cancel } => {
                     let confirmed = ready!(cancel.as_mut().poll(cx));
-                    let task_id = this.registration.task_id;
+                    let task_id = *this.task_id;
                     if let Err(e) = &confirmed {
                         tracing::warn!(%task_id, error = %e, "preempted task not confirmed stopped");
                     }
+                    let reason = this
+                        .registration
+                        .take()
+                        .map_or(super::PreemptReason::Requested, |r| r.reason());
                     return Poll::Ready(Err(Preempted {
                         task_id,
-                        reason: this.registration.reason(),
+                        reason,
                         sidecar_confirmed: confirmed.is_ok(),
                     }
                     .into()));
