@@ -52,7 +52,10 @@ fn task(id: u64, lane: Lane) -> Task {
 }
 
 /// A canceller that records what it was asked to cancel.
-fn recording_canceller() -> (Canceller, Arc<Mutex<Vec<(TaskId, &'static str)>>>) {
+/// What a recording canceller was asked to cancel, and why.
+type CancelLog = Arc<Mutex<Vec<(TaskId, &'static str)>>>;
+
+fn recording_canceller() -> (Canceller, CancelLog) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let seen = log.clone();
     let canceller = Canceller::from_fn(move |id, reason| {
