@@ -252,7 +252,9 @@ struct State {
     blocks: Vec<FinalizedBlock>,
     by_hash: HashMap<BlockHash, BlockNumber>,
     tasks: HashMap<TaskId, History<Option<TaskIntent>>>,
-    assigned: History<Vec<TaskId>>,
+    /// Every change to `AssignedLane1Tasks`, in order: (block, task, added).
+    /// A read at a block replays them, so history costs one entry per change.
+    assigned: Vec<(BlockNumber, TaskId, bool)>,
     nonces: HashMap<AccountId, u64>,
     pool: VecDeque<PoolTx>,
     mode: BlockMode,
@@ -296,14 +298,12 @@ impl DevChain {
             parent_hash: BlockHash::default(),
             events: Vec::new(),
         };
-        let mut assigned = History::new();
-        assigned.record(0, Vec::new());
         let state = State {
             market,
             blocks: vec![genesis],
             by_hash: HashMap::from([(genesis_hash, 0)]),
             tasks: HashMap::new(),
-            assigned,
+            assigned: Vec::new(),
             nonces: HashMap::new(),
             pool: VecDeque::new(),
             mode: config.block_mode,
@@ -548,7 +548,7 @@ fn produce_block(shared: &Shared, st: &mut State) -> FinalizedBlock {
     let hash = BlockHash(blake2_256(&preimage));
     let block_ref = BlockRef { number, hash };
 
-    let (touched, assigned_changed) = st.market.take_touched();
+    let (touched, assigned_log) = st.market.take_touched();
     for id in touched {
         let value = st.market.task(id).cloned();
         st.tasks
@@ -556,9 +556,8 @@ fn produce_block(shared: &Shared, st: &mut State) -> FinalizedBlock {
             .or_insert_with(History::new)
             .record(number, value);
     }
-    if assigned_changed {
-        let now = st.market.assigned_lane1_tasks().to_vec();
-        st.assigned.record(number, now);
+    for (id, added) in assigned_log {
+        st.assigned.push((number, id, added));
     }
 
     let block = FinalizedBlock {
@@ -685,7 +684,20 @@ impl ChainPort for DevChain {
     async fn assigned_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
         let st = self.lock();
         let number = self.number_of(&st, at)?;
-        Ok(st.assigned.at(number).cloned().unwrap_or_default())
+        // Replay the changes up to the block, keeping the pallet's order
+        // (insertion order; a removal leaves the rest in place).
+        let upto = st.assigned.partition_point(|(b, _, _)| *b <= number);
+        let mut seq: std::collections::BTreeMap<u64, TaskId> = std::collections::BTreeMap::new();
+        let mut pos: HashMap<TaskId, u64> = HashMap::new();
+        for (i, (_, id, added)) in st.assigned[..upto].iter().enumerate() {
+            if *added {
+                seq.insert(i as u64, *id);
+                pos.insert(*id, i as u64);
+            } else if let Some(p) = pos.remove(id) {
+                seq.remove(&p);
+            }
+        }
+        Ok(seq.into_values().collect())
     }
 
     async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {

@@ -186,7 +186,8 @@ pub struct Market {
     events: Vec<EventRecord>,
     phase: Phase,
     touched: BTreeSet<TaskId>,
-    assigned_changed: bool,
+    /// Changes to `AssignedLane1Tasks` in this block: (task, added).
+    assigned_log: Vec<(TaskId, bool)>,
 }
 
 /// Why a genesis configuration was refused.
@@ -236,7 +237,7 @@ impl Market {
             events: Vec::new(),
             phase: Phase::Initialization,
             touched: BTreeSet::new(),
-            assigned_changed: false,
+            assigned_log: Vec::new(),
         })
     }
 
@@ -389,10 +390,10 @@ impl Market {
         self.events[start..].iter()
     }
 
-    pub(crate) fn take_touched(&mut self) -> (BTreeSet<TaskId>, bool) {
+    pub(crate) fn take_touched(&mut self) -> (BTreeSet<TaskId>, Vec<(TaskId, bool)>) {
         (
             std::mem::take(&mut self.touched),
-            std::mem::replace(&mut self.assigned_changed, false),
+            std::mem::take(&mut self.assigned_log),
         )
     }
 
@@ -712,7 +713,7 @@ impl Market {
             Lane::Lane1 => {
                 self.open_lane1.retain(|id| *id != task_id);
                 self.assigned_lane1.push(task_id);
-                self.assigned_changed = true;
+                self.assigned_log.push((task_id, true));
             }
         }
         if let Some(t) = self.task_mut(task_id) {
@@ -775,7 +776,7 @@ impl Market {
         let quorum = self.params.verification_quorum;
         if lane == Lane::Lane1 {
             self.assigned_lane1.retain(|id| *id != task_id);
-            self.assigned_changed = true;
+            self.assigned_log.push((task_id, false));
         }
         self.pending_verification.push(task_id);
         self.required_quorum.insert(task_id, quorum);
@@ -1039,7 +1040,7 @@ impl Market {
         }
         if self.assigned_lane1.contains(&task_id) {
             self.assigned_lane1.retain(|id| *id != task_id);
-            self.assigned_changed = true;
+            self.assigned_log.push((task_id, false));
         }
         self.remove_verification(task_id);
         self.unreserve(task.requester, task.escrow);
