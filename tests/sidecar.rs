@@ -427,12 +427,8 @@ async fn a_killed_sidecar_gives_a_retryable_error_and_the_client_recovers() {
         .oneshot(request(32, "noop", &input, serde_json::Value::Null))
         .await
         .unwrap_err();
-    match &err {
-        ExecutionError::Transport { message, .. } => {
-            assert!(message.contains("Connection refused"), "{message}")
-        }
-        other => panic!("{other:?}"),
-    }
+    // Refused, or the old connection reported reset first: a transport error.
+    assert!(matches!(err, ExecutionError::Transport { .. }), "{err:?}");
     assert!(err.is_retryable(), "{err:?}");
 
     // Restarted at the same address: the same client works again.
