@@ -53,6 +53,8 @@ pub struct DevOptions {
     pub progress: bool,
     /// Where the node's metrics go.
     pub metrics: Lane1Metrics,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here (`None`: not served).
+    pub telemetry_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for DevOptions {
@@ -68,6 +70,7 @@ impl Default for DevOptions {
             executor: ExecutorConfig::default(),
             progress: false,
             metrics: Lane1Metrics::default(),
+            telemetry_listen: None,
         }
     }
 }
@@ -94,6 +97,14 @@ pub enum DevError {
     /// A model name is not a model.
     #[error("no such model: {0}")]
     Model(String),
+    /// The telemetry endpoint could not listen.
+    #[error("cannot serve telemetry on {addr}: {source}")]
+    Telemetry {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// What happened in a dev run.
@@ -210,6 +221,23 @@ pub async fn run_dev(
         tokio::spawn(sidecar.serve(listener, stop_sidecar.clone().cancelled_owned()));
     let client = SidecarClient::connect_lazy(SidecarConfig::new(format!("http://{addr}")))?;
 
+    let stop_telemetry = tokio_util::sync::CancellationToken::new();
+    if let Some(at) = opts.telemetry_listen {
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .map_err(|source| DevError::Telemetry { addr: at, source })?;
+        if let Ok(bound) = listener.local_addr() {
+            tracing::info!(addr = %bound, "telemetry on /metrics /healthz /readyz");
+        }
+        let ready = ready_check(chain.clone(), client.clone());
+        tokio::spawn(crate::telemetry::http::serve(
+            listener,
+            opts.metrics.registry.clone(),
+            ready,
+            stop_telemetry.clone().cancelled_owned(),
+        ));
+    }
+
     let node = Node::spawn(
         opts.executor.clone(),
         NodeParts {
@@ -226,6 +254,7 @@ pub async fn run_dev(
     let result = drive(&opts, &chain, &store, &mut summary, shutdown).await;
     summary.executor = node.stop().await?;
     chain.shutdown();
+    stop_telemetry.cancel();
     stop_sidecar.cancel();
     let _ = sidecar_task.await;
     summary.elapsed = started.elapsed();
@@ -233,6 +262,29 @@ pub async fn run_dev(
         eprintln!();
     }
     result.map(|()| summary)
+}
+
+/// Ready when the chain answers with its head and the sidecar with a healthy
+/// `HealthCheck`.
+pub fn ready_check<P: ChainPort>(
+    chain: P,
+    sidecar: SidecarClient,
+) -> crate::telemetry::http::ReadyCheck {
+    std::sync::Arc::new(move || {
+        let chain = chain.clone();
+        let sidecar = sidecar.clone();
+        Box::pin(async move {
+            chain
+                .finalized_head()
+                .await
+                .map_err(|e| format!("chain: {e}"))?;
+            match sidecar.health().await {
+                Ok(h) if h.healthy => Ok(()),
+                Ok(h) => Err(format!("sidecar unhealthy: {}", h.status)),
+                Err(e) => Err(format!("sidecar: {e}")),
+            }
+        })
+    })
 }
 
 /// Posts tasks and follows the chain until the run is over.
@@ -255,9 +307,10 @@ async fn drive(
     tokio::pin!(shutdown);
 
     loop {
-        let open = summary.created.saturating_sub(summary.resolved());
+        // Posted and not yet resolved: the requester's backlog.
+        let open = posted.saturating_sub(summary.resolved());
         let want_more = opts.tasks.is_none_or(|n| posted < n);
-        if want_more && (open as usize + posting.len()) < opts.backlog {
+        if want_more && (open as usize) < opts.backlog {
             let i = posted;
             posted += 1;
             let model = opts.models[(i as usize) % opts.models.len()].clone();

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -12,8 +11,6 @@ use nsn_lane1::dev::{DevOptions, run_dev};
 use nsn_lane1::sidecar::client::SidecarClient;
 use nsn_lane1::sidecar::server::ReferenceSidecar;
 use nsn_lane1::sidecar::store::BlobStore;
-use nsn_lane1::telemetry::http::ReadyCheck;
-use nsn_lane1::telemetry::metrics::Lane1Metrics;
 
 /// The Lane 1 executor of a Neural Sovereign Network node.
 #[derive(Debug, Parser)]
@@ -146,25 +143,6 @@ async fn ctrl_c() {
     }
 }
 
-async fn serve_telemetry(
-    addr: Option<SocketAddr>,
-    metrics: &Lane1Metrics,
-    ready: ReadyCheck,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let Some(addr) = addr else { return Ok(()) };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot serve telemetry on {addr}: {e}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "telemetry on /metrics /healthz /readyz");
-    tokio::spawn(nsn_lane1::telemetry::http::serve(
-        listener,
-        metrics.registry.clone(),
-        ready,
-        std::future::pending(),
-    ));
-    Ok(())
-}
-
 async fn dev(config: Config, args: DevArgs) -> CliResult {
     let mut executor = config.executor_config()?;
     if let Some(c) = args.concurrency {
@@ -173,21 +151,13 @@ async fn dev(config: Config, args: DevArgs) -> CliResult {
         }
         executor.max_concurrent = c;
     }
-    let metrics = Lane1Metrics::default();
-    let ready: ReadyCheck = Arc::new(|| Box::pin(async { Ok(()) }));
-    serve_telemetry(
-        args.telemetry_listen.or(config.telemetry.listen),
-        &metrics,
-        ready,
-    )
-    .await?;
     let options = DevOptions {
+        telemetry_listen: args.telemetry_listen.or(config.telemetry.listen),
         tasks: args.tasks,
         block_time: (args.block_ms > 0).then(|| Duration::from_millis(args.block_ms)),
         lane0_every: args.lane0_every,
         executor,
         progress: true,
-        metrics,
         ..DevOptions::default()
     };
     let summary = run_dev(options, ctrl_c()).await?;

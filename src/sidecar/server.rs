@@ -96,6 +96,8 @@ struct Run {
 #[derive(Debug)]
 struct Runs {
     by_id: HashMap<String, Run>,
+    /// How many runs are `Running` now.
+    running: usize,
     /// Finished runs, oldest first, for eviction.
     finished: VecDeque<String>,
 }
@@ -155,6 +157,7 @@ impl ReferenceSidecar {
                 max_running: std::sync::atomic::AtomicUsize::new(0),
                 runs: Mutex::new(Runs {
                     by_id: HashMap::new(),
+                    running: 0,
                     finished: VecDeque::new(),
                 }),
                 changed,
@@ -254,14 +257,10 @@ impl ReferenceSidecar {
                 started: Instant::now(),
             },
         );
-        let running = runs
-            .by_id
-            .values()
-            .filter(|r| r.state == RunState::Running)
-            .count();
+        runs.running += 1;
         self.inner
             .max_running
-            .fetch_max(running, std::sync::atomic::Ordering::Relaxed);
+            .fetch_max(runs.running, std::sync::atomic::Ordering::Relaxed);
         drop(runs);
         self.notify();
         Ok(cancel)
@@ -279,12 +278,16 @@ impl ReferenceSidecar {
     fn finish(&self, task_id: &str, state: RunState, error: String) {
         let mut runs = self.runs();
         if let Some(run) = runs.by_id.get_mut(task_id) {
+            let was_running = run.state == RunState::Running;
             run.state = state;
             run.error = error;
             if state == RunState::Completed {
                 run.progress = 1.0;
             }
             run.stage = state.as_str();
+            if was_running {
+                runs.running -= 1;
+            }
             runs.finished.push_back(task_id.to_owned());
             while runs.finished.len() > FINISHED_KEPT {
                 if let Some(old) = runs.finished.pop_front() {
@@ -424,12 +427,7 @@ impl Sidecar for ReferenceSidecar {
         request: Request<proto::HealthCheckRequest>,
     ) -> RpcResult<proto::HealthCheckResponse> {
         let include_metrics = request.into_inner().include_metrics;
-        let running = self
-            .runs()
-            .by_id
-            .values()
-            .filter(|r| r.state == RunState::Running)
-            .count();
+        let running = self.runs().running;
         Ok(Response::new(proto::HealthCheckResponse {
             healthy: true,
             status: format!("serving ({running} running)"),
