@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
 use nsn_lane1::chain::dev::{DevChain, DevSubmitter};
-use nsn_lane1::chain::{MarketCall, MarketEvent};
+use nsn_lane1::chain::{MarketCall, created_task_id};
 use nsn_lane1::executor::{ExecutorConfig, submit_stack};
 use nsn_lane1::layer::preempt::Preemptor;
 use nsn_lane1::layer::retry::RetryPolicy;
@@ -78,14 +78,7 @@ async fn post(requester: &DevSubmitter, input: &Cid, n: u64) {
                     })
                     .await
                     .expect("create");
-                let id = inc
-                    .events
-                    .iter()
-                    .find_map(|e| match e {
-                        MarketEvent::TaskCreated { task_id, .. } => Some(*task_id),
-                        _ => None,
-                    })
-                    .expect("TaskCreated");
+                let id = created_task_id(&inc.events).expect("TaskCreated");
                 r.oneshot(MarketCall::AcceptAssignment { task_id: id })
                     .await
                     .expect("assign");

@@ -6,7 +6,7 @@
 
 use futures::StreamExt;
 use nsn_lane1::chain::dev::{DevChain, DevConfig, Market};
-use nsn_lane1::chain::{ChainPort, MarketCall, MarketEvent};
+use nsn_lane1::chain::{ChainPort, MarketCall, MarketEvent, created_task_id};
 use nsn_lane1::task::{AccountId, Lane, Priority, UNIT};
 use tower::ServiceExt;
 
@@ -31,14 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             escrow_amount: escrow,
         })
         .await?;
-    let task_id = created
-        .events
-        .iter()
-        .find_map(|e| match e {
-            MarketEvent::TaskCreated { task_id, .. } => Some(*task_id),
-            _ => None,
-        })
-        .ok_or("no TaskCreated event")?;
+    let task_id = created_task_id(&created.events).ok_or("no TaskCreated event")?;
 
     requester
         .clone()

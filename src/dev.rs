@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::chain::dev::{BlockMode, DevChain, DevChainError, DevConfig, DevSubmitter};
-use crate::chain::{ChainPort, MarketCall, MarketEvent};
+use crate::chain::{ChainPort, MarketCall, MarketEvent, created_task_id};
 use crate::executor::{ExecutorConfig, ExecutorReport};
 use crate::node::{Node, NodeError, NodeParts};
 use crate::sidecar::client::{SidecarClient, SidecarConfig, SidecarConfigError};
@@ -402,7 +402,7 @@ async fn post(
             })
             .await
             .map_err(fail)?;
-        lane0_id = created(&inc.events);
+        lane0_id = created_task_id(&inc.events);
     }
     let inc = requester
         .clone()
@@ -417,7 +417,8 @@ async fn post(
         })
         .await
         .map_err(fail)?;
-    let id = created(&inc.events).ok_or_else(|| DevError::Requester("no TaskCreated".into()))?;
+    let id =
+        created_task_id(&inc.events).ok_or_else(|| DevError::Requester("no TaskCreated".into()))?;
     let assigned = assign(&requester, id).await?;
     Ok((id, lane0_id, assigned))
 }
@@ -464,13 +465,6 @@ async fn serve_lane0(
         .await
         .map_err(fail)?;
     Ok(())
-}
-
-fn created(events: &[MarketEvent]) -> Option<TaskId> {
-    events.iter().find_map(|e| match e {
-        MarketEvent::TaskCreated { task_id, .. } => Some(*task_id),
-        _ => None,
-    })
 }
 
 /// Counts an event of a Lane 1 task (the requester posts all of them).

@@ -525,17 +525,19 @@ where
                     self.defer(task, attempts + 1);
                 } else {
                     tracing::error!(%task_id, %error, "task lifecycle failed; giving up");
-                    self.report.errors += 1;
-                    self.board.set(
-                        task_id,
-                        ExecutorState::Done(TaskOutcome::AlreadyResolved {
-                            task_id,
-                            status: None,
-                        }),
-                    );
+                    self.give_up(task_id, error.to_string());
                 }
             }
         }
+    }
+
+    /// Records a task this executor could not resolve.
+    fn give_up(&mut self, task_id: TaskId, cause: String) {
+        self.report.errors += 1;
+        self.board.set(
+            task_id,
+            ExecutorState::Done(TaskOutcome::Unresolved { task_id, cause }),
+        );
     }
 
     fn defer(&mut self, task: Task, attempts: u32) {
@@ -560,7 +562,7 @@ where
                 self.report.skipped += 1;
                 let _ = self.scheduler.complete(task_id);
             }
-            TaskOutcome::Requeued { .. } => {}
+            TaskOutcome::Requeued { .. } | TaskOutcome::Unresolved { .. } => {}
         }
         self.board.set(task_id, ExecutorState::Done(outcome));
     }
@@ -581,14 +583,7 @@ where
             Resolution::Error(task_id, error) => {
                 tracing::error!(%task_id, %error, "could not resolve task on chain");
                 let _ = self.scheduler.fail(task_id);
-                self.report.errors += 1;
-                self.board.set(
-                    task_id,
-                    ExecutorState::Done(TaskOutcome::AlreadyResolved {
-                        task_id,
-                        status: None,
-                    }),
-                );
+                self.give_up(task_id, error.to_string());
             }
             Resolution::Nothing => {}
         }

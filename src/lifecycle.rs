@@ -81,6 +81,14 @@ pub enum TaskOutcome {
         /// The task.
         task_id: TaskId,
     },
+    /// The executor gave up on the task without resolving it on chain (it
+    /// is still assigned there; a restart's reconciliation resumes it).
+    Unresolved {
+        /// The task.
+        task_id: TaskId,
+        /// What kept failing.
+        cause: String,
+    },
 }
 
 impl TaskOutcome {
@@ -91,7 +99,8 @@ impl TaskOutcome {
             | TaskOutcome::Failed { task_id, .. }
             | TaskOutcome::AlreadyResolved { task_id, .. }
             | TaskOutcome::NotOurs { task_id }
-            | TaskOutcome::Requeued { task_id } => *task_id,
+            | TaskOutcome::Requeued { task_id }
+            | TaskOutcome::Unresolved { task_id, .. } => *task_id,
         }
     }
 }
@@ -104,6 +113,7 @@ impl Outcome for TaskOutcome {
             TaskOutcome::AlreadyResolved { .. } => "already_resolved",
             TaskOutcome::NotOurs { .. } => "not_ours",
             TaskOutcome::Requeued { .. } => "requeued",
+            TaskOutcome::Unresolved { .. } => "unresolved",
         }
     }
 }

@@ -221,6 +221,15 @@ impl MarketEvent {
     }
 }
 
+/// The id announced by the first `TaskCreated` among `events` (for example a
+/// `create_task_intent`'s [`Inclusion::events`]).
+pub fn created_task_id(events: &[MarketEvent]) -> Option<TaskId> {
+    events.iter().find_map(|e| match e {
+        MarketEvent::TaskCreated { task_id, .. } => Some(*task_id),
+        _ => None,
+    })
+}
+
 /// An event with the phase it was emitted in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventRecord {

@@ -228,6 +228,18 @@ pub enum SidecarStatus {
 }
 
 impl SidecarStatus {
+    /// The wire name (`GetTaskStatusResponse.status`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SidecarStatus::Pending => "pending",
+            SidecarStatus::Queued => "queued",
+            SidecarStatus::Running => "running",
+            SidecarStatus::Completed => "completed",
+            SidecarStatus::Failed => "failed",
+            SidecarStatus::Cancelled => "cancelled",
+        }
+    }
+
     /// True once the task has ended on the sidecar.
     pub const fn is_final(self) -> bool {
         matches!(
@@ -235,21 +247,26 @@ impl SidecarStatus {
             SidecarStatus::Completed | SidecarStatus::Failed | SidecarStatus::Cancelled
         )
     }
+
+    /// Every status.
+    pub const ALL: [SidecarStatus; 6] = [
+        SidecarStatus::Pending,
+        SidecarStatus::Queued,
+        SidecarStatus::Running,
+        SidecarStatus::Completed,
+        SidecarStatus::Failed,
+        SidecarStatus::Cancelled,
+    ];
 }
 
 impl FromStr for SidecarStatus {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "pending" => SidecarStatus::Pending,
-            "queued" => SidecarStatus::Queued,
-            "running" => SidecarStatus::Running,
-            "completed" => SidecarStatus::Completed,
-            "failed" => SidecarStatus::Failed,
-            "cancelled" => SidecarStatus::Cancelled,
-            other => return Err(format!("unknown task status {other:?}")),
-        })
+        SidecarStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown task status {s:?}"))
     }
 }
 
@@ -857,14 +874,7 @@ async fn execute(
 
 impl fmt::Display for SidecarStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SidecarStatus::Pending => "pending",
-            SidecarStatus::Queued => "queued",
-            SidecarStatus::Running => "running",
-            SidecarStatus::Completed => "completed",
-            SidecarStatus::Failed => "failed",
-            SidecarStatus::Cancelled => "cancelled",
-        })
+        f.write_str(self.as_str())
     }
 }
 

@@ -44,44 +44,9 @@ use super::proto::sidecar_server::{Sidecar, SidecarServer};
 use super::store::BlobStore;
 use crate::task::{Cid, Lane};
 
-/// A task's state as the sidecar reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RunState {
-    /// Accepted, not started.
-    Pending,
-    /// Waiting for a worker.
-    Queued,
-    /// Running.
-    Running,
-    /// Finished with an output.
-    Completed,
-    /// Finished without one.
-    Failed,
-    /// Stopped on request; its work has ended.
-    Cancelled,
-}
-
-impl RunState {
-    /// The wire name (`GetTaskStatusResponse.status`).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RunState::Pending => "pending",
-            RunState::Queued => "queued",
-            RunState::Running => "running",
-            RunState::Completed => "completed",
-            RunState::Failed => "failed",
-            RunState::Cancelled => "cancelled",
-        }
-    }
-
-    /// True once the run has ended.
-    pub const fn is_final(self) -> bool {
-        matches!(
-            self,
-            RunState::Completed | RunState::Failed | RunState::Cancelled
-        )
-    }
-}
+/// A run's state: the same statuses the client reads (`pending` …
+/// `cancelled`).
+pub use super::client::SidecarStatus as RunState;
 
 #[derive(Debug)]
 struct Run {

@@ -77,13 +77,7 @@ pub async fn submit_err(sub: &DevSubmitter, call: MarketCall) -> SubmitError {
 
 /// The task id a `TaskCreated` in the inclusion announced.
 pub fn created_id(inc: &Inclusion) -> TaskId {
-    inc.events
-        .iter()
-        .find_map(|e| match e {
-            MarketEvent::TaskCreated { task_id, .. } => Some(*task_id),
-            _ => None,
-        })
-        .expect("a TaskCreated event")
+    nsn_lane1::chain::created_task_id(&inc.events).expect("a TaskCreated event")
 }
 
 /// Puts a call into the pool (after the submitter is ready) and returns the
