@@ -128,6 +128,8 @@ pub struct ChainListener<P> {
     metrics: Lane1Metrics,
     /// Lane 0 tasks seen open, to report when they settle.
     lane0_open: HashSet<TaskId>,
+    /// Told the first block followed, once reconciliation is done.
+    following: Option<tokio::sync::watch::Sender<Option<BlockNumber>>>,
 }
 
 impl<P: ChainPort> ChainListener<P> {
@@ -147,7 +149,15 @@ impl<P: ChainPort> ChainListener<P> {
             tx,
             metrics,
             lane0_open: HashSet::new(),
+            following: None,
         }
+    }
+
+    /// Publishes, once reconciliation is done, the first block the listener
+    /// follows (so callers can wait until no event can be missed).
+    pub fn report_following(mut self, tx: tokio::sync::watch::Sender<Option<BlockNumber>>) -> Self {
+        self.following = Some(tx);
+        self
     }
 
     async fn send(&self, event: TaskEvent) -> Result<(), ListenerError> {
@@ -179,6 +189,9 @@ impl<P: ChainPort> ChainListener<P> {
         let head = self.reconcile().await?;
         let start = from.unwrap_or(head + 1);
         let mut blocks = self.port.finalized_blocks(Some(start));
+        if let Some(tx) = self.following.take() {
+            tx.send_replace(Some(start));
+        }
         while let Some(block) = blocks.next().await {
             let block = block?;
             for record in &block.events {

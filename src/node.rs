@@ -41,7 +41,7 @@ use crate::layer::preempt::Preemptor;
 use crate::lifecycle::TaskBoard;
 use crate::listener::{ChainListener, ListenerError};
 use crate::sidecar::client::SidecarClient;
-use crate::task::{AccountId, ModelId};
+use crate::task::{AccountId, Lane, ModelId};
 use crate::telemetry::metrics::Lane1Metrics;
 
 /// Events buffered between the listener and the executor.
@@ -58,7 +58,8 @@ pub struct NodeParts<P, C> {
     pub account: AccountId,
     /// The sidecar.
     pub sidecar: SidecarClient,
-    /// The models to take candidates for (`None`: all).
+    /// The models to take candidates for (`None`: the Lane 1 models the
+    /// sidecar reports, or all if it cannot say).
     pub models: Option<HashSet<ModelId>>,
     /// Where metrics go.
     pub metrics: Lane1Metrics,
@@ -86,8 +87,32 @@ pub struct Node {
     /// The node's metrics.
     pub metrics: Lane1Metrics,
     shutdown: CancellationToken,
+    following: tokio::sync::watch::Receiver<Option<crate::task::BlockNumber>>,
     executor: JoinHandle<Result<ExecutorReport, ExecutorError>>,
     listener: JoinHandle<Result<(), ListenerError>>,
+}
+
+/// The Lane 1 models the sidecar serves, or `None` (take candidates for any
+/// model) if it cannot say within its connect timeout.
+async fn lane1_models(sidecar: &SidecarClient) -> Option<HashSet<ModelId>> {
+    let wait = sidecar.config().connect_timeout;
+    match tokio::time::timeout(wait, sidecar.capabilities()).await {
+        Ok(Ok(caps)) => Some(
+            caps.models
+                .into_iter()
+                .filter(|(_, c)| c.lanes.contains(&Lane::Lane1))
+                .map(|(m, _)| m)
+                .collect(),
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "sidecar capabilities unavailable; taking candidates for any model");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("sidecar capabilities timed out; taking candidates for any model");
+            None
+        }
+    }
 }
 
 impl Node {
@@ -105,13 +130,10 @@ impl Node {
         let board = TaskBoard::default();
         let preemptor = Preemptor::new();
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-        let listener = ChainListener::new(
-            parts.port.clone(),
-            parts.account,
-            parts.models,
-            tx,
-            parts.metrics.clone(),
-        );
+        let listener_port = parts.port.clone();
+        let listener_metrics = parts.metrics.clone();
+        let listener_sidecar = parts.sidecar.clone();
+        let models = parts.models;
         let canceller = Canceller::sidecar(parts.sidecar.clone());
         let stack = build_stack(
             &config,
@@ -141,7 +163,15 @@ impl Node {
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let executor = tokio::spawn(async move { executor.run(stop.cancelled_owned()).await });
+        let account = parts.account;
+        let (following_tx, following) = tokio::sync::watch::channel(None);
         let listener = tokio::spawn(async move {
+            let models = match models {
+                Some(m) => Some(m),
+                None => lane1_models(&listener_sidecar).await,
+            };
+            let listener = ChainListener::new(listener_port, account, models, tx, listener_metrics)
+                .report_following(following_tx);
             let result = listener.run(None).await;
             if let Err(e) = &result {
                 match e {
@@ -156,9 +186,18 @@ impl Node {
             preemptor,
             metrics: parts.metrics,
             shutdown,
+            following,
             executor,
             listener,
         }
+    }
+
+    /// Waits until the listener has reconciled and follows the chain, and
+    /// returns the first block it follows (`None` if it stopped first). From
+    /// then on no event is missed.
+    pub async fn following(&self) -> Option<crate::task::BlockNumber> {
+        let mut rx = self.following.clone();
+        rx.wait_for(Option::is_some).await.ok().and_then(|v| *v)
     }
 
     /// True once the executor has stopped (after [`stop`](Self::stop), or

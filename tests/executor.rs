@@ -471,3 +471,66 @@ async fn never_more_than_the_limit_in_flight_at_the_sidecar() {
     }
     assert_eq!(h.sidecar.sidecar.max_concurrent_runs(), 2);
 }
+
+#[tokio::test]
+async fn candidates_are_claimed_only_for_models_the_sidecar_serves() {
+    let h = Harness::start(
+        ExecutorConfig {
+            claim_assignments: true,
+            ..config()
+        },
+        |_| {},
+    );
+    // A model the chain knows but the sidecar does not serve.
+    ok(
+        &h.chain.sudo(),
+        MarketCall::RegisterRenderer {
+            renderer_id: b"llama".to_vec(),
+            lane: Lane::Lane1,
+            deterministic: true,
+            max_latency_ms: 1_000,
+            vram_required_mb: 0,
+        },
+    )
+    .await;
+    // Candidates created before the listener follows the chain are not seen.
+    within("listener to follow", h.node.following()).await;
+    let mut blocks = h.chain.finalized_blocks(None);
+    let foreign = created_id(&ok(&h.requester, create(Lane::Lane1, "llama")).await);
+    let cid = h.sidecar.sidecar.store().put(b"x".to_vec()).unwrap();
+    let served = created_id(
+        &ok(
+            &h.requester,
+            MarketCall::CreateTaskIntent {
+                lane: Lane::Lane1,
+                priority: Priority::Normal,
+                model_requirements: b"sha256".to_vec(),
+                input_cid: cid.as_bytes().to_vec(),
+                compute_budget: 0,
+                deadline_blocks: 1_000,
+                escrow_amount: UNIT,
+            },
+        )
+        .await,
+    );
+    // Nobody but the executor asks for an assignment of `served`.
+    assert!(matches!(
+        h.done(served).await,
+        TaskOutcome::Submitted { .. }
+    ));
+    h.chain.shutdown();
+    let mut assigned = Vec::new();
+    while let Some(Ok(b)) = blocks.next().await {
+        for r in b.events {
+            if let MarketEvent::TaskAssigned { task_id, .. } = r.event {
+                assigned.push(task_id);
+            }
+        }
+    }
+    assert_eq!(
+        assigned,
+        vec![served],
+        "only the served model's task was claimed"
+    );
+    assert_eq!(chain_status(&h.chain, foreign), TaskStatus::Open);
+}
