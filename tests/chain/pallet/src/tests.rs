@@ -1,0 +1,156 @@
+//! The pallet's own tests, on a mock runtime: a full lifecycle with payment,
+//! and the hooks.
+
+use crate as pallet_nsn_task_market;
+use crate::*;
+use frame::testing_prelude::*;
+
+type Block = frame_system::mocking::MockBlock<Test>;
+
+construct_runtime!(
+    pub enum Test {
+        System: frame_system,
+        Balances: pallet_balances,
+        NsnTaskMarket: pallet_nsn_task_market,
+    }
+);
+
+#[derive_impl(frame_system::config_preludes::TestDefaultConfig)]
+impl frame_system::Config for Test {
+    type Block = Block;
+    type AccountData = pallet_balances::AccountData<u128>;
+}
+
+#[derive_impl(pallet_balances::config_preludes::TestDefaultConfig)]
+impl pallet_balances::Config for Test {
+    type AccountStore = System;
+    type Balance = u128;
+}
+
+parameter_types! {
+    pub const Treasury: u64 = 999;
+}
+
+impl Config for Test {
+    type Currency = Balances;
+    type TreasuryAccount = Treasury;
+    type MaxPendingTasks = ConstU32<1000>;
+    type MaxAssignedLane1Tasks = ConstU32<1000>;
+    type MaxAssignmentCandidates = ConstU32<100>;
+    type MaxExpiredPerBlock = ConstU32<100>;
+    type MaxPreemptionsPerBlock = ConstU32<10>;
+    type MaxRenderers = ConstU32<64>;
+    type MaxModelIdLen = ConstU32<64>;
+    type MaxCidLen = ConstU32<128>;
+    type MaxLane0LatencyMs = ConstU32<15_000>;
+    type MaxLane1LatencyMs = ConstU32<120_000>;
+    type MaxRendererVramMb = ConstU32<11_500>;
+    type MinEscrow = ConstU128<100>;
+    type MaxAttestations = ConstU32<5>;
+    type VerificationQuorum = ConstU32<2>;
+    type VerificationPeriod = ConstU64<100>;
+    type MinAttestationScore = ConstU8<70>;
+    type SlashAmount = ConstU128<500>;
+}
+
+const ALICE: u64 = 1;
+const BOB: u64 = 2;
+const DAVE: u64 = 4;
+const EVE: u64 = 5;
+
+fn new_test_ext() -> TestState {
+    let mut storage = frame_system::GenesisConfig::<Test>::default()
+        .build_storage()
+        .unwrap();
+    pallet_balances::GenesisConfig::<Test> {
+        balances: vec![(ALICE, 1_000_000), (BOB, 1_000_000), (DAVE, 1_000), (EVE, 1_000), (999, 1)],
+        ..Default::default()
+    }
+    .assimilate_storage(&mut storage)
+    .unwrap();
+    pallet_nsn_task_market::GenesisConfig::<Test> {
+        renderers: vec![(b"sha256".to_vec(), Lane::Lane1, true, 60_000, 0)],
+        executors: vec![(BOB, 10_000, vec![Lane::Lane0, Lane::Lane1])],
+        validators: vec![DAVE, EVE],
+    }
+    .assimilate_storage(&mut storage)
+    .unwrap();
+    let mut ext = TestState::new(storage);
+    ext.execute_with(|| System::set_block_number(1));
+    ext
+}
+
+fn bounded<S: Get<u32>>(b: &[u8]) -> BoundedVec<u8, S> {
+    b.to_vec().try_into().unwrap()
+}
+
+#[test]
+fn lifecycle_to_verified_pays_70_20_10() {
+    new_test_ext().execute_with(|| {
+        let escrow = 1_007u128;
+        assert_ok!(NsnTaskMarket::create_task_intent(
+            RuntimeOrigin::signed(ALICE),
+            Lane::Lane1,
+            TaskPriority::Normal,
+            bounded(b"sha256"),
+            bounded(b"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"),
+            1_000,
+            40,
+            escrow,
+        ));
+        assert_ok!(NsnTaskMarket::accept_assignment(RuntimeOrigin::signed(ALICE), 0));
+        assert_eq!(Tasks::<Test>::get(0).unwrap().executor, Some(BOB));
+        assert_ok!(NsnTaskMarket::start_task(RuntimeOrigin::signed(BOB), 0));
+        assert_ok!(NsnTaskMarket::submit_result(
+            RuntimeOrigin::signed(BOB),
+            0,
+            bounded(b"QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"),
+            None
+        ));
+        let bob_before = Balances::free_balance(BOB);
+        assert_ok!(NsnTaskMarket::submit_attestation(RuntimeOrigin::signed(DAVE), 0, 80, None));
+        assert_ok!(NsnTaskMarket::submit_attestation(RuntimeOrigin::signed(EVE), 0, 91, None));
+        assert_eq!(Tasks::<Test>::get(0).unwrap().status, TaskStatus::Verified);
+        let (to_executor, to_treasury, _) = Pallet::<Test>::payment_split(escrow);
+        assert_eq!((to_executor, to_treasury), (704, 201));
+        assert_eq!(Balances::free_balance(BOB), bob_before + to_executor);
+        assert_eq!(Balances::free_balance(999), 1 + to_treasury);
+        assert_eq!(Balances::reserved_balance(ALICE), 0);
+    });
+}
+
+#[test]
+fn errors_are_the_interfaces() {
+    new_test_ext().execute_with(|| {
+        assert_noop!(
+            NsnTaskMarket::start_task(RuntimeOrigin::signed(BOB), 7),
+            Error::<Test>::TaskNotFound
+        );
+        assert_noop!(
+            NsnTaskMarket::create_task_intent(
+                RuntimeOrigin::signed(ALICE),
+                Lane::Lane1,
+                TaskPriority::Normal,
+                bounded(b"sha256"),
+                bounded(b"x"),
+                0,
+                0,
+                1_000,
+            ),
+            Error::<Test>::InvalidDeadline
+        );
+        assert_noop!(
+            NsnTaskMarket::create_task_intent(
+                RuntimeOrigin::signed(ALICE),
+                Lane::Lane0,
+                TaskPriority::Normal,
+                bounded(b"sha256"),
+                bounded(b"x"),
+                0,
+                5,
+                1_000,
+            ),
+            Error::<Test>::RendererLaneMismatch
+        );
+    });
+}

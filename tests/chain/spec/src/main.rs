@@ -1,0 +1,66 @@
+//! Writes the dev runtime's raw chain spec to standard output: the default
+//! genesis config merged with the `development` preset, built into storage,
+//! plus the runtime's wasm under `:code`.
+//!
+//! Usage: `nsn-dev-spec WASM_FILE > chain-spec.json`
+
+use std::collections::BTreeMap;
+
+use frame::deps::sp_runtime::BuildStorage;
+use nsn_dev_runtime::RuntimeGenesisConfig;
+use serde_json::{Map, Value, json};
+
+/// Merges `patch` into `base`: objects key by key, anything else replaced.
+fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(2 + bytes.len() * 2);
+    s.push_str("0x");
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let wasm_path = std::env::args()
+        .nth(1)
+        .ok_or("usage: nsn-dev-spec WASM_FILE")?;
+    let wasm = std::fs::read(&wasm_path)?;
+    let mut config = serde_json::to_value(RuntimeGenesisConfig::default())?;
+    merge(&mut config, nsn_dev_runtime::presets::development());
+    let config: RuntimeGenesisConfig = serde_json::from_value(config)?;
+    let mut storage = config.build_storage()?;
+    storage.top.insert(b":code".to_vec(), wasm);
+    let top: BTreeMap<String, String> = storage
+        .top
+        .iter()
+        .map(|(k, v)| (hex(k), hex(v)))
+        .collect();
+    let mut top_json = Map::new();
+    for (k, v) in top {
+        top_json.insert(k, Value::String(v));
+    }
+    let spec = json!({
+        "name": "NSN Dev",
+        "id": "nsn_dev",
+        "chainType": "Development",
+        "bootNodes": [],
+        "telemetryEndpoints": null,
+        "protocolId": null,
+        "properties": { "tokenDecimals": 12, "tokenSymbol": "NSN", "ss58Format": 42 },
+        "codeSubstitutes": {},
+        "genesis": { "raw": { "top": top_json, "childrenDefault": {} } }
+    });
+    println!("{}", serde_json::to_string_pretty(&spec)?);
+    Ok(())
+}
