@@ -154,3 +154,168 @@ fn errors_are_the_interfaces() {
         );
     });
 }
+
+fn create(lane: Lane, model: &[u8], deadline_blocks: u64) -> u64 {
+    let id = NextTaskId::<Test>::get();
+    assert_ok!(NsnTaskMarket::create_task_intent(
+        RuntimeOrigin::signed(ALICE),
+        lane,
+        TaskPriority::Normal,
+        bounded(model),
+        bounded(b"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"),
+        0,
+        deadline_blocks,
+        1_000,
+    ));
+    id
+}
+
+fn next_block() {
+    let n = System::block_number() + 1;
+    System::set_block_number(n);
+    NsnTaskMarket::on_initialize(n);
+}
+
+fn register_lane0() {
+    assert_ok!(NsnTaskMarket::register_renderer(
+        RuntimeOrigin::root(),
+        bounded(b"video-render"),
+        Lane::Lane0,
+        true,
+        10_000,
+        8_000
+    ));
+}
+
+#[test]
+fn open_tasks_expire_after_their_deadline_with_a_refund() {
+    new_test_ext().execute_with(|| {
+        let id = create(Lane::Lane1, b"sha256", 1);
+        assert_eq!(Balances::reserved_balance(ALICE), 1_000);
+        next_block(); // block 2: deadline 2 is not past yet
+        assert_eq!(Tasks::<Test>::get(id).unwrap().status, TaskStatus::Open);
+        next_block(); // block 3
+        assert_eq!(Tasks::<Test>::get(id).unwrap().status, TaskStatus::Expired);
+        assert_eq!(Balances::reserved_balance(ALICE), 0);
+        System::assert_last_event(Event::TaskExpired { task_id: id }.into());
+    });
+}
+
+#[test]
+fn lane0_work_preempts_assigned_lane1_work_without_slashing() {
+    new_test_ext().execute_with(|| {
+        register_lane0();
+        let id = create(Lane::Lane1, b"sha256", 100);
+        assert_ok!(NsnTaskMarket::accept_assignment(RuntimeOrigin::signed(ALICE), id));
+        assert_ok!(NsnTaskMarket::start_task(RuntimeOrigin::signed(BOB), id));
+        let lane0 = create(Lane::Lane0, b"video-render", 100);
+        // Lane 1 must wait while Lane 0 work is open.
+        let other = create(Lane::Lane1, b"sha256", 100);
+        assert_noop!(
+            NsnTaskMarket::accept_assignment(RuntimeOrigin::signed(ALICE), other),
+            Error::<Test>::Lane0Priority
+        );
+        let reserved_bob = Balances::reserved_balance(BOB);
+        next_block();
+        assert_eq!(Tasks::<Test>::get(id).unwrap().status, TaskStatus::Failed);
+        System::assert_has_event(
+            Event::TaskFailed { task_id: id, reason: FailReason::Preempted }.into(),
+        );
+        assert_eq!(Balances::reserved_balance(BOB), reserved_bob, "the hook does not slash");
+        assert!(AssignedLane1Tasks::<Test>::get().is_empty());
+        assert_noop!(
+            NsnTaskMarket::submit_result(RuntimeOrigin::signed(BOB), id, bounded(b"x"), None),
+            Error::<Test>::TaskNotExecuting
+        );
+        assert_ok!(NsnTaskMarket::accept_assignment(RuntimeOrigin::signed(ALICE), lane0));
+        assert_ok!(NsnTaskMarket::accept_assignment(RuntimeOrigin::signed(ALICE), other));
+    });
+}
+
+#[test]
+fn executor_failure_slashes_to_the_treasury() {
+    new_test_ext().execute_with(|| {
+        let id = create(Lane::Lane1, b"sha256", 100);
+        assert_ok!(NsnTaskMarket::accept_assignment(RuntimeOrigin::signed(ALICE), id));
+        let stake = Executors::<Test>::get()[0].1;
+        assert_ok!(NsnTaskMarket::fail_task(
+            RuntimeOrigin::signed(BOB),
+            id,
+            FailReason::ExecutorFailed
+        ));
+        assert_eq!(Executors::<Test>::get()[0].1, stake - 500);
+        assert_eq!(Balances::free_balance(999), 1 + 500);
+        assert_eq!(Balances::reserved_balance(ALICE), 0, "escrow refunded");
+        assert_noop!(
+            NsnTaskMarket::fail_task(RuntimeOrigin::signed(BOB), id, FailReason::Other),
+            Error::<Test>::TaskNotExecuting
+        );
+    });
+}
+
+#[test]
+fn results_without_quorum_are_rejected_after_the_window() {
+    new_test_ext().execute_with(|| {
+        let id = create(Lane::Lane1, b"sha256", 100);
+        assert_ok!(NsnTaskMarket::accept_assignment(RuntimeOrigin::signed(ALICE), id));
+        assert_ok!(NsnTaskMarket::submit_result(RuntimeOrigin::signed(BOB), id, bounded(b"x"), None));
+        assert_ok!(NsnTaskMarket::submit_attestation(RuntimeOrigin::signed(DAVE), id, 95, None));
+        assert_noop!(
+            NsnTaskMarket::finalize_task(RuntimeOrigin::signed(EVE), id),
+            Error::<Test>::VerificationPending
+        );
+        for _ in 0..101 {
+            next_block();
+        }
+        assert_eq!(Tasks::<Test>::get(id).unwrap().status, TaskStatus::Rejected);
+        System::assert_has_event(
+            Event::TaskRejected {
+                task_id: id,
+                executor: Some(BOB),
+                average_score: Some(95),
+                deadline_exceeded: true,
+            }
+            .into(),
+        );
+    });
+}
+
+#[test]
+fn renderer_registry_rules() {
+    new_test_ext().execute_with(|| {
+        assert_noop!(
+            NsnTaskMarket::register_renderer(RuntimeOrigin::signed(ALICE), bounded(b"m"), Lane::Lane1, true, 1, 1),
+            DispatchError::BadOrigin
+        );
+        assert_noop!(
+            NsnTaskMarket::register_renderer(RuntimeOrigin::root(), bounded(b"v"), Lane::Lane0, false, 1, 1),
+            Error::<Test>::RendererNotDeterministic
+        );
+        assert_noop!(
+            NsnTaskMarket::register_renderer(RuntimeOrigin::root(), bounded(b"v"), Lane::Lane0, true, 15_001, 1),
+            Error::<Test>::RendererLatencyExceeded
+        );
+        assert_noop!(
+            NsnTaskMarket::register_renderer(RuntimeOrigin::root(), bounded(b"v"), Lane::Lane1, true, 1, 11_501),
+            Error::<Test>::RendererVramExceeded
+        );
+        assert_noop!(
+            NsnTaskMarket::register_renderer(RuntimeOrigin::root(), bounded(b"sha256"), Lane::Lane1, true, 1, 1),
+            Error::<Test>::RendererAlreadyRegistered
+        );
+        assert_noop!(
+            NsnTaskMarket::deregister_renderer(RuntimeOrigin::root(), bounded(b"nope")),
+            Error::<Test>::RendererNotRegistered
+        );
+        assert_ok!(NsnTaskMarket::deregister_renderer(RuntimeOrigin::root(), bounded(b"sha256")));
+    });
+}
+
+#[test]
+fn payment_split_matches_the_embedded_dev_chain() {
+    assert_eq!(Pallet::<Test>::payment_split(100), (70, 20, 10));
+    assert_eq!(Pallet::<Test>::payment_split(7), (4, 1, 2));
+    assert_eq!(Pallet::<Test>::payment_split(1), (0, 0, 1));
+    let (e, t, b) = Pallet::<Test>::payment_split(u128::MAX);
+    assert_eq!(e + t + b, u128::MAX);
+}
