@@ -33,6 +33,8 @@ use crate::task::{
 };
 
 pub mod dev;
+#[cfg(feature = "real-chain")]
+pub mod subxt;
 
 /// The pallet's name in the runtime.
 pub const PALLET: &str = "NsnTaskMarket";

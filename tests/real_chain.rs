@@ -1,0 +1,100 @@
+//! Against the in-repo dev runtime executed by chopsticks (`tests/chain`).
+//! Work in progress: runs only with `--features real-chain`, and needs
+//! `npm ci` in `tests/chain` first.
+#![cfg(feature = "real-chain")]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use nsn_lane1::chain::subxt::SubxtChain;
+use nsn_lane1::task::TaskId;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Chopsticks on a free loopback port, running the committed chain spec;
+/// killed when dropped.
+struct Chopsticks {
+    url: String,
+    _child: Child,
+}
+
+async fn chopsticks() -> Chopsticks {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chain");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = Command::new(format!("{dir}/node_modules/.bin/chopsticks"))
+        .current_dir(dir)
+        .args(["--chain-spec", "nsn-dev-spec.json", "--host", "127.0.0.1"])
+        .args(["--port", &port.to_string(), "--build-block-mode", "Instant"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chopsticks is installed (npm ci in tests/chain)");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("RPC listening") {
+                return;
+            }
+        }
+        panic!("chopsticks exited before listening");
+    })
+    .await
+    .expect("chopsticks listens within 60 s");
+    // Keep draining its output so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Chopsticks {
+        url: format!("ws://127.0.0.1:{port}"),
+        _child: child,
+    }
+}
+
+#[tokio::test]
+async fn reads_the_task_market_of_the_dev_runtime() {
+    let node = chopsticks().await;
+    let chain = SubxtChain::connect(&node.url).await.expect("connects");
+    let head = chain.finalized_head().await.expect("head");
+    assert!(head.number >= 1, "chopsticks builds block 1 at start");
+    assert_eq!(chain.task(head.hash, TaskId(0)).await.expect("read"), None);
+}
+
+#[tokio::test]
+async fn a_task_created_through_subxt_reads_back_as_the_crate_decodes_it() {
+    use nsn_lane1::chain::MarketCall;
+    use nsn_lane1::task::{AccountId, Lane, Priority, TaskStatus, UNIT};
+
+    let node = chopsticks().await;
+    let chain = SubxtChain::connect(&node.url).await.expect("connects");
+    let alice = subxt_signer::sr25519::dev::alice();
+    let cid = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
+    let block = chain
+        .submit_signed(
+            &alice,
+            &MarketCall::CreateTaskIntent {
+                lane: Lane::Lane1,
+                priority: Priority::High,
+                model_requirements: b"sha256".to_vec(),
+                input_cid: cid.as_bytes().to_vec(),
+                compute_budget: 77,
+                deadline_blocks: 50,
+                escrow_amount: UNIT,
+            },
+        )
+        .await
+        .expect("create_task_intent lands");
+    let task = chain
+        .task(block, TaskId(0))
+        .await
+        .expect("read")
+        .expect("task 0 exists");
+    assert_eq!(task.requester, AccountId::ALICE);
+    assert_eq!(task.status, TaskStatus::Open);
+    assert_eq!(task.priority, Priority::High);
+    assert_eq!(task.input_cid, cid.as_bytes());
+    assert_eq!(task.compute_budget, 77);
+    assert_eq!(task.escrow, UNIT);
+}
