@@ -98,3 +98,81 @@ async fn a_task_created_through_subxt_reads_back_as_the_crate_decodes_it() {
     assert_eq!(task.compute_budget, 77);
     assert_eq!(task.escrow, UNIT);
 }
+
+#[tokio::test]
+async fn the_block_stream_replays_from_a_number_and_decodes_market_events() {
+    use futures::StreamExt;
+    use nsn_lane1::chain::{ChainPort, MarketCall, MarketEvent};
+    use nsn_lane1::task::{AccountId, Lane, Priority, UNIT};
+
+    let node = chopsticks().await;
+    let chain = SubxtChain::connect(&node.url).await.expect("connects");
+    let alice = subxt_signer::sr25519::dev::alice();
+    assert_eq!(chain.account_nonce(AccountId::ALICE).await.unwrap(), 0);
+    let create = |model: &[u8]| MarketCall::CreateTaskIntent {
+        lane: Lane::Lane1,
+        priority: Priority::Normal,
+        model_requirements: model.to_vec(),
+        input_cid: b"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy".to_vec(),
+        compute_budget: 1,
+        deadline_blocks: 50,
+        escrow_amount: UNIT,
+    };
+    chain
+        .submit_signed(&alice, &create(b"sha256"))
+        .await
+        .expect("first");
+    chain
+        .submit_signed(&alice, &create(b"noop"))
+        .await
+        .expect("second");
+    assert_eq!(chain.account_nonce(AccountId::ALICE).await.unwrap(), 2);
+
+    // From block 1: every block in order, the two creations decoded.
+    let mut blocks = chain.finalized_blocks(Some(1));
+    let mut created = Vec::new();
+    let mut expect = 1;
+    while created.len() < 2 {
+        let block = tokio::time::timeout(Duration::from_secs(20), blocks.next())
+            .await
+            .expect("a block")
+            .expect("stream open")
+            .expect("block ok");
+        assert_eq!(block.number, expect, "no gap");
+        expect += 1;
+        for r in block.events {
+            if let MarketEvent::TaskCreated {
+                task_id,
+                requester,
+                model_requirements,
+                ..
+            } = r.event
+            {
+                assert_eq!(requester, AccountId::ALICE);
+                created.push((task_id, model_requirements));
+            }
+        }
+    }
+    assert_eq!(
+        created,
+        vec![
+            (TaskId(0), b"sha256".to_vec()),
+            (TaskId(1), b"noop".to_vec())
+        ]
+    );
+    assert_eq!(chain.decode_failures(), 0);
+
+    // Following: a new block arrives on the same stream.
+    let follow = tokio::spawn(async move { blocks.next().await });
+    chain
+        .submit_signed(&alice, &create(b"uppercase"))
+        .await
+        .expect("third");
+    let next = tokio::time::timeout(Duration::from_secs(20), follow)
+        .await
+        .expect("followed")
+        .unwrap()
+        .expect("open")
+        .expect("ok");
+    assert_eq!(next.number, expect);
+}

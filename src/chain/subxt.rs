@@ -1,8 +1,12 @@
 //! The real-chain backend over subxt — work in progress, behind the
 //! `real-chain` feature. What is here: a connection over the legacy RPC
-//! backend (which works against chopsticks; the default backend does not) and
-//! the storage reads of the chain port. Not yet: the finalized-block stream
-//! with event decoding, the nonce-owning submitter, reconnection and backfill.
+//! backend (which works against chopsticks; the default backend does not),
+//! the [`ChainPort`] (a gap-free finalized-block stream from any block number,
+//! with task-market events decoded by pallet name into the crate's types;
+//! storage reads at a block; the pool-aware next nonce), and signed
+//! submission with default parameters. Not yet: the nonce-owning pipelined
+//! submitter service, dispatch errors by variant name, reconnection, and a
+//! persisted last-processed block.
 
 use parity_scale_codec::Decode;
 use subxt::backend::LegacyBackend;
@@ -12,13 +16,27 @@ use subxt::{OnlineClient, PolkadotConfig};
 
 use subxt::dynamic::Value;
 
-use crate::chain::{BlockHash, BlockRef, ChainError, MarketCall, PALLET, SubmitError, TaskIntent};
+use crate::chain::{
+    BlockHash, BlockRef, BlockStream, ChainError, ChainPort, EventRecord, FinalizedBlock,
+    MarketCall, MarketEvent, PALLET, Phase, SubmitError, TaskIntent,
+};
 use crate::task::TaskId;
+use crate::task::{AccountId, BlockNumber};
 
 /// A connection to a Substrate node running the task market.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SubxtChain {
     api: OnlineClient<PolkadotConfig>,
+    rpc: RpcClient,
+    decode_failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for SubxtChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubxtChain")
+            .field("genesis", &self.api.genesis_hash())
+            .finish()
+    }
 }
 
 fn conn(e: impl std::fmt::Display) -> ChainError {
@@ -30,11 +48,74 @@ impl SubxtChain {
     /// legacy RPC methods.
     pub async fn connect(url: &str) -> Result<Self, ChainError> {
         let rpc = RpcClient::from_insecure_url(url).await.map_err(conn)?;
-        let backend = LegacyBackend::<PolkadotConfig>::builder().build(rpc);
+        let backend = LegacyBackend::<PolkadotConfig>::builder().build(rpc.clone());
         let api = OnlineClient::from_backend(std::sync::Arc::new(backend))
             .await
             .map_err(conn)?;
-        Ok(SubxtChain { api })
+        Ok(SubxtChain {
+            api,
+            rpc,
+            decode_failures: Default::default(),
+        })
+    }
+
+    /// Task-market events that failed to decode so far (each was logged).
+    pub fn decode_failures(&self) -> u64 {
+        self.decode_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The finalized block `number` with its task-market events, or `None`
+    /// if the chain has no such block yet.
+    pub async fn block(&self, number: u32) -> Result<Option<FinalizedBlock>, ChainError> {
+        let at = match self.api.at_block(u64::from(number)).await {
+            Ok(at) => at,
+            Err(subxt::error::OnlineClientAtBlockError::BlockNotFound { .. }) => return Ok(None),
+            Err(e) => return Err(conn(e)),
+        };
+        let header = at.block_header().await.map_err(conn)?;
+        let events = at.events().fetch().await.map_err(conn)?;
+        let mut records = Vec::new();
+        for event in events.iter() {
+            let event = match event {
+                Ok(e) => e,
+                Err(e) => {
+                    self.count_failure(number, &e.to_string());
+                    continue;
+                }
+            };
+            if event.pallet_name() != PALLET {
+                continue;
+            }
+            let mut bytes = vec![event.event_index()];
+            bytes.extend_from_slice(event.field_bytes());
+            match MarketEvent::decode(&mut &bytes[..]) {
+                Ok(decoded) => records.push(EventRecord {
+                    phase: match event.phase() {
+                        subxt::events::Phase::ApplyExtrinsic(i) => Phase::ApplyExtrinsic(i),
+                        subxt::events::Phase::Finalization => Phase::Finalization,
+                        subxt::events::Phase::Initialization => Phase::Initialization,
+                    },
+                    event: decoded,
+                }),
+                Err(e) => self.count_failure(
+                    number,
+                    &format!("{}::{}: {e}", event.pallet_name(), event.event_name()),
+                ),
+            }
+        }
+        Ok(Some(FinalizedBlock {
+            number,
+            hash: BlockHash(at.block_hash().0),
+            parent_hash: BlockHash(header.parent_hash.0),
+            events: records,
+        }))
+    }
+
+    fn count_failure(&self, block: u32, what: &str) {
+        self.decode_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(block, what, "task-market event failed to decode");
     }
 
     /// The latest finalized block.
@@ -52,7 +133,7 @@ impl SubxtChain {
     /// `Tasks(id)` at a block, decoded into the crate's [`TaskIntent`].
     pub async fn task(&self, at: BlockHash, id: TaskId) -> Result<Option<TaskIntent>, ChainError> {
         let block = self.api.at_block(H256(at.0)).await.map_err(conn)?;
-        let addr = subxt::dynamic::storage::<(u64,), scale_value_passthrough::Raw>(PALLET, "Tasks");
+        let addr = subxt::dynamic::storage::<(u64,), Value>(PALLET, "Tasks");
         let value = block
             .storage()
             .try_fetch(addr, (id.0,))
@@ -173,8 +254,96 @@ fn call_fields(call: &MarketCall) -> Vec<Value> {
     }
 }
 
-/// A value type that decodes anything (the bytes are taken raw).
-mod scale_value_passthrough {
-    /// Any storage value; read its bytes with `StorageValue::bytes`.
-    pub type Raw = subxt::dynamic::Value;
+impl ChainPort for SubxtChain {
+    fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+        struct Follow {
+            chain: SubxtChain,
+            next: Option<u32>,
+            known_head: u32,
+            heads: Option<subxt::client::Blocks<PolkadotConfig>>,
+        }
+        let state = Follow {
+            chain: self.clone(),
+            next: from,
+            known_head: 0,
+            heads: None,
+        };
+        // Blocks are fetched by number up to the newest finalized head, so a
+        // gap in the head subscription (or a start in the past) is filled in.
+        Box::pin(futures::stream::unfold(state, |mut st| async move {
+            loop {
+                let next = match st.next {
+                    Some(n) => n,
+                    None => match st.chain.finalized_head().await {
+                        Ok(head) => {
+                            st.known_head = head.number;
+                            st.next = Some(head.number + 1);
+                            continue;
+                        }
+                        Err(e) => return Some((Err(e), st)),
+                    },
+                };
+                if next <= st.known_head {
+                    return match st.chain.block(next).await {
+                        Ok(Some(block)) => {
+                            st.next = Some(next + 1);
+                            Some((Ok(block), st))
+                        }
+                        Ok(None) => Some((
+                            Err(ChainError::Connection(format!(
+                                "finalized block #{next} is missing"
+                            ))),
+                            st,
+                        )),
+                        Err(e) => Some((Err(e), st)),
+                    };
+                }
+                if st.heads.is_none() {
+                    match st.chain.api.stream_blocks().await {
+                        Ok(s) => st.heads = Some(s),
+                        Err(e) => return Some((Err(conn(e)), st)),
+                    }
+                }
+                let heads = st.heads.as_mut()?;
+                match heads.next().await {
+                    Some(Ok(b)) => {
+                        st.known_head = st
+                            .known_head
+                            .max(u32::try_from(b.number()).unwrap_or(u32::MAX));
+                    }
+                    Some(Err(e)) => return Some((Err(conn(e)), st)),
+                    None => return None,
+                }
+            }
+        }))
+    }
+
+    async fn finalized_head(&self) -> Result<BlockRef, ChainError> {
+        SubxtChain::finalized_head(self).await
+    }
+
+    async fn task(&self, at: BlockHash, id: TaskId) -> Result<Option<TaskIntent>, ChainError> {
+        SubxtChain::task(self, at, id).await
+    }
+
+    async fn assigned_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        let block = self.api.at_block(H256(at.0)).await.map_err(conn)?;
+        let addr = subxt::dynamic::storage::<(), Value>(PALLET, "AssignedLane1Tasks");
+        let value = block.storage().fetch(addr, ()).await.map_err(conn)?;
+        let ids = Vec::<u64>::decode(&mut value.bytes()).map_err(|e| ChainError::Decode {
+            what: "AssignedLane1Tasks".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(ids.into_iter().map(TaskId).collect())
+    }
+
+    async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
+        let methods = subxt::rpcs::methods::LegacyRpcMethods::<
+            subxt::config::RpcConfigFor<PolkadotConfig>,
+        >::new(self.rpc.clone());
+        methods
+            .system_account_next_index(&subxt::utils::AccountId32(account.0))
+            .await
+            .map_err(conn)
+    }
 }
