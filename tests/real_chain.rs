@@ -3,6 +3,8 @@
 //! `npm ci` in `tests/chain` first.
 #![cfg(feature = "real-chain")]
 
+mod support;
+
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -175,4 +177,111 @@ async fn the_block_stream_replays_from_a_number_and_decodes_market_events() {
         .expect("open")
         .expect("ok");
     assert_eq!(next.number, expect);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_runs_end_to_end_on_the_real_runtime() {
+    use nsn_lane1::chain::{ChainPort, MarketCall};
+    use nsn_lane1::executor::ExecutorConfig;
+    use nsn_lane1::lifecycle::TaskOutcome;
+    use nsn_lane1::node::{Node, NodeParts};
+    use nsn_lane1::task::{AccountId, Lane, Priority, TaskStatus, UNIT};
+    use subxt_signer::sr25519::dev;
+
+    let node = chopsticks().await;
+    let chain = SubxtChain::connect(&node.url).await.expect("connects");
+    let sidecar = support::TestSidecar::start();
+    let input = sidecar
+        .sidecar
+        .store()
+        .put(b"hello, chain".to_vec())
+        .unwrap();
+    let lane1 = Node::spawn(
+        ExecutorConfig::default(),
+        NodeParts {
+            port: chain.clone(),
+            submit: chain.submitter(dev::bob()),
+            account: AccountId::BOB,
+            sidecar: sidecar.client(),
+            models: None,
+            metrics: Default::default(),
+        },
+    );
+    tokio::time::timeout(Duration::from_secs(30), lane1.following())
+        .await
+        .expect("listener follows");
+
+    let alice = dev::alice();
+    chain
+        .submit_signed(
+            &alice,
+            &MarketCall::CreateTaskIntent {
+                lane: Lane::Lane1,
+                priority: Priority::Normal,
+                model_requirements: b"sha256".to_vec(),
+                input_cid: input.as_bytes().to_vec(),
+                compute_budget: 1,
+                deadline_blocks: 100,
+                escrow_amount: UNIT,
+            },
+        )
+        .await
+        .expect("created");
+    chain
+        .submit_signed(&alice, &MarketCall::AcceptAssignment { task_id: TaskId(0) })
+        .await
+        .expect("assigned to Bob, the only executor");
+
+    let outcome = tokio::time::timeout(Duration::from_secs(60), lane1.board.wait_done(TaskId(0)))
+        .await
+        .expect("task done in time");
+    let TaskOutcome::Submitted { output_cid, .. } = outcome else {
+        panic!("{outcome:?}");
+    };
+    let head = chain.finalized_head().await.unwrap();
+    let task = chain.task(head.hash, TaskId(0)).await.unwrap().unwrap();
+    assert_eq!(task.status, TaskStatus::Submitted);
+    assert_eq!(task.output_cid.as_deref(), Some(output_cid.as_bytes()));
+
+    // The validators attest; the chain pays.
+    for v in [dev::dave(), dev::eve()] {
+        chain
+            .submit_signed(
+                &v,
+                &MarketCall::SubmitAttestation {
+                    task_id: TaskId(0),
+                    score: 90,
+                    attestation_cid: None,
+                },
+            )
+            .await
+            .expect("attested");
+    }
+    let head = chain.finalized_head().await.unwrap();
+    assert_eq!(
+        chain
+            .task(head.hash, TaskId(0))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        TaskStatus::Verified
+    );
+    let report = lane1.stop().await.expect("stops");
+    assert_eq!(report.submitted, 1);
+}
+
+#[tokio::test]
+async fn dispatch_errors_come_back_by_variant_name() {
+    use nsn_lane1::chain::{MarketCall, MarketError};
+    let node = chopsticks().await;
+    let chain = SubxtChain::connect(&node.url).await.expect("connects");
+    let err = chain
+        .submit_signed(
+            &subxt_signer::sr25519::dev::bob(),
+            &MarketCall::StartTask { task_id: TaskId(9) },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.market_error(), Some(MarketError::TaskNotFound), "{err}");
 }

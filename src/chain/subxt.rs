@@ -17,8 +17,8 @@ use subxt::{OnlineClient, PolkadotConfig};
 use subxt::dynamic::Value;
 
 use crate::chain::{
-    BlockHash, BlockRef, BlockStream, ChainError, ChainPort, EventRecord, FinalizedBlock,
-    MarketCall, MarketEvent, PALLET, Phase, SubmitError, TaskIntent,
+    BlockHash, BlockRef, BlockStream, ChainError, ChainPort, DispatchError, EventRecord,
+    FinalizedBlock, Inclusion, MarketCall, MarketEvent, PALLET, Phase, SubmitError, TaskIntent,
 };
 use crate::task::TaskId;
 use crate::task::{AccountId, BlockNumber};
@@ -179,11 +179,102 @@ impl SubxtChain {
             .await
             .map_err(|e| SubmitError::Connection(e.to_string()))?;
         let hash = BlockHash(in_block.block_hash().0);
-        in_block
-            .wait_for_success()
-            .await
-            .map_err(|e| SubmitError::Connection(format!("{name} failed: {e}")))?;
-        Ok(hash)
+        match in_block.wait_for_success().await {
+            Ok(_) => Ok(hash),
+            Err(subxt::error::TransactionEventsError::ExtrinsicFailed(e)) => {
+                let error = match &e {
+                    subxt::error::DispatchError::Module(m) => match m.details() {
+                        Ok(d) => DispatchError::Module {
+                            pallet: d.pallet.name().to_owned(),
+                            error: d.variant.name.clone(),
+                        },
+                        Err(_) => DispatchError::Other(e.to_string()),
+                    },
+                    subxt::error::DispatchError::BadOrigin => DispatchError::BadOrigin,
+                    other => DispatchError::Other(other.to_string()),
+                };
+                let number = self
+                    .api
+                    .at_block(H256(hash.0))
+                    .await
+                    .map(|at| u32::try_from(at.block_number()).unwrap_or(u32::MAX))
+                    .map_err(|e| SubmitError::Connection(e.to_string()))?;
+                Err(SubmitError::Dispatch {
+                    call: name,
+                    error,
+                    block: BlockRef { number, hash },
+                })
+            }
+            Err(e) => Err(SubmitError::Connection(format!("{name}: {e}"))),
+        }
+    }
+
+    /// A submitter that signs as `signer`.
+    pub fn submitter(&self, signer: subxt_signer::sr25519::Keypair) -> SubxtSubmitter {
+        SubxtSubmitter {
+            chain: self.clone(),
+            account: AccountId(signer.public_key().0),
+            signer: std::sync::Arc::new(signer),
+        }
+    }
+}
+
+/// Submits task-market calls as one account: a `tower::Service<MarketCall>`
+/// like the dev chain's. For now each call waits for finality before the
+/// next is sent by its caller; the pipelined, nonce-owning version is to come.
+#[derive(Clone)]
+pub struct SubxtSubmitter {
+    chain: SubxtChain,
+    account: AccountId,
+    signer: std::sync::Arc<subxt_signer::sr25519::Keypair>,
+}
+
+impl std::fmt::Debug for SubxtSubmitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("SubxtSubmitter")
+            .field("account", &self.account)
+            .finish()
+    }
+}
+
+impl tower::Service<MarketCall> for SubxtSubmitter {
+    type Response = Inclusion;
+    type Error = SubmitError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Inclusion, SubmitError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: MarketCall) -> Self::Future {
+        let chain = self.chain.clone();
+        let signer = self.signer.clone();
+        Box::pin(async move {
+            let hash = chain.submit_signed(&signer, &call).await?;
+            let at = chain
+                .api
+                .at_block(H256(hash.0))
+                .await
+                .map_err(|e| SubmitError::Connection(e.to_string()))?;
+            let number = u32::try_from(at.block_number()).unwrap_or(u32::MAX);
+            let block = chain
+                .block(number)
+                .await
+                .map_err(|e| SubmitError::Connection(e.to_string()))?;
+            Ok(Inclusion {
+                block: BlockRef { number, hash },
+                index: 0,
+                nonce: 0,
+                events: block
+                    .map(|b| b.events.into_iter().map(|r| r.event).collect())
+                    .unwrap_or_default(),
+            })
+        })
     }
 }
 

@@ -171,9 +171,12 @@ pub mod presets {
         renderers.push((b"video-render".to_vec(), Lane::Lane0, true, 10_000, 8_000));
         frame_support::build_struct_json_patch!(RuntimeGenesisConfig {
             balances: pallet_balances::GenesisConfig {
+                // The treasury exists from genesis, so shares and slashes can
+                // be paid to it.
                 balances: accounts
                     .iter()
                     .map(|a| (a.to_account_id(), 1_000_000 * UNIT))
+                    .chain([(TreasuryAccount::get(), UNIT)])
                     .collect::<Vec<_>>(),
             },
             sudo: pallet_sudo::GenesisConfig {
