@@ -193,10 +193,70 @@ async fn run(mut config: Config, args: RunArgs) -> CliResult {
         return Err(format!("key file {} is empty", key_file.display()).into());
     }
     let sidecar = SidecarClient::connect_lazy(sidecar_config)?;
-    let health = sidecar.health().await;
-    tracing::info!(?executor, sidecar = %sidecar.config().endpoint, healthy = health.is_ok(), "configuration accepted");
+    run_on_chain(&url, key.trim(), executor, sidecar, config.telemetry.listen).await
+}
+
+#[cfg(feature = "real-chain")]
+async fn run_on_chain(
+    url: &str,
+    key: &str,
+    executor: nsn_lane1::executor::ExecutorConfig,
+    sidecar: SidecarClient,
+    telemetry: Option<SocketAddr>,
+) -> CliResult {
+    use nsn_lane1::chain::subxt::SubxtChain;
+    use nsn_lane1::node::{Node, NodeParts};
+    use nsn_lane1::task::AccountId;
+
+    // The key's text never reaches a log or an error message.
+    let uri: subxt_signer::SecretUri = key
+        .parse()
+        .map_err(|_| "the key file does not hold a secret URI or mnemonic")?;
+    let signer = subxt_signer::sr25519::Keypair::from_uri(&uri)
+        .map_err(|_| "the key file's secret could not be turned into an sr25519 key")?;
+    let account = AccountId(signer.public_key().0);
+    let chain = SubxtChain::connect(url).await?;
+    tracing::info!(%account, url, "connected");
+    let metrics = nsn_lane1::telemetry::metrics::Lane1Metrics::default();
+    if let Some(addr) = telemetry {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot serve telemetry on {addr}: {e}"))?;
+        tokio::spawn(nsn_lane1::telemetry::http::serve(
+            listener,
+            metrics.registry.clone(),
+            nsn_lane1::dev::ready_check(chain.clone(), sidecar.clone()),
+            std::future::pending(),
+        ));
+    }
+    let node = Node::spawn(
+        executor,
+        NodeParts {
+            port: chain.clone(),
+            submit: chain.submitter(signer),
+            account,
+            sidecar,
+            models: None,
+            metrics,
+        },
+    );
+    ctrl_c().await;
+    let report = node.stop().await?;
+    println!("{report:?}");
+    Ok(())
+}
+
+#[cfg(not(feature = "real-chain"))]
+async fn run_on_chain(
+    url: &str,
+    _key: &str,
+    executor: nsn_lane1::executor::ExecutorConfig,
+    sidecar: SidecarClient,
+    _telemetry: Option<SocketAddr>,
+) -> CliResult {
+    tracing::info!(?executor, sidecar = %sidecar.config().endpoint, "configuration accepted");
     Err(format!(
-        "cannot connect to {url}: this build has no real-chain backend yet (the subxt backend); use `nsn-lane1 dev` for the embedded chain"
+        "cannot connect to {url}: this binary was built without the real-chain backend (build with `--features real-chain`); use `nsn-lane1 dev` for the embedded chain"
     )
     .into())
 }
