@@ -181,7 +181,7 @@ async fn the_block_stream_replays_from_a_number_and_decodes_market_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_runs_end_to_end_on_the_real_runtime() {
-    use nsn_lane1::chain::{ChainPort, MarketCall};
+    use nsn_lane1::chain::MarketCall;
     use nsn_lane1::executor::ExecutorConfig;
     use nsn_lane1::lifecycle::TaskOutcome;
     use nsn_lane1::node::{Node, NodeParts};
