@@ -285,3 +285,44 @@ async fn dispatch_errors_come_back_by_variant_name() {
         .unwrap_err();
     assert_eq!(err.market_error(), Some(MarketError::TaskNotFound), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_submitter_owns_the_nonce_and_pipelines_calls() {
+    use futures::StreamExt;
+    use nsn_lane1::chain::{ChainPort, MarketCall};
+    use nsn_lane1::task::{AccountId, Lane, Priority, UNIT};
+    use tower::ServiceExt;
+
+    let node = chopsticks().await;
+    let chain = SubxtChain::connect(&node.url).await.expect("connects");
+    let submitter = chain.submitter(subxt_signer::sr25519::dev::alice());
+    let calls = (0..5).map(|i| MarketCall::CreateTaskIntent {
+        lane: Lane::Lane1,
+        priority: Priority::Normal,
+        model_requirements: b"noop".to_vec(),
+        input_cid: b"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy".to_vec(),
+        compute_budget: i,
+        deadline_blocks: 50,
+        escrow_amount: UNIT,
+    });
+    // All five are sent before any is final.
+    let results: Vec<_> = futures::stream::iter(calls)
+        .map(|call| submitter.clone().oneshot(call))
+        .buffer_unordered(5)
+        .collect()
+        .await;
+    let mut nonces: Vec<u64> = results
+        .into_iter()
+        .map(|r| r.expect("included").nonce)
+        .collect();
+    nonces.sort();
+    assert_eq!(nonces, vec![0, 1, 2, 3, 4]);
+    assert_eq!(chain.account_nonce(AccountId::ALICE).await.unwrap(), 5);
+    let head = chain.finalized_head().await.unwrap();
+    for id in 0..5 {
+        assert!(
+            chain.task(head.hash, TaskId(id)).await.unwrap().is_some(),
+            "task {id}"
+        );
+    }
+}

@@ -18,7 +18,8 @@ use subxt::dynamic::Value;
 
 use crate::chain::{
     BlockHash, BlockRef, BlockStream, ChainError, ChainPort, DispatchError, EventRecord,
-    FinalizedBlock, Inclusion, MarketCall, MarketEvent, PALLET, Phase, SubmitError, TaskIntent,
+    FinalizedBlock, Inclusion, InvalidTransaction, MarketCall, MarketEvent, PALLET, Phase,
+    SubmitError, TaskIntent,
 };
 use crate::task::TaskId;
 use crate::task::{AccountId, BlockNumber};
@@ -163,6 +164,17 @@ impl SubxtChain {
         signer: &subxt_signer::sr25519::Keypair,
         call: &MarketCall,
     ) -> Result<BlockHash, SubmitError> {
+        self.submit_signed_with(signer, call, None).await
+    }
+
+    /// As [`submit_signed`](Self::submit_signed), with an explicit nonce and
+    /// a mortal era of [`MORTALITY`] blocks when `nonce` is given.
+    pub async fn submit_signed_with(
+        &self,
+        signer: &subxt_signer::sr25519::Keypair,
+        call: &MarketCall,
+        nonce: Option<u64>,
+    ) -> Result<BlockHash, SubmitError> {
         let name = call.name();
         let payload = subxt::dynamic::tx(PALLET, name, call_fields(call));
         let mut txs = self
@@ -170,10 +182,21 @@ impl SubxtChain {
             .tx()
             .await
             .map_err(|e| SubmitError::Connection(e.to_string()))?;
-        let progress = txs
-            .sign_and_submit_then_watch_default(&payload, signer)
-            .await
-            .map_err(|e| SubmitError::Connection(e.to_string()))?;
+        let submitted = match nonce {
+            Some(n) => {
+                let params = subxt::config::PolkadotExtrinsicParamsBuilder::<PolkadotConfig>::new()
+                    .nonce(n)
+                    .mortal(MORTALITY)
+                    .build();
+                txs.sign_and_submit_then_watch(&payload, signer, params)
+                    .await
+            }
+            None => {
+                txs.sign_and_submit_then_watch_default(&payload, signer)
+                    .await
+            }
+        };
+        let progress = submitted.map_err(|e| pool_rejection(name, nonce, &e.to_string()))?;
         let in_block = progress
             .wait_for_finalized()
             .await
@@ -215,18 +238,22 @@ impl SubxtChain {
             chain: self.clone(),
             account: AccountId(signer.public_key().0),
             signer: std::sync::Arc::new(signer),
+            nonce: Default::default(),
         }
     }
 }
 
 /// Submits task-market calls as one account: a `tower::Service<MarketCall>`
-/// like the dev chain's. For now each call waits for finality before the
-/// next is sent by its caller; the pipelined, nonce-owning version is to come.
+/// like the dev chain's, and the one owner of the account's nonce. Nonces are
+/// assigned here (seeded from the pool-aware next index), so several calls
+/// can be in flight at once; each is mortal and watched to finality. When the
+/// pool refuses one, the nonce is re-read from the chain before the next.
 #[derive(Clone)]
 pub struct SubxtSubmitter {
     chain: SubxtChain,
     account: AccountId,
     signer: std::sync::Arc<subxt_signer::sr25519::Keypair>,
+    nonce: std::sync::Arc<tokio::sync::Mutex<Option<u64>>>,
 }
 
 impl std::fmt::Debug for SubxtSubmitter {
@@ -254,8 +281,31 @@ impl tower::Service<MarketCall> for SubxtSubmitter {
     fn call(&mut self, call: MarketCall) -> Self::Future {
         let chain = self.chain.clone();
         let signer = self.signer.clone();
+        let nonce_state = self.nonce.clone();
+        let account = self.account;
         Box::pin(async move {
-            let hash = chain.submit_signed(&signer, &call).await?;
+            let nonce = {
+                let mut next = nonce_state.lock().await;
+                let n = match *next {
+                    Some(n) => n,
+                    None => chain
+                        .account_nonce(account)
+                        .await
+                        .map_err(|e| SubmitError::Connection(e.to_string()))?,
+                };
+                *next = Some(n + 1);
+                n
+            };
+            let hash = match chain.submit_signed_with(&signer, &call, Some(nonce)).await {
+                Ok(hash) => hash,
+                Err(e) => {
+                    if matches!(e, SubmitError::Invalid { .. } | SubmitError::Connection(_)) {
+                        // The pool did not take it: start again from the chain's view.
+                        *nonce_state.lock().await = None;
+                    }
+                    return Err(e);
+                }
+            };
             let at = chain
                 .api
                 .at_block(H256(hash.0))
@@ -269,13 +319,39 @@ impl tower::Service<MarketCall> for SubxtSubmitter {
             Ok(Inclusion {
                 block: BlockRef { number, hash },
                 index: 0,
-                nonce: 0,
+                nonce,
                 events: block
                     .map(|b| b.events.into_iter().map(|r| r.event).collect())
                     .unwrap_or_default(),
             })
         })
     }
+}
+
+/// Blocks a submitted transaction stays valid for.
+pub const MORTALITY: u64 = 64;
+
+/// Classifies a refusal by the transaction pool. The pool answers over
+/// JSON-RPC with text only (code 1010/1014 and a message), so its wording is
+/// all there is to go on; dispatch errors, by contrast, are decoded by name.
+fn pool_rejection(call: &'static str, nonce: Option<u64>, message: &str) -> SubmitError {
+    let lower = message.to_ascii_lowercase();
+    let n = nonce.unwrap_or(0);
+    let reason = if lower.contains("outdated") || lower.contains("stale") {
+        InvalidTransaction::Stale {
+            nonce: n,
+            expected: n + 1,
+        }
+    } else if lower.contains("priority is too low") || lower.contains("already imported") {
+        InvalidTransaction::PriorityTooLow { nonce: n }
+    } else if lower.contains("payment") || lower.contains("inability to pay") {
+        InvalidTransaction::Payment
+    } else if lower.contains("invalid transaction") {
+        InvalidTransaction::Other(message.to_owned())
+    } else {
+        return SubmitError::Connection(format!("{call}: {message}"));
+    };
+    SubmitError::Invalid { call, reason }
 }
 
 /// The call's arguments as dynamic values, in the pallet's order.
