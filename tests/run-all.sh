@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test: installs the pinned chopsticks (for the real-chain tests)
+# from tests/chain's lock file when it is missing or stale, then the whole
+# suite with the real-chain backend enabled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+chain=tests/chain
+stamp="$chain/node_modules/.lock-stamp"
+if [ ! -x "$chain/node_modules/.bin/chopsticks" ] || ! cmp -s "$chain/package-lock.json" "$stamp" 2>/dev/null; then
+    echo "== installing chopsticks (npm ci in $chain)"
+    (cd "$chain" && npm ci --no-audit --no-fund)
+    cp "$chain/package-lock.json" "$stamp"
+fi
+
+cargo test --locked --features real-chain "$@"
