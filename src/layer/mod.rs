@@ -106,9 +106,10 @@ impl TimeoutRequest for ExecuteRequest {
     }
 }
 
-type CancelFn = dyn Fn(TaskId, &'static str) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>
-    + Send
-    + Sync;
+/// A cancel in progress on the remote side: resolves once it is confirmed.
+pub type CancelFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+type CancelFn = dyn Fn(TaskId, &'static str) -> CancelFuture + Send + Sync;
 
 /// Stops a task on the sidecar and waits for the sidecar to confirm. Cheap to
 /// clone.
@@ -152,11 +153,7 @@ impl Canceller {
     }
 
     /// Cancels `id` on the remote side.
-    pub fn cancel(
-        &self,
-        id: TaskId,
-        reason: &'static str,
-    ) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> {
+    pub fn cancel(&self, id: TaskId, reason: &'static str) -> CancelFuture {
         (self.0)(id, reason)
     }
 }

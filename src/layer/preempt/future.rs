@@ -10,7 +10,7 @@ use tower::BoxError;
 
 use super::Registration;
 use super::error::Preempted;
-use crate::layer::Canceller;
+use crate::layer::{CancelFuture, Canceller};
 
 /// The response future of [`Preempt`](super::Preempt).
 #[pin_project]
@@ -34,7 +34,7 @@ enum State<F> {
         canceller: Canceller,
     },
     Cancelling {
-        cancel: Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>,
+        cancel: CancelFuture,
     },
 }
 

@@ -10,7 +10,7 @@ use tokio::time::{Instant, Sleep};
 use tower::BoxError;
 
 use super::error::Elapsed;
-use crate::layer::Canceller;
+use crate::layer::{CancelFuture, Canceller};
 use crate::task::TaskId;
 
 /// The response future of [`Timeout`](super::Timeout).
@@ -36,9 +36,7 @@ enum State<F> {
     },
     /// The limit passed; the inner call is dropped and the sidecar task is
     /// being stopped.
-    Cancelling {
-        cancel: Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>,
-    },
+    Cancelling { cancel: CancelFuture },
 }
 
 impl<F> std::fmt::Debug for State<F> {
