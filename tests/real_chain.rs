@@ -5,55 +5,11 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use nsn_lane1::chain::subxt::SubxtChain;
 use nsn_lane1::task::TaskId;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-/// Chopsticks on a free loopback port, running the committed chain spec;
-/// killed when dropped.
-struct Chopsticks {
-    url: String,
-    _child: Child,
-}
-
-async fn chopsticks() -> Chopsticks {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chain");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let mut child = Command::new(format!("{dir}/node_modules/.bin/chopsticks"))
-        .current_dir(dir)
-        .args(["--chain-spec", "nsn-dev-spec.json", "--host", "127.0.0.1"])
-        .args(["--port", &port.to_string(), "--build-block-mode", "Instant"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chopsticks is installed (npm ci in tests/chain)");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("RPC listening") {
-                return;
-            }
-        }
-        panic!("chopsticks exited before listening");
-    })
-    .await
-    .expect("chopsticks listens within 60 s");
-    // Keep draining its output so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Chopsticks {
-        url: format!("ws://127.0.0.1:{port}"),
-        _child: child,
-    }
-}
+use support::chopsticks;
 
 #[tokio::test]
 async fn reads_the_task_market_of_the_dev_runtime() {

@@ -164,17 +164,22 @@ impl SubxtChain {
         signer: &subxt_signer::sr25519::Keypair,
         call: &MarketCall,
     ) -> Result<BlockHash, SubmitError> {
-        self.submit_signed_with(signer, call, None).await
+        self.submit_signed_with(signer, call, None, || {})
+            .await
+            .map(|(hash, _)| hash)
     }
 
     /// As [`submit_signed`](Self::submit_signed), with an explicit nonce and
-    /// a mortal era of [`MORTALITY`] blocks when `nonce` is given.
+    /// a mortal era of [`MORTALITY`] blocks when `nonce` is given; also
+    /// returns the extrinsic's index in its block. `accepted` runs as soon as
+    /// the pool has taken the transaction, before it is final.
     pub async fn submit_signed_with(
         &self,
         signer: &subxt_signer::sr25519::Keypair,
         call: &MarketCall,
         nonce: Option<u64>,
-    ) -> Result<BlockHash, SubmitError> {
+        accepted: impl FnOnce(),
+    ) -> Result<(BlockHash, u32), SubmitError> {
         let name = call.name();
         let payload = subxt::dynamic::tx(PALLET, name, call_fields(call));
         let mut txs = self
@@ -197,13 +202,17 @@ impl SubxtChain {
             }
         };
         let progress = submitted.map_err(|e| pool_rejection(name, nonce, &e.to_string()))?;
+        accepted();
         let in_block = progress
             .wait_for_finalized()
             .await
             .map_err(|e| SubmitError::Connection(e.to_string()))?;
         let hash = BlockHash(in_block.block_hash().0);
         match in_block.wait_for_success().await {
-            Ok(_) => Ok(hash),
+            Ok(events) => Ok((
+                hash,
+                u32::try_from(events.extrinsic_index()).unwrap_or(u32::MAX),
+            )),
             Err(subxt::error::TransactionEventsError::ExtrinsicFailed(e)) => {
                 let error = match &e {
                     subxt::error::DispatchError::Module(m) => match m.details() {
@@ -284,24 +293,37 @@ impl tower::Service<MarketCall> for SubxtSubmitter {
         let nonce_state = self.nonce.clone();
         let account = self.account;
         Box::pin(async move {
-            let nonce = {
-                let mut next = nonce_state.lock().await;
-                let n = match *next {
-                    Some(n) => n,
-                    None => chain
-                        .account_nonce(account)
-                        .await
-                        .map_err(|e| SubmitError::Connection(e.to_string()))?,
-                };
-                *next = Some(n + 1);
-                n
+            // Transactions reach the pool in nonce order: the lock is held
+            // until the pool has taken this one, then released so that the
+            // next can be sent while this one waits for finality.
+            let mut next = nonce_state.clone().lock_owned().await;
+            let nonce = match *next {
+                Some(n) => n,
+                None => chain
+                    .account_nonce(account)
+                    .await
+                    .map_err(|e| SubmitError::Connection(e.to_string()))?,
             };
-            let hash = match chain.submit_signed_with(&signer, &call, Some(nonce)).await {
-                Ok(hash) => hash,
+            *next = Some(nonce + 1);
+            let taken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let mark = taken.clone();
+            let mut guard = Some(next);
+            let result = chain
+                .submit_signed_with(&signer, &call, Some(nonce), || {
+                    mark.store(true, std::sync::atomic::Ordering::SeqCst);
+                    guard.take();
+                })
+                .await;
+            let (hash, index) = match result {
+                Ok(done) => done,
                 Err(e) => {
-                    if matches!(e, SubmitError::Invalid { .. } | SubmitError::Connection(_)) {
-                        // The pool did not take it: start again from the chain's view.
-                        *nonce_state.lock().await = None;
+                    if !taken.load(std::sync::atomic::Ordering::SeqCst) {
+                        // The pool did not take it: start again from the
+                        // chain's view of the next nonce.
+                        match guard.as_mut() {
+                            Some(g) => **g = None,
+                            None => *nonce_state.lock().await = None,
+                        }
                     }
                     return Err(e);
                 }
@@ -316,13 +338,21 @@ impl tower::Service<MarketCall> for SubxtSubmitter {
                 .block(number)
                 .await
                 .map_err(|e| SubmitError::Connection(e.to_string()))?;
+            // The call's own events, as the dev chain reports them.
+            let events = block
+                .map(|b| {
+                    b.events
+                        .into_iter()
+                        .filter(|r| r.phase == Phase::ApplyExtrinsic(index))
+                        .map(|r| r.event)
+                        .collect()
+                })
+                .unwrap_or_default();
             Ok(Inclusion {
                 block: BlockRef { number, hash },
-                index: 0,
+                index,
                 nonce,
-                events: block
-                    .map(|b| b.events.into_iter().map(|r| r.event).collect())
-                    .unwrap_or_default(),
+                events,
             })
         })
     }

@@ -282,3 +282,54 @@ pub fn chain_status(chain: &DevChain, id: TaskId) -> nsn_lane1::task::TaskStatus
         .with_market(|m| m.task(id).map(|t| t.status))
         .expect("task exists")
 }
+
+#[cfg(feature = "real-chain")]
+mod chopsticks_support {
+    /// Chopsticks on a free loopback port, running the committed chain spec;
+    /// killed when dropped.
+    pub struct Chopsticks {
+        pub url: String,
+        _child: tokio::process::Child,
+    }
+
+    pub async fn chopsticks() -> Chopsticks {
+        use std::process::Stdio;
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        use tokio::process::Command;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chain");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut child = Command::new(format!("{dir}/node_modules/.bin/chopsticks"))
+            .current_dir(dir)
+            .args(["--chain-spec", "nsn-dev-spec.json", "--host", "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--build-block-mode", "Instant"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chopsticks is installed (npm ci in tests/chain)");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("RPC listening") {
+                    return;
+                }
+            }
+            panic!("chopsticks exited before listening");
+        })
+        .await
+        .expect("chopsticks listens within 60 s");
+        // Keep draining its output so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Chopsticks {
+            url: format!("ws://127.0.0.1:{port}"),
+            _child: child,
+        }
+    }
+}
+#[cfg(feature = "real-chain")]
+#[allow(unused_imports)]
+pub use chopsticks_support::{Chopsticks, chopsticks};
