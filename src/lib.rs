@@ -4,16 +4,22 @@
 //! Substrate chain become model executions on the node's gRPC sidecar, and
 //! their results go back on chain.
 //!
-//! The crate is built as a Tower middleware stack. This first layer of it
-//! provides the vocabulary, the scheduler and the chain port:
+//! The crate is built as a Tower middleware stack: execution (the sidecar)
+//! and submission (the chain) are `tower::Service`s wrapped in composable
+//! [layers](layer), and the [executor] is a thin event loop that sends each
+//! task through the stacked [lifecycle] service.
 //!
-//! - [`task`]: the market's domain types (ids, lanes, priorities, statuses,
-//!   fail reasons) and the validated newtypes [`task::ModelId`] and
-//!   [`task::Cid`];
+//! - [`task`]: the market's domain types and the validated newtypes
+//!   [`task::ModelId`] and [`task::Cid`];
 //! - [`scheduler`]: lane-separated priority queues, Lane 0 first, O(log n);
 //! - [`chain`]: the chain port (finalized blocks, storage reads, a submitter
-//!   `tower::Service`) and [`chain::dev`], the embedded dev chain that
-//!   implements the task-market pallet in process.
+//!   `tower::Service`), [`chain::dev`] (the embedded dev chain) and, with the
+//!   `real-chain` feature, the subxt backend;
+//! - [`sidecar`]: the gRPC client (`Execute` service) and the reference
+//!   sidecar;
+//! - [`layer`], [`lifecycle`], [`submitter`], [`listener`], [`executor`],
+//!   [`node`]: the stack and the loop that drives it;
+//! - [`dev`], [`config`], [`telemetry`]: what the binary is made of.
 //!
 //! ```
 //! use nsn_lane1::scheduler::Scheduler;
