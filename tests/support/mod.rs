@@ -293,6 +293,11 @@ mod chopsticks_support {
     }
 
     pub async fn chopsticks() -> Chopsticks {
+        chopsticks_in("Instant").await
+    }
+
+    /// Chopsticks building blocks in `mode` (`Instant` or `Batch`).
+    pub async fn chopsticks_in(mode: &str) -> Chopsticks {
         use std::process::Stdio;
         use tokio::io::{AsyncBufReadExt, BufReader};
         use tokio::process::Command;
@@ -304,7 +309,7 @@ mod chopsticks_support {
         let mut child = Command::new(format!("{dir}/node_modules/.bin/chopsticks"))
             .current_dir(dir)
             .args(["--chain-spec", "nsn-dev-spec.json", "--host", "127.0.0.1"])
-            .args(["--port", &port.to_string(), "--build-block-mode", "Instant"])
+            .args(["--port", &port.to_string(), "--build-block-mode", mode])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -332,4 +337,4 @@ mod chopsticks_support {
 }
 #[cfg(feature = "real-chain")]
 #[allow(unused_imports)]
-pub use chopsticks_support::{Chopsticks, chopsticks};
+pub use chopsticks_support::{Chopsticks, chopsticks, chopsticks_in};
