@@ -115,6 +115,7 @@ fn ours(rt: &tokio::runtime::Runtime, concurrency: usize) -> Ours {
                 sidecar: sidecar.client(),
                 models: None,
                 metrics: Lane1Metrics::default(),
+                checkpoint: None,
             },
         )
     });

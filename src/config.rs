@@ -13,6 +13,8 @@
 //! [chain]
 //! url = "ws://127.0.0.1:9944"
 //! key_file = "/etc/nsn/lane1.key"
+//! backend = "default"            # or "legacy" (chopsticks)
+//! state_file = "/var/lib/nsn/lane1.block"
 //!
 //! [telemetry]
 //! listen = "127.0.0.1:9615"
@@ -21,6 +23,7 @@
 //! ```
 //!
 //! Environment: `NSN_LANE1_SIDECAR`, `NSN_LANE1_CHAIN`, `NSN_LANE1_KEY_FILE`,
+//! `NSN_LANE1_CHAIN_BACKEND`, `NSN_LANE1_STATE_FILE`,
 //! `NSN_LANE1_TELEMETRY_LISTEN`, `NSN_LANE1_MAX_CONCURRENT`,
 //! `NSN_LANE1_EXECUTION_TIMEOUT_SECS`, `NSN_LANE1_LOG`. Keys are never taken
 //! from the command line or the config file's values directly: only the path
@@ -140,6 +143,35 @@ pub struct ChainSection {
     pub url: Option<String>,
     /// A file holding the signer's secret URI or mnemonic.
     pub key_file: Option<PathBuf>,
+    /// The RPC backend: `default` for real nodes, `legacy` for chopsticks.
+    pub backend: ChainBackend,
+    /// Where the last handled finalized block is kept, so that a restart
+    /// backfills the blocks it missed (`None`: start at the head).
+    pub state_file: Option<PathBuf>,
+}
+
+/// Which RPC interface the chain client speaks.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainBackend {
+    /// subxt's default backend (new JSON-RPC interface, legacy fallback).
+    #[default]
+    Default,
+    /// The legacy RPC methods only (needed for chopsticks).
+    Legacy,
+}
+
+impl std::str::FromStr for ChainBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "default" => Ok(ChainBackend::Default),
+            "legacy" => Ok(ChainBackend::Legacy),
+            other => Err(format!(
+                "unknown chain backend {other:?} (expected \"default\" or \"legacy\")"
+            )),
+        }
+    }
 }
 
 /// Log output format.
@@ -218,6 +250,14 @@ impl Config {
         }
         if let Some(v) = get("NSN_LANE1_KEY_FILE") {
             self.chain.key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("NSN_LANE1_CHAIN_BACKEND") {
+            self.chain.backend = v
+                .parse()
+                .map_err(|e| invalid("NSN_LANE1_CHAIN_BACKEND", e))?;
+        }
+        if let Some(v) = get("NSN_LANE1_STATE_FILE") {
+            self.chain.state_file = Some(PathBuf::from(v));
         }
         if let Some(v) = get("NSN_LANE1_TELEMETRY_LISTEN") {
             self.telemetry.listen = Some(

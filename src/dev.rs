@@ -247,6 +247,7 @@ pub async fn run_dev(
             sidecar: client,
             models: None,
             metrics: opts.metrics.clone(),
+            checkpoint: None,
         },
     );
 

@@ -239,6 +239,7 @@ struct Core<P, C> {
     preempt_on_lane0: bool,
     resolving: FuturesUnordered<ResolveFuture>,
     report: ExecutorReport,
+    checkpoint: Option<crate::checkpoint::Checkpoint>,
 }
 
 /// The executor; see the [module docs](self).
@@ -302,9 +303,17 @@ where
                 preempt_on_lane0: config.preempt_on_lane0,
                 resolving: FuturesUnordered::new(),
                 report: ExecutorReport::default(),
+                checkpoint: None,
             },
             config,
         }
+    }
+
+    /// Records in `checkpoint` each finalized block whose events have all
+    /// been handled, so that a restart can backfill from the block after it.
+    pub fn checkpoint(mut self, checkpoint: crate::checkpoint::Checkpoint) -> Self {
+        self.core.checkpoint = Some(checkpoint);
+        self
     }
 
     /// The board where task states are published.
@@ -481,7 +490,12 @@ where
                     self.report.rejected += 1;
                 }
             }
-            TaskEvent::BlockDone { .. } => {
+            TaskEvent::BlockDone { number } => {
+                if let Some(cp) = &self.checkpoint
+                    && let Err(e) = cp.save(number)
+                {
+                    tracing::error!(error = %e, block = number, "cannot record the last handled block");
+                }
                 // The chain moved on: tasks that had to wait may try again.
                 self.lane0_wait = false;
                 for task in std::mem::take(&mut self.deferred) {

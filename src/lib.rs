@@ -46,6 +46,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod chain;
+pub mod checkpoint;
 pub mod config;
 pub mod dev;
 pub mod error;

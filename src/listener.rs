@@ -17,6 +17,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::chain::{BlockHash, ChainError, ChainPort, MarketEvent, TaskIntent};
+use crate::layer::retry::backoff::Backoff;
 use crate::task::{
     AccountId, Balance, BlockNumber, Cid, FailReason, Lane, ModelId, Priority, Task, TaskId,
 };
@@ -116,7 +117,15 @@ pub enum ListenerError {
     /// The executor stopped taking events.
     #[error("the executor is gone")]
     ExecutorGone,
+    /// The checkpoint to resume from could not be read.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
 }
+
+/// First delay after a lost chain connection (doubling, with jitter).
+pub const RECONNECT_BASE: std::time::Duration = std::time::Duration::from_millis(100);
+/// Longest delay between reconnection attempts.
+pub const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The listener; see the [module docs](self).
 #[derive(Debug)]
@@ -130,6 +139,8 @@ pub struct ChainListener<P> {
     lane0_open: HashSet<TaskId>,
     /// Told the first block followed, once reconciliation is done.
     following: Option<tokio::sync::watch::Sender<Option<BlockNumber>>>,
+    /// Delays between attempts after a lost connection.
+    reconnects: Backoff,
 }
 
 impl<P: ChainPort> ChainListener<P> {
@@ -150,6 +161,7 @@ impl<P: ChainPort> ChainListener<P> {
             metrics,
             lane0_open: HashSet::new(),
             following: None,
+            reconnects: Backoff::new(RECONNECT_BASE, RECONNECT_MAX),
         }
     }
 
@@ -183,27 +195,59 @@ impl<P: ChainPort> ChainListener<P> {
     }
 
     /// Follows finalized blocks after reconciling, from `from` (a block to
-    /// backfill from) or from the block after the current head. Runs until the
-    /// stream ends or the executor goes away.
+    /// backfill from) or from the block after the current head. A lost
+    /// connection is waited out with backoff and the stream reopened at the
+    /// next unhandled block, so nothing is skipped. Runs until the stream
+    /// ends, a read fails for another reason, or the executor goes away.
     pub async fn run(mut self, from: Option<BlockNumber>) -> Result<(), ListenerError> {
-        let head = self.reconcile().await?;
-        let start = from.unwrap_or(head + 1);
-        let mut blocks = self.port.finalized_blocks(Some(start));
-        if let Some(tx) = self.following.take() {
-            tx.send_replace(Some(start));
-        }
-        while let Some(block) = blocks.next().await {
-            let block = block?;
-            for record in &block.events {
-                self.metrics.chain_events.with(&[record.event.name()]).inc();
-                self.on_event(block.hash, &record.event).await?;
+        let head = loop {
+            match self.reconcile().await {
+                Ok(head) => break head,
+                Err(ListenerError::Chain(ChainError::Connection(e))) => {
+                    self.wait_out(&e).await;
+                }
+                Err(e) => return Err(e),
             }
-            self.send(TaskEvent::BlockDone {
-                number: block.number,
-            })
-            .await?;
+        };
+        let mut next = from.unwrap_or(head + 1);
+        if let Some(tx) = self.following.take() {
+            tx.send_replace(Some(next));
         }
-        Err(ListenerError::StreamEnded)
+        loop {
+            let mut blocks = self.port.finalized_blocks(Some(next));
+            while let Some(block) = blocks.next().await {
+                let block = match block {
+                    Ok(b) => b,
+                    Err(ChainError::Connection(e)) => {
+                        self.wait_out(&e).await;
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                self.reconnects.reset();
+                for record in &block.events {
+                    self.metrics.chain_events.with(&[record.event.name()]).inc();
+                    self.on_event(block.hash, &record.event).await?;
+                }
+                self.send(TaskEvent::BlockDone {
+                    number: block.number,
+                })
+                .await?;
+                next = block.number + 1;
+            }
+            if self.reconnects.attempts() == 0 {
+                // Ended without an error: the chain shut down.
+                return Err(ListenerError::StreamEnded);
+            }
+        }
+    }
+
+    /// Sleeps before the next attempt after a lost connection.
+    async fn wait_out(&mut self, error: &str) {
+        let delay = self.reconnects.next_delay();
+        self.metrics.chain_reconnects.with(&[]).inc();
+        tracing::warn!(error, ?delay, "chain connection lost; retrying");
+        tokio::time::sleep(delay).await;
     }
 
     async fn on_event(&mut self, at: BlockHash, event: &MarketEvent) -> Result<(), ListenerError> {

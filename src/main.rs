@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use nsn_lane1::checkpoint::Checkpoint;
 use nsn_lane1::config::Config;
 use nsn_lane1::dev::{DevOptions, run_dev};
 use nsn_lane1::sidecar::client::SidecarClient;
@@ -65,6 +66,12 @@ struct RunArgs {
     /// A file holding the signer's secret URI or mnemonic (never a flag value).
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
+    /// The chain RPC backend: `default` (real nodes) or `legacy` (chopsticks).
+    #[arg(long, value_name = "KIND")]
+    chain_backend: Option<nsn_lane1::config::ChainBackend>,
+    /// Keep the last handled block here and backfill from it on restart.
+    #[arg(long, value_name = "FILE")]
+    state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -175,6 +182,12 @@ async fn run(mut config: Config, args: RunArgs) -> CliResult {
     if let Some(k) = args.key_file {
         config.chain.key_file = Some(k);
     }
+    if let Some(b) = args.chain_backend {
+        config.chain.backend = b;
+    }
+    if let Some(f) = args.state_file {
+        config.chain.state_file = Some(f);
+    }
     let executor = config.executor_config()?;
     let sidecar_config = config.sidecar_config()?;
     let url = config
@@ -192,19 +205,48 @@ async fn run(mut config: Config, args: RunArgs) -> CliResult {
     if key.trim().is_empty() {
         return Err(format!("key file {} is empty", key_file.display()).into());
     }
+    let checkpoint = config.chain.state_file.clone().map(Checkpoint::new);
+    if let Some(cp) = &checkpoint {
+        // Refuse a damaged state file before connecting to anything.
+        match cp.load()? {
+            Some(last) => tracing::info!(last, "resuming after the recorded block"),
+            None => tracing::info!(file = %cp.path().display(), "no recorded block yet"),
+        }
+    }
     let sidecar = SidecarClient::connect_lazy(sidecar_config)?;
-    run_on_chain(&url, key.trim(), executor, sidecar, config.telemetry.listen).await
+    run_on_chain(
+        ChainTarget {
+            url: &url,
+            backend: config.chain.backend,
+            checkpoint,
+        },
+        key.trim(),
+        executor,
+        sidecar,
+        config.telemetry.listen,
+    )
+    .await
+}
+
+/// Where and how to reach the chain.
+struct ChainTarget<'a> {
+    url: &'a str,
+    #[cfg_attr(not(feature = "real-chain"), allow(dead_code))]
+    backend: nsn_lane1::config::ChainBackend,
+    #[cfg_attr(not(feature = "real-chain"), allow(dead_code))]
+    checkpoint: Option<Checkpoint>,
 }
 
 #[cfg(feature = "real-chain")]
 async fn run_on_chain(
-    url: &str,
+    target: ChainTarget<'_>,
     key: &str,
     executor: nsn_lane1::executor::ExecutorConfig,
     sidecar: SidecarClient,
     telemetry: Option<SocketAddr>,
 ) -> CliResult {
-    use nsn_lane1::chain::subxt::SubxtChain;
+    use nsn_lane1::chain::subxt::{Backend, SubxtChain};
+    use nsn_lane1::config::ChainBackend;
     use nsn_lane1::node::{Node, NodeParts};
     use nsn_lane1::task::AccountId;
 
@@ -215,7 +257,12 @@ async fn run_on_chain(
     let signer = subxt_signer::sr25519::Keypair::from_uri(&uri)
         .map_err(|_| "the key file's secret could not be turned into an sr25519 key")?;
     let account = AccountId(signer.public_key().0);
-    let chain = SubxtChain::connect(url).await?;
+    let url = target.url;
+    let backend = match target.backend {
+        ChainBackend::Default => Backend::Default,
+        ChainBackend::Legacy => Backend::Legacy,
+    };
+    let chain = SubxtChain::connect(url, backend).await?;
     tracing::info!(%account, url, "connected");
     let metrics = nsn_lane1::telemetry::metrics::Lane1Metrics::default();
     if let Some(addr) = telemetry {
@@ -238,6 +285,7 @@ async fn run_on_chain(
             sidecar,
             models: None,
             metrics,
+            checkpoint: target.checkpoint,
         },
     );
     ctrl_c().await;
@@ -248,7 +296,7 @@ async fn run_on_chain(
 
 #[cfg(not(feature = "real-chain"))]
 async fn run_on_chain(
-    url: &str,
+    target: ChainTarget<'_>,
     _key: &str,
     executor: nsn_lane1::executor::ExecutorConfig,
     sidecar: SidecarClient,
@@ -256,7 +304,8 @@ async fn run_on_chain(
 ) -> CliResult {
     tracing::info!(?executor, sidecar = %sidecar.config().endpoint, "configuration accepted");
     Err(format!(
-        "cannot connect to {url}: this binary was built without the real-chain backend (build with `--features real-chain`); use `nsn-lane1 dev` for the embedded chain"
+        "cannot connect to {}: this binary was built without the real-chain backend (build with `--features real-chain`); use `nsn-lane1 dev` for the embedded chain",
+        target.url
     )
     .into())
 }

@@ -18,6 +18,7 @@
 //!     sidecar,
 //!     models: None,
 //!     metrics: Default::default(),
+//!     checkpoint: None,
 //! });
 //! let report = node.stop().await?;
 //! println!("{report:?}");
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::chain::{ChainPort, Inclusion, MarketCall, SubmitError};
+use crate::checkpoint::Checkpoint;
 use crate::executor::{
     ExecutorConfig, ExecutorError, ExecutorReport, StackParts, TaskExecutorService, build_stack,
     submit_stack,
@@ -63,6 +65,10 @@ pub struct NodeParts<P, C> {
     pub models: Option<HashSet<ModelId>>,
     /// Where metrics go.
     pub metrics: Lane1Metrics,
+    /// Where the last handled finalized block is kept; the node then starts
+    /// by backfilling from the block after it. `None`: start at the head
+    /// (start-up reconciliation still resumes every task in our hands).
+    pub checkpoint: Option<crate::checkpoint::Checkpoint>,
 }
 
 /// Why a node stopped badly.
@@ -160,6 +166,11 @@ impl Node {
             preemptor.clone(),
             parts.metrics.clone(),
         );
+        let checkpoint = parts.checkpoint;
+        let executor = match checkpoint.clone() {
+            Some(cp) => executor.checkpoint(cp),
+            None => executor,
+        };
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let executor = tokio::spawn(async move { executor.run(stop.cancelled_owned()).await });
@@ -172,7 +183,15 @@ impl Node {
             };
             let listener = ChainListener::new(listener_port, account, models, tx, listener_metrics)
                 .report_following(following_tx);
-            let result = listener.run(None).await;
+            let from = match checkpoint.as_ref().map(Checkpoint::load) {
+                None | Some(Ok(None)) => None,
+                Some(Ok(Some(last))) => Some(last + 1),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "cannot resume from the checkpoint");
+                    return Err(ListenerError::Checkpoint(e));
+                }
+            };
+            let result = listener.run(from).await;
             if let Err(e) = &result {
                 match e {
                     ListenerError::ExecutorGone => {}

@@ -7,7 +7,7 @@
 mod support;
 
 use nsn_lane1::chain::dev::{DevChain, DevConfig};
-use nsn_lane1::chain::subxt::SubxtChain;
+use nsn_lane1::chain::subxt::{Backend, SubxtChain};
 use nsn_lane1::chain::{Inclusion, MarketCall, MarketError, MarketEvent, SubmitError};
 use nsn_lane1::task::{FailReason, Lane, Priority, TaskId, UNIT};
 use subxt_signer::sr25519::dev;
@@ -218,7 +218,9 @@ async fn the_dev_chain_and_the_runtime_agree() {
     .await;
 
     let node = support::chopsticks().await;
-    let chain = SubxtChain::connect(&node.url).await.expect("connects");
+    let chain = SubxtChain::connect(&node.url, Backend::Legacy)
+        .await
+        .expect("connects");
     let real = scenarios(
         chain.submitter(dev::alice()),
         chain.submitter(dev::bob()),

@@ -7,14 +7,16 @@ mod support;
 
 use std::time::Duration;
 
-use nsn_lane1::chain::subxt::SubxtChain;
+use nsn_lane1::chain::subxt::{Backend, SubxtChain};
 use nsn_lane1::task::TaskId;
 use support::chopsticks;
 
 #[tokio::test]
 async fn reads_the_task_market_of_the_dev_runtime() {
     let node = chopsticks().await;
-    let chain = SubxtChain::connect(&node.url).await.expect("connects");
+    let chain = SubxtChain::connect(&node.url, Backend::Legacy)
+        .await
+        .expect("connects");
     let head = chain.finalized_head().await.expect("head");
     assert!(head.number >= 1, "chopsticks builds block 1 at start");
     assert_eq!(chain.task(head.hash, TaskId(0)).await.expect("read"), None);
@@ -26,7 +28,9 @@ async fn a_task_created_through_subxt_reads_back_as_the_crate_decodes_it() {
     use nsn_lane1::task::{AccountId, Lane, Priority, TaskStatus, UNIT};
 
     let node = chopsticks().await;
-    let chain = SubxtChain::connect(&node.url).await.expect("connects");
+    let chain = SubxtChain::connect(&node.url, Backend::Legacy)
+        .await
+        .expect("connects");
     let alice = subxt_signer::sr25519::dev::alice();
     let cid = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
     let block = chain
@@ -64,7 +68,9 @@ async fn the_block_stream_replays_from_a_number_and_decodes_market_events() {
     use nsn_lane1::task::{AccountId, Lane, Priority, UNIT};
 
     let node = chopsticks().await;
-    let chain = SubxtChain::connect(&node.url).await.expect("connects");
+    let chain = SubxtChain::connect(&node.url, Backend::Legacy)
+        .await
+        .expect("connects");
     let alice = subxt_signer::sr25519::dev::alice();
     assert_eq!(chain.account_nonce(AccountId::ALICE).await.unwrap(), 0);
     let create = |model: &[u8]| MarketCall::CreateTaskIntent {
@@ -145,7 +151,9 @@ async fn a_task_runs_end_to_end_on_the_real_runtime() {
     use subxt_signer::sr25519::dev;
 
     let node = chopsticks().await;
-    let chain = SubxtChain::connect(&node.url).await.expect("connects");
+    let chain = SubxtChain::connect(&node.url, Backend::Legacy)
+        .await
+        .expect("connects");
     let sidecar = support::TestSidecar::start();
     let input = sidecar
         .sidecar
@@ -161,6 +169,7 @@ async fn a_task_runs_end_to_end_on_the_real_runtime() {
             sidecar: sidecar.client(),
             models: None,
             metrics: Default::default(),
+            checkpoint: None,
         },
     );
     tokio::time::timeout(Duration::from_secs(30), lane1.following())
@@ -231,7 +240,9 @@ async fn a_task_runs_end_to_end_on_the_real_runtime() {
 async fn dispatch_errors_come_back_by_variant_name() {
     use nsn_lane1::chain::{MarketCall, MarketError};
     let node = chopsticks().await;
-    let chain = SubxtChain::connect(&node.url).await.expect("connects");
+    let chain = SubxtChain::connect(&node.url, Backend::Legacy)
+        .await
+        .expect("connects");
     let err = chain
         .submit_signed(
             &subxt_signer::sr25519::dev::bob(),
@@ -250,7 +261,9 @@ async fn the_submitter_owns_the_nonce_and_pipelines_calls() {
     use tower::ServiceExt;
 
     let node = chopsticks().await;
-    let chain = SubxtChain::connect(&node.url).await.expect("connects");
+    let chain = SubxtChain::connect(&node.url, Backend::Legacy)
+        .await
+        .expect("connects");
     let submitter = chain.submitter(subxt_signer::sr25519::dev::alice());
     let calls = (0..5).map(|i| MarketCall::CreateTaskIntent {
         lane: Lane::Lane1,

@@ -343,6 +343,8 @@ pub struct Lane1Metrics {
     pub chain_calls: CounterVec,
     /// Chain events seen, by name.
     pub chain_events: CounterVec,
+    /// Times the listener lost the chain connection and retried.
+    pub chain_reconnects: CounterVec,
     /// Payments received for verified tasks, in the chain's smallest unit.
     pub payments: CounterVec,
 }
@@ -383,6 +385,11 @@ impl Lane1Metrics {
                 "lane1_chain_events_total",
                 "Task-market events seen in finalized blocks.",
                 &["event"],
+            ),
+            chain_reconnects: registry.counter(
+                "lane1_chain_reconnects_total",
+                "Times the chain connection was lost and retried.",
+                &[],
             ),
             payments: registry.counter(
                 "lane1_payments_total",

@@ -219,6 +219,7 @@ impl Harness {
                 sidecar: sidecar.client(),
                 models: None,
                 metrics: Default::default(),
+                checkpoint: None,
             },
         );
         let requester = chain.submitter(nsn_lane1::task::AccountId::ALICE);

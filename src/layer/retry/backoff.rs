@@ -35,6 +35,16 @@ impl Backoff {
         self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
+    /// Starts again from `base`.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// Delays handed out since the last reset.
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+
     /// The next delay.
     pub fn next_delay(&mut self) -> Duration {
         let step = self

@@ -1,12 +1,10 @@
-//! The real-chain backend over subxt — work in progress, behind the
-//! `real-chain` feature. What is here: a connection over the legacy RPC
-//! backend (which works against chopsticks; the default backend does not),
-//! the [`ChainPort`] (a gap-free finalized-block stream from any block number,
-//! with task-market events decoded by pallet name into the crate's types;
-//! storage reads at a block; the pool-aware next nonce), and signed
-//! submission with default parameters. Not yet: the nonce-owning pipelined
-//! submitter service, dispatch errors by variant name, reconnection, and a
-//! persisted last-processed block.
+//! The real-chain backend over subxt, behind the `real-chain` feature: a
+//! reconnecting connection with subxt's default backend (real nodes) or its
+//! legacy backend (chopsticks); the [`ChainPort`] — a gap-free
+//! finalized-block stream from any block number, with task-market events
+//! decoded by pallet and variant into the crate's types, storage reads at a
+//! block, the pool-aware next nonce — and [`SubxtSubmitter`], the pipelined
+//! submitter that owns an account's nonce.
 
 use parity_scale_codec::Decode;
 use subxt::backend::LegacyBackend;
@@ -18,9 +16,12 @@ use subxt::dynamic::Value;
 
 use crate::chain::{
     BlockHash, BlockRef, BlockStream, ChainError, ChainPort, DispatchError, EventRecord,
-    FinalizedBlock, Inclusion, InvalidTransaction, MarketCall, MarketEvent, PALLET, Phase,
-    SubmitError, TaskIntent,
+    FinalizedBlock, InvalidTransaction, MarketCall, MarketEvent, PALLET, Phase, SubmitError,
+    TaskIntent,
 };
+mod submitter;
+pub use submitter::SubxtSubmitter;
+
 use crate::task::TaskId;
 use crate::task::{AccountId, BlockNumber};
 
@@ -44,15 +45,53 @@ fn conn(e: impl std::fmt::Display) -> ChainError {
     ChainError::Connection(e.to_string())
 }
 
+/// Which subxt backend a connection drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// subxt's default backend (the new JSON-RPC interface, falling back to
+    /// the legacy methods where a node lacks it): for real nodes.
+    #[default]
+    Default,
+    /// The legacy RPC methods only: for chopsticks, which the default
+    /// backend cannot follow.
+    Legacy,
+}
+
+/// How long [`SubxtChain::connect`] tries to reach the node before it gives
+/// up; once connected, a lost connection is re-established without limit.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 impl SubxtChain {
-    /// Connects to `url` (`ws://` is allowed: local test nodes) over the
-    /// legacy RPC methods.
-    pub async fn connect(url: &str) -> Result<Self, ChainError> {
-        let rpc = RpcClient::from_insecure_url(url).await.map_err(conn)?;
-        let backend = LegacyBackend::<PolkadotConfig>::builder().build(rpc.clone());
-        let api = OnlineClient::from_backend(std::sync::Arc::new(backend))
+    /// Connects to `url` (`ws://` is allowed: local test nodes) with
+    /// `backend`. The connection reconnects by itself with exponential
+    /// backoff (100 ms doubling to 5 s); requests made while it is down fail
+    /// with [`ChainError::Connection`] and the block stream, which fetches by
+    /// number, resumes where it stopped.
+    pub async fn connect(url: &str, backend: Backend) -> Result<Self, ChainError> {
+        use subxt::rpcs::client::reconnecting_rpc_client::{ExponentialBackoff, RpcClient as Rc};
+        let build = Rc::builder()
+            .retry_policy(
+                ExponentialBackoff::from_millis(100).max_delay(std::time::Duration::from_secs(5)),
+            )
+            .build(url);
+        let client = tokio::time::timeout(CONNECT_TIMEOUT, build)
             .await
+            .map_err(|_| {
+                ChainError::Connection(format!("no answer from {url} within {CONNECT_TIMEOUT:?}"))
+            })?
             .map_err(conn)?;
+        let rpc = RpcClient::new(client);
+        let api = match backend {
+            Backend::Legacy => {
+                let legacy = LegacyBackend::<PolkadotConfig>::builder().build(rpc.clone());
+                OnlineClient::from_backend(std::sync::Arc::new(legacy))
+                    .await
+                    .map_err(conn)?
+            }
+            Backend::Default => OnlineClient::from_rpc_client(rpc.clone())
+                .await
+                .map_err(conn)?,
+        };
         Ok(SubxtChain {
             api,
             rpc,
@@ -113,6 +152,95 @@ impl SubxtChain {
         }))
     }
 
+    /// The extrinsics among `wanted` in finalized block `number`, each with
+    /// its index and its task-market events or dispatch error.
+    async fn inclusions(
+        &self,
+        number: u32,
+        wanted: &std::collections::HashSet<submitter::TxHash>,
+    ) -> Result<Vec<(submitter::TxHash, submitter::Found)>, ChainError> {
+        let at = match self.api.at_block(u64::from(number)).await {
+            Ok(at) => at,
+            Err(subxt::error::OnlineClientAtBlockError::BlockNotFound { .. }) => {
+                return Err(ChainError::Connection(format!(
+                    "finalized block #{number} is missing"
+                )));
+            }
+            Err(e) => return Err(conn(e)),
+        };
+        let extrinsics = at.extrinsics().fetch().await.map_err(conn)?;
+        let mut ours: Vec<(submitter::TxHash, u32)> = Vec::new();
+        for ext in extrinsics.iter().flatten() {
+            let hash = ext.hash().0;
+            if wanted.contains(&hash) {
+                ours.push((hash, u32::try_from(ext.index()).unwrap_or(u32::MAX)));
+            }
+        }
+        if ours.is_empty() {
+            return Ok(Vec::new());
+        }
+        let block = BlockRef {
+            number,
+            hash: BlockHash(at.block_hash().0),
+        };
+        let events = at.events().fetch().await.map_err(conn)?;
+        let mut results: Vec<Result<Vec<MarketEvent>, DispatchError>> =
+            ours.iter().map(|_| Ok(Vec::new())).collect();
+        for event in events.iter() {
+            let event = match event {
+                Ok(e) => e,
+                Err(e) => {
+                    self.count_failure(number, &e.to_string());
+                    continue;
+                }
+            };
+            let subxt::events::Phase::ApplyExtrinsic(i) = event.phase() else {
+                continue;
+            };
+            let Some(slot) = ours.iter().position(|(_, index)| *index == i) else {
+                continue;
+            };
+            if event.pallet_name() == "System" && event.event_name() == "ExtrinsicFailed" {
+                let error = match subxt::error::DispatchError::decode_from(
+                    event.field_bytes(),
+                    at.metadata(),
+                ) {
+                    Ok(e) => dispatch_error(&e),
+                    Err(e) => DispatchError::Other(format!("undecodable dispatch error: {e}")),
+                };
+                results[slot] = Err(error);
+            } else if event.pallet_name() == PALLET {
+                let mut bytes = vec![event.event_index()];
+                bytes.extend_from_slice(event.field_bytes());
+                match MarketEvent::decode(&mut &bytes[..]) {
+                    Ok(decoded) => {
+                        if let Ok(list) = &mut results[slot] {
+                            list.push(decoded);
+                        }
+                    }
+                    Err(e) => self.count_failure(
+                        number,
+                        &format!("{}::{}: {e}", event.pallet_name(), event.event_name()),
+                    ),
+                }
+            }
+        }
+        Ok(ours
+            .into_iter()
+            .zip(results)
+            .map(|((hash, index), result)| {
+                (
+                    hash,
+                    submitter::Found {
+                        block,
+                        index,
+                        result,
+                    },
+                )
+            })
+            .collect())
+    }
+
     fn count_failure(&self, block: u32, what: &str) {
         self.decode_failures
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -154,207 +282,19 @@ impl SubxtChain {
     }
 }
 
-impl SubxtChain {
-    /// Signs `call` with `signer`, submits it with default parameters (the
-    /// chain's next nonce, immortal) and waits until it is finalized and
-    /// dispatched. Returns its block. The nonce-owning pipelined submitter of
-    /// the chain port is still to be written.
-    pub async fn submit_signed(
-        &self,
-        signer: &subxt_signer::sr25519::Keypair,
-        call: &MarketCall,
-    ) -> Result<BlockHash, SubmitError> {
-        self.submit_signed_with(signer, call, None, || {})
-            .await
-            .map(|(hash, _)| hash)
-    }
-
-    /// As [`submit_signed`](Self::submit_signed), with an explicit nonce and
-    /// a mortal era of [`MORTALITY`] blocks when `nonce` is given; also
-    /// returns the extrinsic's index in its block. `accepted` runs as soon as
-    /// the pool has taken the transaction, before it is final.
-    pub async fn submit_signed_with(
-        &self,
-        signer: &subxt_signer::sr25519::Keypair,
-        call: &MarketCall,
-        nonce: Option<u64>,
-        accepted: impl FnOnce(),
-    ) -> Result<(BlockHash, u32), SubmitError> {
-        let name = call.name();
-        let payload = subxt::dynamic::tx(PALLET, name, call_fields(call));
-        let mut txs = self
-            .api
-            .tx()
-            .await
-            .map_err(|e| SubmitError::Connection(e.to_string()))?;
-        let submitted = match nonce {
-            Some(n) => {
-                let params = subxt::config::PolkadotExtrinsicParamsBuilder::<PolkadotConfig>::new()
-                    .nonce(n)
-                    .mortal(MORTALITY)
-                    .build();
-                txs.sign_and_submit_then_watch(&payload, signer, params)
-                    .await
-            }
-            None => {
-                txs.sign_and_submit_then_watch_default(&payload, signer)
-                    .await
-            }
-        };
-        let progress = submitted.map_err(|e| pool_rejection(name, nonce, &e.to_string()))?;
-        accepted();
-        let in_block = progress
-            .wait_for_finalized()
-            .await
-            .map_err(|e| SubmitError::Connection(e.to_string()))?;
-        let hash = BlockHash(in_block.block_hash().0);
-        match in_block.wait_for_success().await {
-            Ok(events) => Ok((
-                hash,
-                u32::try_from(events.extrinsic_index()).unwrap_or(u32::MAX),
-            )),
-            Err(subxt::error::TransactionEventsError::ExtrinsicFailed(e)) => {
-                let error = match &e {
-                    subxt::error::DispatchError::Module(m) => match m.details() {
-                        Ok(d) => DispatchError::Module {
-                            pallet: d.pallet.name().to_owned(),
-                            error: d.variant.name.clone(),
-                        },
-                        Err(_) => DispatchError::Other(e.to_string()),
-                    },
-                    subxt::error::DispatchError::BadOrigin => DispatchError::BadOrigin,
-                    other => DispatchError::Other(other.to_string()),
-                };
-                let number = self
-                    .api
-                    .at_block(H256(hash.0))
-                    .await
-                    .map(|at| u32::try_from(at.block_number()).unwrap_or(u32::MAX))
-                    .map_err(|e| SubmitError::Connection(e.to_string()))?;
-                Err(SubmitError::Dispatch {
-                    call: name,
-                    error,
-                    block: BlockRef { number, hash },
-                })
-            }
-            Err(e) => Err(SubmitError::Connection(format!("{name}: {e}"))),
-        }
-    }
-
-    /// A submitter that signs as `signer`.
-    pub fn submitter(&self, signer: subxt_signer::sr25519::Keypair) -> SubxtSubmitter {
-        SubxtSubmitter {
-            chain: self.clone(),
-            account: AccountId(signer.public_key().0),
-            signer: std::sync::Arc::new(signer),
-            nonce: Default::default(),
-        }
-    }
-}
-
-/// Submits task-market calls as one account: a `tower::Service<MarketCall>`
-/// like the dev chain's, and the one owner of the account's nonce. Nonces are
-/// assigned here (seeded from the pool-aware next index), so several calls
-/// can be in flight at once; each is mortal and watched to finality. When the
-/// pool refuses one, the nonce is re-read from the chain before the next.
-#[derive(Clone)]
-pub struct SubxtSubmitter {
-    chain: SubxtChain,
-    account: AccountId,
-    signer: std::sync::Arc<subxt_signer::sr25519::Keypair>,
-    nonce: std::sync::Arc<tokio::sync::Mutex<Option<u64>>>,
-}
-
-impl std::fmt::Debug for SubxtSubmitter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the key.
-        f.debug_struct("SubxtSubmitter")
-            .field("account", &self.account)
-            .finish()
-    }
-}
-
-impl tower::Service<MarketCall> for SubxtSubmitter {
-    type Response = Inclusion;
-    type Error = SubmitError;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Inclusion, SubmitError>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, call: MarketCall) -> Self::Future {
-        let chain = self.chain.clone();
-        let signer = self.signer.clone();
-        let nonce_state = self.nonce.clone();
-        let account = self.account;
-        Box::pin(async move {
-            // Transactions reach the pool in nonce order: the lock is held
-            // until the pool has taken this one, then released so that the
-            // next can be sent while this one waits for finality.
-            let mut next = nonce_state.clone().lock_owned().await;
-            let nonce = match *next {
-                Some(n) => n,
-                None => chain
-                    .account_nonce(account)
-                    .await
-                    .map_err(|e| SubmitError::Connection(e.to_string()))?,
-            };
-            *next = Some(nonce + 1);
-            let taken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let mark = taken.clone();
-            let mut guard = Some(next);
-            let result = chain
-                .submit_signed_with(&signer, &call, Some(nonce), || {
-                    mark.store(true, std::sync::atomic::Ordering::SeqCst);
-                    guard.take();
-                })
-                .await;
-            let (hash, index) = match result {
-                Ok(done) => done,
-                Err(e) => {
-                    if !taken.load(std::sync::atomic::Ordering::SeqCst) {
-                        // The pool did not take it: start again from the
-                        // chain's view of the next nonce.
-                        match guard.as_mut() {
-                            Some(g) => **g = None,
-                            None => *nonce_state.lock().await = None,
-                        }
-                    }
-                    return Err(e);
-                }
-            };
-            let at = chain
-                .api
-                .at_block(H256(hash.0))
-                .await
-                .map_err(|e| SubmitError::Connection(e.to_string()))?;
-            let number = u32::try_from(at.block_number()).unwrap_or(u32::MAX);
-            let block = chain
-                .block(number)
-                .await
-                .map_err(|e| SubmitError::Connection(e.to_string()))?;
-            // The call's own events, as the dev chain reports them.
-            let events = block
-                .map(|b| {
-                    b.events
-                        .into_iter()
-                        .filter(|r| r.phase == Phase::ApplyExtrinsic(index))
-                        .map(|r| r.event)
-                        .collect()
-                })
-                .unwrap_or_default();
-            Ok(Inclusion {
-                block: BlockRef { number, hash },
-                index,
-                nonce,
-                events,
-            })
-        })
+/// The crate's view of a runtime dispatch error: module errors by pallet
+/// and variant name.
+fn dispatch_error(e: &subxt::error::DispatchError) -> DispatchError {
+    match e {
+        subxt::error::DispatchError::Module(m) => match m.details() {
+            Ok(d) => DispatchError::Module {
+                pallet: d.pallet.name().to_owned(),
+                error: d.variant.name.clone(),
+            },
+            Err(_) => DispatchError::Other(e.to_string()),
+        },
+        subxt::error::DispatchError::BadOrigin => DispatchError::BadOrigin,
+        other => DispatchError::Other(other.to_string()),
     }
 }
 

@@ -1,0 +1,126 @@
+//! The last finalized block whose events the executor has handled, kept in
+//! a file so that a restarted node backfills from the block after it and no
+//! event is lost while the process was down.
+//!
+//! The file holds the block number as decimal text and a newline. It is
+//! replaced atomically (written beside, then renamed), so a crash leaves
+//! either the old or the new number, never a torn one.
+
+use std::path::{Path, PathBuf};
+
+use crate::task::BlockNumber;
+
+/// Why the checkpoint could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// The file could not be read or written.
+    #[error("checkpoint {path}: {source}")]
+    Io {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file does not hold a block number.
+    #[error("checkpoint {path} does not hold a block number: {content:?}")]
+    Corrupt {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What it holds (at most 64 characters of it).
+        content: String,
+    },
+}
+
+/// A checkpoint file.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    path: PathBuf,
+    temp: PathBuf,
+}
+
+impl Checkpoint {
+    /// A checkpoint kept in `path` (created on the first save).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let mut temp = path.clone().into_os_string();
+        temp.push(".tmp");
+        Checkpoint {
+            path,
+            temp: temp.into(),
+        }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved block, or `None` if nothing was saved yet.
+    pub fn load(&self) -> Result<Option<BlockNumber>, CheckpointError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(CheckpointError::Io {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        text.trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| CheckpointError::Corrupt {
+                path: self.path.clone(),
+                content: text.chars().take(64).collect(),
+            })
+    }
+
+    /// Records `block` as handled.
+    pub fn save(&self, block: BlockNumber) -> Result<(), CheckpointError> {
+        let io = |source| CheckpointError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        std::fs::write(&self.temp, format!("{block}\n")).map_err(io)?;
+        std::fs::rename(&self.temp, &self.path).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "nsn-lane1-checkpoint-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn a_saved_block_loads_back_and_a_missing_file_is_none() {
+        let dir = temp_dir("roundtrip");
+        let cp = Checkpoint::new(dir.join("last-block"));
+        assert_eq!(cp.load().expect("load"), None);
+        cp.save(41).expect("save");
+        cp.save(42).expect("save");
+        assert_eq!(cp.load().expect("load"), Some(42));
+        assert!(!dir.join("last-block.tmp").exists());
+    }
+
+    #[test]
+    fn a_corrupt_file_is_a_typed_error_not_block_zero() {
+        let dir = temp_dir("corrupt");
+        let path = dir.join("last-block");
+        std::fs::write(&path, "forty-two").expect("write");
+        match Checkpoint::new(&path).load() {
+            Err(CheckpointError::Corrupt { content, .. }) => assert_eq!(content, "forty-two"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+}
