@@ -328,8 +328,16 @@ mod chopsticks_support {
         })
         .await
         .expect("chopsticks listens within 60 s");
-        // Keep draining its output so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Keep draining its output so it never blocks on a full pipe; with
+        // NSN_CHOPSTICKS_LOG set, pass it on (for debugging a chain test).
+        let echo = std::env::var_os("NSN_CHOPSTICKS_LOG").is_some();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if echo {
+                    eprintln!("chopsticks: {line}");
+                }
+            }
+        });
         Chopsticks {
             url: format!("ws://127.0.0.1:{port}"),
             _child: child,

@@ -30,6 +30,7 @@ use crate::task::{AccountId, BlockNumber};
 pub struct SubxtChain {
     api: OnlineClient<PolkadotConfig>,
     rpc: RpcClient,
+    url: std::sync::Arc<str>,
     decode_failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -95,6 +96,7 @@ impl SubxtChain {
         Ok(SubxtChain {
             api,
             rpc,
+            url: url.into(),
             decode_failures: Default::default(),
         })
     }
@@ -256,6 +258,22 @@ impl SubxtChain {
                 reason: e.to_string(),
             })?,
             hash: BlockHash(at.block_hash().0),
+        })
+    }
+
+    /// The number of the node's best block (which may not be final yet).
+    pub async fn best_number(&self) -> Result<u32, ChainError> {
+        let methods = subxt::rpcs::methods::LegacyRpcMethods::<
+            subxt::config::RpcConfigFor<PolkadotConfig>,
+        >::new(self.rpc.clone());
+        let header = methods
+            .chain_get_header(None)
+            .await
+            .map_err(conn)?
+            .ok_or_else(|| ChainError::Connection("the node has no best block".into()))?;
+        u32::try_from(header.number).map_err(|e| ChainError::Decode {
+            what: "block number".into(),
+            reason: e.to_string(),
         })
     }
 

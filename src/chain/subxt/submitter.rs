@@ -57,12 +57,30 @@ struct Waiter {
     dies_at: u32,
     bytes: Arc<[u8]>,
     since: Instant,
+    /// When the pool was first seen without it, and the best block then.
+    absent: Option<(Instant, u32)>,
+    nonce: u64,
     done: oneshot::Sender<Fate>,
 }
 
 /// How often the pool is asked about transactions that have waited a while
 /// without a new block (a pool that dropped one builds no block for it).
-const POOL_CHECK: Duration = Duration::from_secs(5);
+const POOL_CHECK: Duration = Duration::from_secs(1);
+
+/// How long a transaction must have been missing from the pool (with a
+/// block built meanwhile) before it is taken for dropped and sent again.
+const DROPPED_AFTER: Duration = Duration::from_secs(2);
+
+/// How long a chain that builds no block is taken to be idle rather than
+/// building one (far longer than any block takes to build).
+const IDLE_AFTER: Duration = Duration::from_secs(6);
+
+/// How long a block read for signing serves as the era's birth block.
+/// Well under the era ([`MORTALITY`] blocks), so every transaction has
+/// nearly its whole era to get in.
+const BIRTH_REFRESH: Duration = Duration::from_secs(2);
+
+type AtBlock = subxt::client::OnlineClientAtBlock<PolkadotConfig>;
 
 /// How often a call re-signs a transaction that left the pool with its
 /// nonce still free before giving up with [`SubmitError::Dropped`].
@@ -107,7 +125,8 @@ impl Tracker {
         self.lock().keys().copied().collect()
     }
 
-    /// Resolves as gone every waiter whose era ended by block `n`.
+    /// Resolves as gone every waiter whose era ended by block `n`: no block
+    /// after it can include it, so its fate is certain.
     fn expire(&self, n: u32) {
         let dead: Vec<TxHash> = self
             .lock()
@@ -120,7 +139,7 @@ impl Tracker {
         }
     }
 
-    /// Waiters older than [`POOL_CHECK`], with their bytes.
+    /// Waiters last checked [`POOL_CHECK`] or longer ago, with their bytes.
     fn stale(&self) -> Vec<(TxHash, Arc<[u8]>)> {
         self.lock()
             .iter()
@@ -130,10 +149,16 @@ impl Tracker {
     }
 
     /// Reads finalized blocks as long as someone waits, resolving waiters.
-    async fn run(self: Arc<Self>, chain: SubxtChain, stop: CancellationToken) {
+    async fn run(
+        self: Arc<Self>,
+        chain: SubxtChain,
+        outbox: OutboxSender,
+        stop: CancellationToken,
+    ) {
         let mut next: Option<u32> = None;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut heads: Option<subxt::client::Blocks<PolkadotConfig>> = None;
+        let mut last_check = Instant::now();
         loop {
             if self.lock().is_empty() {
                 next = None;
@@ -147,7 +172,7 @@ impl Tracker {
                 let mut n = match (next, self.first_after()) {
                     (Some(n), _) => n,
                     (None, Some(after)) => after + 1,
-                    (None, None) => return Ok(head),
+                    (None, None) => return Ok(()),
                 };
                 while n <= head && !self.lock().is_empty() {
                     let wanted = self.hashes();
@@ -158,17 +183,14 @@ impl Tracker {
                     n += 1;
                     next = Some(n);
                 }
-                Ok::<u32, crate::chain::ChainError>(head)
+                Ok::<(), crate::chain::ChainError>(())
             };
-            let head = tokio::select! {
+            let stepped = tokio::select! {
                 () = stop.cancelled() => return,
                 r = step => r,
             };
-            let head = match head {
-                Ok(h) => {
-                    backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-                    h
-                }
+            match stepped {
+                Ok(()) => backoff.reset(),
                 Err(e) => {
                     tracing::warn!(error = %e, "submission tracker cannot read the chain; retrying");
                     heads = None;
@@ -177,7 +199,7 @@ impl Tracker {
                         () = tokio::time::sleep(backoff.next_delay()) => continue,
                     }
                 }
-            };
+            }
             if self.lock().is_empty() {
                 continue;
             }
@@ -208,20 +230,35 @@ impl Tracker {
                     }
                     None => heads = None,
                 },
-                () = tokio::time::sleep(POOL_CHECK) => {
-                    if let Err(e) = self.check_pool(&chain, head).await {
-                        tracing::warn!(error = %e, "cannot read the transaction pool");
-                    }
+                () = tokio::time::sleep(POOL_CHECK) => {}
+            }
+            if last_check.elapsed() >= POOL_CHECK {
+                last_check = Instant::now();
+                let scanned = next.map(|n| n.saturating_sub(1));
+                if let Err(e) = self.check_pool(&chain, &outbox, scanned).await {
+                    tracing::warn!(error = %e, "cannot read the transaction pool");
                 }
             }
         }
     }
 
-    /// Marks gone the long-waiting transactions that are in no block up to
-    /// `scanned` and no longer in the pool. Only decides when the chain has
-    /// not moved since `scanned` (otherwise a transaction that just left the
-    /// pool for a new block would be taken for lost).
-    async fn check_pool(&self, chain: &SubxtChain, scanned: u32) -> Result<(), String> {
+    /// Asks the pool about long-waiting transactions and sends again,
+    /// byte for byte, each one that has been dropped. A transaction is taken
+    /// for dropped only when it has been missing from the pool for
+    /// [`DROPPED_AFTER`], no finalized block up to the best block of now
+    /// holds it (`scanned` is the last block read), and a block has been
+    /// built since it was first missed — so it cannot be in a block being
+    /// built either (or none has come for [`IDLE_AFTER`]). (Sending a copy of a transaction that is in fact being
+    /// included would leave the copy in some pools for good.) The same bytes
+    /// have the same hash, so there is never a second transaction to confuse
+    /// with the first. Chopsticks, for one, drops a transaction it cannot
+    /// apply yet, such as a nonce that arrived before its predecessor.
+    async fn check_pool(
+        &self,
+        chain: &SubxtChain,
+        outbox: &OutboxSender,
+        scanned: Option<u32>,
+    ) -> Result<(), String> {
         let stale = self.stale();
         if stale.is_empty() {
             return Ok(());
@@ -231,18 +268,124 @@ impl Tracker {
             .request("author_pendingExtrinsics", subxt::rpcs::rpc_params![])
             .await
             .map_err(|e| e.to_string())?;
-        let head = chain.finalized_head().await.map_err(|e| e.to_string())?;
-        if head.number != scanned {
-            return Ok(());
-        }
+        let best = chain.best_number().await.map_err(|e| e.to_string())?;
         let in_pool: HashSet<&[u8]> = pool.iter().map(|b| &b.0[..]).collect();
-        for (hash, bytes) in stale {
-            if !in_pool.contains(&bytes[..]) {
-                tracing::warn!(tx = %hex(&hash), "transaction left the pool without being included");
-                self.resolve(&hash, Fate::Gone);
+        let mut dropped = Vec::new();
+        {
+            let mut pending = self.lock();
+            for (hash, bytes) in stale {
+                let Some(w) = pending.get_mut(&hash) else {
+                    continue;
+                };
+                w.since = Instant::now();
+                if in_pool.contains(&bytes[..]) {
+                    w.absent = None;
+                    continue;
+                }
+                let Some((first, best_then)) = w.absent else {
+                    w.absent = Some((Instant::now(), best));
+                    continue;
+                };
+                // No block in `IDLE_AFTER`: no block is being built either.
+                let built_since = best > best_then || first.elapsed() >= IDLE_AFTER;
+                if first.elapsed() >= DROPPED_AFTER
+                    && built_since
+                    && scanned.is_some_and(|s| s >= best)
+                {
+                    w.absent = None;
+                    dropped.push((w.nonce, hash, bytes));
+                }
             }
         }
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        // Sent again one at a time in nonce order, each after the pool has
+        // answered for the one before, so that they cannot overtake each
+        // other on the way in.
+        dropped.sort_by_key(|(nonce, _, _)| *nonce);
+        let outbox = outbox.clone();
+        tokio::spawn(async move {
+            for (nonce, hash, bytes) in dropped {
+                tracing::debug!(tx = %hex(&hash), nonce, "transaction dropped from the pool; sending it again");
+                let (verdict, answer) = oneshot::channel();
+                if outbox.send((bytes, verdict)).is_err() {
+                    return;
+                }
+                if let Ok(Err(e)) = answer.await {
+                    tracing::debug!(nonce, error = %e, "the pool refused the copy");
+                }
+            }
+        });
         Ok(())
+    }
+}
+
+type OutboxSender = tokio::sync::mpsc::UnboundedSender<(Arc<[u8]>, Verdict)>;
+
+/// Verdicts of the pool, one per transaction sent.
+type Verdict = oneshot::Sender<Result<(), subxt::rpcs::Error>>;
+
+/// Hands signed transactions to the pool over a connection of its own,
+/// without waiting for one answer before sending the next, yet in the order
+/// they were queued (nonce order): each request is created and first polled
+/// in queue order, and a connection writes requests in the order they are
+/// first polled. (The chain client's reconnecting connection dispatches
+/// each request on a task of its own, which does not keep that order.) A
+/// pool that validates transactions as they arrive and builds blocks in
+/// arrival order, as chopsticks does, then never sees a nonce gap.
+async fn outbox(
+    url: Arc<str>,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<(Arc<[u8]>, Verdict)>,
+) {
+    use futures::StreamExt;
+    use futures::stream::FuturesUnordered;
+    type Methods =
+        subxt::rpcs::methods::LegacyRpcMethods<subxt::config::RpcConfigFor<PolkadotConfig>>;
+    let mut client: Option<subxt::rpcs::RpcClient> = None;
+    let mut in_flight = FuturesUnordered::new();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            biased;
+            item = queue.recv() => {
+                let Some((bytes, verdict)) = item else { break };
+                if client.is_none() {
+                    match subxt::rpcs::RpcClient::from_insecure_url(&*url).await {
+                        Ok(c) => {
+                            backoff.reset();
+                            client = Some(c);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot open the submission connection");
+                            let _ = verdict.send(Err(e));
+                            tokio::time::sleep(backoff.next_delay()).await;
+                            continue;
+                        }
+                    }
+                }
+                if let Some(c) = &client {
+                    let methods = Methods::new(c.clone());
+                    in_flight.push(async move {
+                        let result = methods.author_submit_extrinsic(&bytes).await.map(|_| ());
+                        (result, verdict)
+                    });
+                }
+            }
+            Some((result, verdict)) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Err(e) = &result
+                    && !matches!(e, subxt::rpcs::Error::User(_))
+                {
+                    // The connection failed: open a new one for the next send.
+                    client = None;
+                }
+                let _ = verdict.send(result);
+            }
+        }
+    }
+    // Answer what is still in flight before the connection goes.
+    while let Some((result, verdict)) = in_flight.next().await {
+        let _ = verdict.send(result);
     }
 }
 
@@ -268,7 +411,8 @@ struct Inner {
     signer: subxt_signer::sr25519::Keypair,
     nonce: Arc<tokio::sync::Mutex<Option<u64>>>,
     tracker: Arc<Tracker>,
-    started: std::sync::OnceLock<()>,
+    birth: tokio::sync::Mutex<Option<(Instant, AtBlock)>>,
+    outbox: std::sync::OnceLock<OutboxSender>,
     stop: CancellationToken,
     _guard: DropGuard,
 }
@@ -282,8 +426,15 @@ impl std::fmt::Debug for SubxtSubmitter {
     }
 }
 
+/// The pool's answer to one send.
+struct PoolAnswer {
+    hash: TxHash,
+    answer: oneshot::Receiver<Result<(), subxt::rpcs::Error>>,
+}
+
 /// A signed transaction ready for the pool.
 struct Signed {
+    nonce: u64,
     hash: TxHash,
     bytes: Arc<[u8]>,
     after: u32,
@@ -300,7 +451,8 @@ impl SubxtSubmitter {
                 signer,
                 nonce: Default::default(),
                 tracker: Default::default(),
-                started: std::sync::OnceLock::new(),
+                birth: tokio::sync::Mutex::new(None),
+                outbox: std::sync::OnceLock::new(),
                 _guard: stop.clone().drop_guard(),
                 stop,
             }),
@@ -316,38 +468,62 @@ impl SubxtSubmitter {
     pub fn in_flight(&self) -> usize {
         self.inner.tracker.lock().len()
     }
-
-    fn start_tracker(&self) {
-        self.inner.started.get_or_init(|| {
-            let tracker = self.inner.tracker.clone();
-            let chain = self.inner.chain.clone();
-            let stop = self.inner.stop.clone();
-            tokio::spawn(tracker.run(chain, stop));
-        });
-    }
 }
 
 impl Inner {
-    async fn sign(&self, call: &MarketCall, nonce: u64) -> Result<Signed, SubmitError> {
-        let connection = |e: &dyn std::fmt::Display| SubmitError::Connection(e.to_string());
+    /// The outbox, started with the tracker on first use (both run on the
+    /// caller's runtime until the last clone of the submitter is dropped).
+    fn outbox(&self) -> &OutboxSender {
+        self.outbox.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(outbox(self.chain.url.clone(), rx));
+            tokio::spawn(self.tracker.clone().run(
+                self.chain.clone(),
+                tx.clone(),
+                self.stop.clone(),
+            ));
+            tx
+        })
+    }
+
+    /// The finalized block transactions are signed against (their era's
+    /// birth), re-read when older than [`BIRTH_REFRESH`]: reading it costs
+    /// several round trips, too many to pay for every transaction.
+    async fn birth(&self) -> Result<AtBlock, SubmitError> {
+        let mut cached = self.birth.lock().await;
+        if let Some((read, at)) = cached.as_ref()
+            && read.elapsed() < BIRTH_REFRESH
+        {
+            return Ok(at.clone());
+        }
         let at = self
             .chain
             .api
             .at_current_block()
             .await
-            .map_err(|e| connection(&e))?;
+            .map_err(|e| SubmitError::Connection(e.to_string()))?;
+        *cached = Some((Instant::now(), at.clone()));
+        Ok(at)
+    }
+
+    async fn sign(&self, call: &MarketCall, nonce: u64) -> Result<Signed, SubmitError> {
+        let connection = |e: &dyn std::fmt::Display| SubmitError::Connection(e.to_string());
+        let at = self.birth().await?;
         let after = u32::try_from(at.block_number()).map_err(|e| connection(&e))?;
         let payload = subxt::dynamic::tx(PALLET, call.name(), call_fields(call));
         let params = subxt::config::PolkadotExtrinsicParamsBuilder::<PolkadotConfig>::new()
             .nonce(nonce)
-            .mortal(MORTALITY)
+            .mortal_from_unchecked(MORTALITY, at.block_number(), at.block_hash())
             .build();
+        // Offline: the nonce and the birth block are known, so signing
+        // needs no round trip.
         let tx = at
             .tx()
-            .create_signed(&payload, &self.signer, params)
-            .await
+            .create_signable_offline(&payload, params)
+            .and_then(|mut signable| signable.sign(&self.signer))
             .map_err(|e| connection(&e))?;
         Ok(Signed {
+            nonce,
             hash: tx.hash().0,
             bytes: tx.encoded().into(),
             after,
@@ -355,13 +531,10 @@ impl Inner {
         })
     }
 
-    /// Registers `signed` with the tracker and hands it to the pool.
-    async fn send(
-        &self,
-        call: &MarketCall,
-        nonce: u64,
-        signed: &Signed,
-    ) -> Result<oneshot::Receiver<Fate>, SubmitError> {
+    /// Registers `signed` with the tracker and queues it for the pool (in
+    /// call order: called under the nonce lock); the receiver answers with
+    /// the pool's verdict.
+    fn send(&self, signed: &Signed) -> (oneshot::Receiver<Fate>, PoolAnswer) {
         let (done, fate) = oneshot::channel();
         // Watched before it is sent, so that no block can hold it unseen.
         self.tracker.watch(
@@ -371,23 +544,59 @@ impl Inner {
                 dies_at: signed.dies_at,
                 bytes: signed.bytes.clone(),
                 since: Instant::now(),
+                absent: None,
+                nonce: signed.nonce,
                 done,
             },
         );
-        let methods = subxt::rpcs::methods::LegacyRpcMethods::<
-            subxt::config::RpcConfigFor<PolkadotConfig>,
-        >::new(self.chain.rpc.clone());
-        if let Err(e) = methods.author_submit_extrinsic(&signed.bytes).await {
-            self.tracker.forget(&signed.hash);
-            return Err(pool_rejection(call.name(), Some(nonce), &e.to_string()));
-        }
-        Ok(fate)
+        let outbox = self.outbox();
+        let (verdict, answer) = oneshot::channel();
+        // If the outbox is gone the answer reports it (its sender is dropped).
+        let _ = outbox.send((signed.bytes.clone(), verdict));
+        (
+            fate,
+            PoolAnswer {
+                hash: signed.hash,
+                answer,
+            },
+        )
+    }
+
+    /// Waits for the pool's verdict on a send. On a refusal the transaction
+    /// is no longer watched and the nonce is re-read from the chain before
+    /// the next call (a gap it left is then filled by that call, and the
+    /// transactions queued behind it proceed).
+    async fn verdict(
+        &self,
+        call: &'static str,
+        nonce: u64,
+        sent: PoolAnswer,
+    ) -> Result<(), SubmitError> {
+        let result = match sent.answer.await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e @ subxt::rpcs::Error::User(_))) => {
+                pool_rejection(call, Some(nonce), &e.to_string())
+            }
+            Ok(Err(e)) => {
+                // The connection failed: the pool may or may not have it.
+                // It stays watched; the tracker sends it again if the pool
+                // turns out not to hold it.
+                tracing::warn!(call, nonce, error = %e, "no answer from the pool; watching");
+                return Ok(());
+            }
+            Err(_) => SubmitError::Closed,
+        };
+        self.tracker.forget(&sent.hash);
+        *self.nonce.lock().await = None;
+        Err(result)
     }
 
     async fn submit(&self, call: MarketCall) -> Result<Inclusion, SubmitError> {
         let name = call.name();
-        // Transactions reach the pool in nonce order: the lock is held until
-        // the pool has answered for this one.
+        // Nonces are assigned, signed and sent in order under the lock; the
+        // lock is released as soon as the request is on its way, so several
+        // transactions are in the pool at once. A node's pool orders them by
+        // nonce whatever order they arrive in.
         let mut next = self.nonce.lock().await;
         let nonce = match *next {
             Some(n) => n,
@@ -397,24 +606,17 @@ impl Inner {
                 .await
                 .map_err(|e| SubmitError::Connection(e.to_string()))?,
         };
-        let sent = async {
-            let signed = self.sign(&call, nonce).await?;
-            let fate = self.send(&call, nonce, &signed).await?;
-            Ok::<_, SubmitError>((signed, fate))
-        }
-        .await;
-        let mut fate = match sent {
-            Ok(s) => {
-                *next = Some(nonce + 1);
-                drop(next);
-                s.1
-            }
+        let signed = match self.sign(&call, nonce).await {
+            Ok(s) => s,
             Err(e) => {
-                // Start again from the chain's view of the next nonce.
                 *next = None;
                 return Err(e);
             }
         };
+        *next = Some(nonce + 1);
+        let (mut fate, sent) = self.send(&signed);
+        drop(next);
+        self.verdict(name, nonce, sent).await?;
         let mut resubmits = 0;
         loop {
             let outcome = fate.await.map_err(|_| SubmitError::Closed)?;
@@ -441,7 +643,7 @@ impl Inner {
                         .await
                         .map_err(|e| SubmitError::Connection(e.to_string()))?;
                     if chain_next > nonce {
-                        // Someone else's transaction took this nonce.
+                        // Another transaction took this nonce.
                         *self.nonce.lock().await = None;
                         return Err(SubmitError::Invalid {
                             call: name,
@@ -462,20 +664,16 @@ impl Inner {
                         attempt = resubmits,
                         "re-signing a transaction that left the pool"
                     );
-                    let resent = async {
-                        let signed = self.sign(&call, nonce).await?;
-                        self.send(&call, nonce, &signed).await
-                    }
-                    .await;
-                    fate = match resent {
-                        Ok(f) => f,
+                    let signed = match self.sign(&call, nonce).await {
+                        Ok(s) => s,
                         Err(e) => {
-                            // The nonce may now be taken or still free: ask
-                            // the chain again before the next call.
                             *self.nonce.lock().await = None;
                             return Err(e);
                         }
                     };
+                    let (again, sent) = self.send(&signed);
+                    self.verdict(name, nonce, sent).await?;
+                    fate = again;
                 }
             }
         }
@@ -497,10 +695,7 @@ impl tower::Service<MarketCall> for SubxtSubmitter {
 
     fn call(&mut self, call: MarketCall) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move {
-            this.start_tracker();
-            this.inner.submit(call).await
-        })
+        Box::pin(async move { this.inner.submit(call).await })
     }
 }
 
