@@ -295,3 +295,201 @@ async fn the_submitter_owns_the_nonce_and_pipelines_calls() {
         );
     }
 }
+
+/// Waits (at most `secs`) until every task in `ids` has had an event that
+/// `pick` recognises, reading finalized blocks from `from`.
+async fn wait_for_events(
+    chain: &SubxtChain,
+    from: u32,
+    ids: &[TaskId],
+    secs: u64,
+    pick: impl Fn(&nsn_lane1::chain::MarketEvent) -> Option<TaskId>,
+) -> u32 {
+    use futures::StreamExt;
+    use nsn_lane1::chain::ChainPort;
+    let mut waiting: std::collections::HashSet<TaskId> = ids.iter().copied().collect();
+    let mut blocks = chain.finalized_blocks(Some(from));
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        while let Some(block) = blocks.next().await {
+            let block = block.expect("block");
+            for r in &block.events {
+                if let Some(id) = pick(&r.event) {
+                    waiting.remove(&id);
+                }
+            }
+            if waiting.is_empty() {
+                return block.number;
+            }
+        }
+        panic!("block stream ended");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("events for {waiting:?} did not come within {secs} s"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_n_tasks_to_verified_on_the_real_runtime() {
+    use nsn_lane1::chain::{MarketCall, MarketEvent};
+    use nsn_lane1::task::{Lane, Priority, TaskStatus, UNIT};
+    use subxt_signer::sr25519::dev;
+    use tower::ServiceExt;
+
+    const N: usize = 6;
+    let node = chopsticks().await;
+    let chain = SubxtChain::connect(&node.url, Backend::Legacy)
+        .await
+        .expect("connects");
+    let sidecar = support::TestSidecar::start();
+    let dir = std::env::temp_dir().join(format!("nsn-lane1-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("bob.key");
+    std::fs::write(&key, "//Bob\n").unwrap();
+    let state = dir.join("last-block");
+    let _ = std::fs::remove_file(&state);
+
+    let mut run = tokio::process::Command::new(env!("CARGO_BIN_EXE_nsn-lane1"))
+        .args(["run", "--chain", &node.url, "--chain-backend", "legacy"])
+        .args(["--sidecar", &sidecar.endpoint()])
+        .arg("--key-file")
+        .arg(&key)
+        .arg("--state-file")
+        .arg(&state)
+        .env("NSN_LANE1_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+
+    // The requester posts N tasks at once and has them assigned (to Bob,
+    // the runtime's only executor).
+    let start = chain.finalized_head().await.unwrap().number;
+    let alice = chain.submitter(dev::alice());
+    let mut ids = Vec::new();
+    let mut creates = Vec::new();
+    for i in 0..N {
+        let input = sidecar
+            .sidecar
+            .store()
+            .put(format!("task {i}").into_bytes())
+            .unwrap();
+        creates.push(alice.clone().oneshot(MarketCall::CreateTaskIntent {
+            lane: Lane::Lane1,
+            priority: Priority::Normal,
+            model_requirements: b"sha256".to_vec(),
+            input_cid: input.as_bytes().to_vec(),
+            compute_budget: 1,
+            deadline_blocks: 1_000,
+            escrow_amount: UNIT,
+        }));
+    }
+    for inc in futures::future::join_all(creates).await {
+        ids.push(support::created_id(&inc.expect("created")));
+    }
+    let accepts = ids
+        .iter()
+        .map(|id| alice.clone().oneshot(MarketCall::AcceptAssignment { task_id: *id }));
+    for r in futures::future::join_all(accepts).await {
+        r.expect("assigned");
+    }
+
+    // The node (a separate process) runs and submits every one.
+    wait_for_events(&chain, start, &ids, 120, |e| match e {
+        MarketEvent::TaskSubmitted { task_id, .. } => Some(*task_id),
+        _ => None,
+    })
+    .await;
+
+    // The validators attest; every task ends verified.
+    let mut attests = Vec::new();
+    for v in [dev::dave(), dev::eve()] {
+        let s = chain.submitter(v);
+        for id in &ids {
+            attests.push(s.clone().oneshot(MarketCall::SubmitAttestation {
+                task_id: *id,
+                score: 90,
+                attestation_cid: None,
+            }));
+        }
+    }
+    for r in futures::future::join_all(attests).await {
+        r.expect("attested");
+    }
+    let verified_at = wait_for_events(&chain, start, &ids, 60, |e| match e {
+        MarketEvent::TaskVerified { task_id, .. } => Some(*task_id),
+        _ => None,
+    })
+    .await;
+    let head = chain.finalized_head().await.unwrap();
+    for id in &ids {
+        let task = chain.task(head.hash, *id).await.unwrap().unwrap();
+        assert_eq!(task.status, TaskStatus::Verified, "{id}");
+    }
+    assert_eq!(
+        run.try_wait().expect("status"),
+        None,
+        "the node keeps running"
+    );
+
+    // The node records the blocks it has handled, up to the verifications.
+    let recorded = within_secs(30, async {
+        loop {
+            if let Some(n) = std::fs::read_to_string(&state)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+                .filter(|n| *n >= verified_at)
+            {
+                return n;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(recorded >= verified_at);
+    run.kill().await.expect("stops");
+}
+
+async fn within_secs<F: std::future::Future>(secs: u64, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .expect("in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_batch_mode_many_calls_from_one_account_share_blocks_and_all_land() {
+    use nsn_lane1::chain::{ChainPort, MarketCall};
+    use nsn_lane1::task::{AccountId, Lane, Priority, UNIT};
+    use tower::ServiceExt;
+
+    const CALLS: u64 = 16;
+    let node = support::chopsticks_in("Batch").await;
+    let chain = SubxtChain::connect(&node.url, Backend::Legacy)
+        .await
+        .expect("connects");
+    let before = chain.finalized_head().await.unwrap().number;
+    let submitter = chain.submitter(subxt_signer::sr25519::dev::alice());
+    let calls = (0..CALLS).map(|i| {
+        submitter.clone().oneshot(MarketCall::CreateTaskIntent {
+            lane: Lane::Lane1,
+            priority: Priority::Normal,
+            model_requirements: b"noop".to_vec(),
+            input_cid: support::INPUT_CID.as_bytes().to_vec(),
+            compute_budget: i,
+            deadline_blocks: 50,
+            escrow_amount: UNIT,
+        })
+    });
+    let results = within_secs(120, futures::future::join_all(calls)).await;
+    let mut nonces: Vec<u64> = results
+        .into_iter()
+        .map(|r| r.expect("every call lands").nonce)
+        .collect();
+    nonces.sort();
+    assert_eq!(nonces, (0..CALLS).collect::<Vec<_>>(), "each nonce used once");
+    assert_eq!(chain.account_nonce(AccountId::ALICE).await.unwrap(), CALLS);
+    let blocks = chain.finalized_head().await.unwrap().number - before;
+    assert!(
+        u64::from(blocks) < CALLS / 2,
+        "{CALLS} calls took {blocks} blocks"
+    );
+    assert_eq!(submitter.in_flight(), 0);
+}
