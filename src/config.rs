@@ -362,6 +362,35 @@ mod tests {
     }
 
     #[test]
+    fn chain_backend_and_state_file_come_from_file_or_env() {
+        let c = Config::default();
+        assert_eq!(
+            c.chain.backend,
+            ChainBackend::Default,
+            "real nodes by default"
+        );
+        assert_eq!(c.chain.state_file, None);
+        let mut c = Config::from_toml(
+            "[chain]\nbackend = \"legacy\"\nstate_file = \"lane1.block\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.chain.backend, ChainBackend::Legacy);
+        assert_eq!(c.chain.state_file, Some(PathBuf::from("lane1.block")));
+        c.apply_env(|k| (k == "NSN_LANE1_CHAIN_BACKEND").then(|| "default".to_owned()))
+            .unwrap();
+        assert_eq!(c.chain.backend, ChainBackend::Default);
+        let err = c
+            .apply_env(|k| (k == "NSN_LANE1_CHAIN_BACKEND").then(|| "light".to_owned()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown chain backend \"light\""),
+            "{err}"
+        );
+        assert!(Config::from_toml("[chain]\nbackend = \"light\"\n", Path::new("d.toml")).is_err());
+    }
+
+    #[test]
     fn bad_values_say_what_is_wrong() {
         let err = Config::from_toml("[executor]\nmax_concurent = 4\n", Path::new("bad.toml"))
             .unwrap_err();

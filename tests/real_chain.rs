@@ -385,9 +385,11 @@ async fn the_binary_runs_n_tasks_to_verified_on_the_real_runtime() {
     for inc in futures::future::join_all(creates).await {
         ids.push(support::created_id(&inc.expect("created")));
     }
-    let accepts = ids
-        .iter()
-        .map(|id| alice.clone().oneshot(MarketCall::AcceptAssignment { task_id: *id }));
+    let accepts = ids.iter().map(|id| {
+        alice
+            .clone()
+            .oneshot(MarketCall::AcceptAssignment { task_id: *id })
+    });
     for r in futures::future::join_all(accepts).await {
         r.expect("assigned");
     }
@@ -484,7 +486,11 @@ async fn in_batch_mode_many_calls_from_one_account_share_blocks_and_all_land() {
         .map(|r| r.expect("every call lands").nonce)
         .collect();
     nonces.sort();
-    assert_eq!(nonces, (0..CALLS).collect::<Vec<_>>(), "each nonce used once");
+    assert_eq!(
+        nonces,
+        (0..CALLS).collect::<Vec<_>>(),
+        "each nonce used once"
+    );
     assert_eq!(chain.account_nonce(AccountId::ALICE).await.unwrap(), CALLS);
     let blocks = chain.finalized_head().await.unwrap().number - before;
     assert!(

@@ -1,0 +1,188 @@
+//! Nothing is lost across a restart or a lost chain connection: a node
+//! backfills from its checkpoint, and the listener reopens the block stream
+//! where it stopped.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use nsn_lane1::chain::dev::DevChain;
+use nsn_lane1::chain::{BlockHash, BlockRef, BlockStream, ChainError, ChainPort, TaskIntent};
+use nsn_lane1::checkpoint::Checkpoint;
+use nsn_lane1::executor::ExecutorConfig;
+use nsn_lane1::lifecycle::TaskOutcome;
+use nsn_lane1::listener::{ChainListener, TaskEvent};
+use nsn_lane1::node::{Node, NodeParts};
+use nsn_lane1::task::{AccountId, BlockNumber, Lane, TaskId, TaskStatus};
+use support::{TestSidecar, chain, chain_status, create, created_id, ok, within};
+
+/// A Lane 1 `sha256` task whose input is in the sidecar's store.
+fn task_for(sidecar: &TestSidecar, input: &[u8]) -> nsn_lane1::chain::MarketCall {
+    let cid = sidecar.sidecar.store().put(input.to_vec()).expect("store");
+    let mut call = create(Lane::Lane1, "sha256");
+    if let nsn_lane1::chain::MarketCall::CreateTaskIntent { input_cid, .. } = &mut call {
+        *input_cid = cid.as_bytes().to_vec();
+    }
+    call
+}
+
+fn node(chain: &DevChain, sidecar: &TestSidecar, checkpoint: &Checkpoint) -> Node {
+    Node::spawn(
+        ExecutorConfig {
+            claim_assignments: true,
+            ..ExecutorConfig::default()
+        },
+        NodeParts {
+            port: chain.clone(),
+            submit: chain.submitter(AccountId::BOB),
+            account: AccountId::BOB,
+            sidecar: sidecar.client(),
+            models: None,
+            metrics: Default::default(),
+            checkpoint: Some(checkpoint.clone()),
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_restarted_node_backfills_the_blocks_it_missed_from_its_checkpoint() {
+    let chain = chain();
+    let sidecar = TestSidecar::start();
+    let dir = std::env::temp_dir().join(format!("nsn-lane1-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let checkpoint = Checkpoint::new(dir.join("last-block"));
+    let _ = std::fs::remove_file(checkpoint.path());
+    let alice = chain.submitter(AccountId::ALICE);
+
+    // First run: a candidate is claimed and run.
+    let first = node(&chain, &sidecar, &checkpoint);
+    within("first node follows", first.following()).await;
+    let id = created_id(&ok(&alice, task_for(&sidecar, b"before")).await);
+    let outcome = within("first task", first.board.wait_done(id)).await;
+    assert!(
+        matches!(outcome, TaskOutcome::Submitted { .. }),
+        "{outcome:?}"
+    );
+    first.stop().await.expect("stops");
+    let saved = checkpoint
+        .load()
+        .expect("readable")
+        .expect("a block was recorded");
+    assert!(saved >= 1);
+
+    // While the node is down a candidate appears. Only its `TaskCreated`
+    // event says so (it is open, not assigned: start-up reconciliation does
+    // not see it), so only a backfill can find it.
+    let missed = ok(&alice, task_for(&sidecar, b"while down")).await;
+    let missed_id = created_id(&missed);
+    assert!(missed.block.number > saved);
+
+    let second = node(&chain, &sidecar, &checkpoint);
+    let from = within("second node follows", second.following())
+        .await
+        .expect("follows");
+    assert_eq!(from, saved + 1, "resumes after the recorded block");
+    let outcome = within("missed task", second.board.wait_done(missed_id)).await;
+    assert!(
+        matches!(outcome, TaskOutcome::Submitted { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(chain_status(&chain, missed_id), TaskStatus::Submitted);
+    second.stop().await.expect("stops");
+    assert!(checkpoint.load().unwrap().unwrap() >= missed.block.number);
+}
+
+#[tokio::test]
+async fn a_corrupt_checkpoint_stops_the_node_instead_of_starting_from_zero() {
+    let chain = chain();
+    let sidecar = TestSidecar::start();
+    let dir = std::env::temp_dir().join(format!("nsn-lane1-corrupt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let checkpoint = Checkpoint::new(dir.join("last-block"));
+    std::fs::write(checkpoint.path(), "not a number").unwrap();
+    let node = node(&chain, &sidecar, &checkpoint);
+    assert_eq!(within("listener gives up", node.following()).await, None);
+    within("executor ends", async {
+        while !node.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+/// The dev chain, with a block stream that fails once with a connection
+/// error after its first block (as a dropped WebSocket does).
+#[derive(Clone)]
+struct FlakyPort {
+    chain: DevChain,
+    failed: Arc<AtomicBool>,
+    opened_from: Arc<std::sync::Mutex<Vec<Option<BlockNumber>>>>,
+}
+
+impl ChainPort for FlakyPort {
+    fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+        self.opened_from.lock().unwrap().push(from);
+        let inner = self.chain.finalized_blocks(from);
+        if self.failed.swap(true, Ordering::SeqCst) {
+            return inner;
+        }
+        let lost =
+            futures::stream::once(async { Err(ChainError::Connection("connection reset".into())) });
+        Box::pin(inner.take(1).chain(lost))
+    }
+    async fn finalized_head(&self) -> Result<BlockRef, ChainError> {
+        self.chain.finalized_head().await
+    }
+    async fn task(&self, at: BlockHash, id: TaskId) -> Result<Option<TaskIntent>, ChainError> {
+        self.chain.task(at, id).await
+    }
+    async fn assigned_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        self.chain.assigned_lane1_tasks(at).await
+    }
+    async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
+        self.chain.account_nonce(account).await
+    }
+}
+
+#[tokio::test]
+async fn the_listener_reopens_the_stream_after_a_lost_connection_and_skips_nothing() {
+    let chain = chain();
+    let alice = chain.submitter(AccountId::ALICE);
+    let port = FlakyPort {
+        chain: chain.clone(),
+        failed: Arc::default(),
+        opened_from: Arc::default(),
+    };
+    let start = chain.finalized_head().await.unwrap().number + 1;
+    let a = created_id(&ok(&alice, create(Lane::Lane1, "sha256")).await);
+    let b = created_id(&ok(&alice, create(Lane::Lane1, "sha256")).await);
+    let c = created_id(&ok(&alice, create(Lane::Lane1, "sha256")).await);
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let listener = ChainListener::new(port.clone(), AccountId::BOB, None, tx, Default::default());
+    let run = tokio::spawn(listener.run(Some(start)));
+    let mut created = Vec::new();
+    let mut blocks = Vec::new();
+    within("three candidates", async {
+        while created.len() < 3 {
+            match rx.recv().await.expect("listener runs") {
+                TaskEvent::Created { task_id, .. } => created.push(task_id),
+                TaskEvent::BlockDone { number } => blocks.push(number),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(created, vec![a, b, c], "each candidate once, in order");
+    let gapless: Vec<_> = (start..start + blocks.len() as u32).collect();
+    assert_eq!(blocks, gapless, "every block once");
+    let opened = port.opened_from.lock().unwrap().clone();
+    assert_eq!(
+        opened,
+        vec![Some(start), Some(start + 1)],
+        "reopened at the next block"
+    );
+    run.abort();
+}
