@@ -8,14 +8,14 @@ mod support;
 
 use nsn_lane1::chain::dev::{DevChain, DevConfig};
 use nsn_lane1::chain::subxt::{Backend, SubxtChain};
-use nsn_lane1::chain::{Inclusion, MarketCall, MarketError, MarketEvent, SubmitError};
+use nsn_lane1::chain::{DispatchError, Inclusion, MarketCall, MarketEvent, SubmitError};
 use nsn_lane1::task::{FailReason, Lane, Priority, TaskId, UNIT};
 use subxt_signer::sr25519::dev;
 use tower::{Service, ServiceExt};
 
 /// One call's result: its events (block-relative numbers made relative to
 /// the block), or its task-market error.
-type Step = Result<Vec<MarketEvent>, Option<MarketError>>;
+type Step = Result<Vec<MarketEvent>, String>;
 
 /// Makes block numbers inside events relative to the inclusion block, so two
 /// chains at different heights compare equal.
@@ -68,7 +68,17 @@ where
 {
     match who.clone().oneshot(call).await {
         Ok(inc) => Ok(relative(&inc)),
-        Err(e) => Err(e.market_error()),
+        Err(e) => Err(match (&e, e.market_error()) {
+            (_, Some(m)) => format!("{m:?}"),
+            (
+                SubmitError::Dispatch {
+                    error: DispatchError::BadOrigin,
+                    ..
+                },
+                None,
+            ) => "BadOrigin".to_owned(),
+            _ => format!("not a task-market error: {e}"),
+        }),
     }
 }
 
@@ -197,7 +207,97 @@ where
             "assign while lane 0 is open",
             step(&alice, MarketCall::AcceptAssignment { task_id: TaskId(4) }).await,
         ),
+        // Expiry: a task whose deadline passes is expired by the hook.
+        (
+            "create with a zero deadline",
+            step(&alice, with_deadline(create(Lane::Lane1, "sha256"), 0)).await,
+        ),
+        (
+            "create with a short deadline",
+            step(&alice, with_deadline(create(Lane::Lane1, "sha256"), 2)).await,
+        ),
+        ("a block passes", step(&charlie, finalize(TaskId(98))).await),
+        ("a block passes", step(&charlie, finalize(TaskId(98))).await),
+        ("a block passes", step(&charlie, finalize(TaskId(98))).await),
+        (
+            "assign an expired task",
+            step(&alice, MarketCall::AcceptAssignment { task_id: TaskId(5) }).await,
+        ),
+        (
+            "start an expired task",
+            step(&bob, MarketCall::StartTask { task_id: TaskId(5) }).await,
+        ),
+        // Authorization: calls from the wrong account or origin.
+        ("submit by a stranger", step(&charlie, submit(t0)).await),
+        (
+            "fail another's task",
+            step(
+                &charlie,
+                MarketCall::FailTask {
+                    task_id: TaskId(2),
+                    reason: FailReason::Other,
+                },
+            )
+            .await,
+        ),
+        (
+            "register a renderer without root",
+            step(
+                &alice,
+                MarketCall::RegisterRenderer {
+                    renderer_id: b"my-renderer".to_vec(),
+                    lane: Lane::Lane1,
+                    deterministic: true,
+                    max_latency_ms: 100,
+                    vram_required_mb: 1_000,
+                },
+            )
+            .await,
+        ),
+        (
+            "deregister a renderer without root",
+            step(
+                &alice,
+                MarketCall::DeregisterRenderer {
+                    renderer_id: b"sha256".to_vec(),
+                },
+            )
+            .await,
+        ),
+        (
+            "attest to an unknown task",
+            step(&dave, attest(TaskId(77), 50)).await,
+        ),
+        (
+            "an escrow above the balance",
+            step(
+                &charlie,
+                with_escrow(create(Lane::Lane1, "sha256"), u128::MAX / 2),
+            )
+            .await,
+        ),
     ]
+}
+
+fn finalize(task_id: TaskId) -> MarketCall {
+    MarketCall::FinalizeTask { task_id }
+}
+
+fn with_deadline(mut call: MarketCall, blocks: u32) -> MarketCall {
+    if let MarketCall::CreateTaskIntent {
+        deadline_blocks, ..
+    } = &mut call
+    {
+        *deadline_blocks = blocks;
+    }
+    call
+}
+
+fn with_escrow(mut call: MarketCall, amount: u128) -> MarketCall {
+    if let MarketCall::CreateTaskIntent { escrow_amount, .. } = &mut call {
+        *escrow_amount = amount;
+    }
+    call
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,12 +334,28 @@ async fn the_dev_chain_and_the_runtime_agree() {
         assert_eq!(a, b, "{what}: embedded dev chain vs runtime");
     }
     assert_eq!(embedded.len(), real.len());
+    // The scenarios reach what they are about (on both, as they agree).
+    let outcome = |name: &str| {
+        real.iter()
+            .find(|(what, _)| *what == name)
+            .map(|(_, step)| step.clone())
+            .unwrap_or_else(|| panic!("no step {name}"))
+    };
+    assert_eq!(
+        outcome("register a renderer without root"),
+        Err("BadOrigin".to_owned())
+    );
+    assert!(outcome("create with a zero deadline").is_err());
+    assert!(outcome("start an expired task").is_err());
+    assert!(outcome("submit by a stranger").is_err());
+    assert!(outcome("an escrow above the balance").is_err());
+    assert!(outcome("create with a short deadline").is_ok());
 
     // The hook's work is in storage: every task ends in the same status.
     use nsn_lane1::chain::ChainPort;
     let dev_head = dev_chain.finalized_head().await.unwrap();
     let real_head = chain.finalized_head().await.unwrap();
-    for id in 0..5 {
+    for id in 0..6 {
         let d = dev_chain
             .task(dev_head.hash, TaskId(id))
             .await
@@ -260,5 +376,14 @@ async fn the_dev_chain_and_the_runtime_agree() {
             .map(|t| t.status),
         Some(nsn_lane1::task::TaskStatus::Failed),
         "the preemption hook failed the assigned Lane 1 task"
+    );
+    assert_eq!(
+        chain
+            .task(real_head.hash, TaskId(5))
+            .await
+            .unwrap()
+            .map(|t| t.status),
+        Some(nsn_lane1::task::TaskStatus::Expired),
+        "the expiry hook expired the task whose deadline passed"
     );
 }
