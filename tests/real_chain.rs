@@ -355,6 +355,7 @@ async fn the_binary_runs_n_tasks_to_verified_on_the_real_runtime() {
         .arg("--state-file")
         .arg(&state)
         .env("NSN_LANE1_LOG", "warn")
+        .env("NSN_LANE1_TELEMETRY_LISTEN", "127.0.0.1:0")
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -498,4 +499,119 @@ async fn in_batch_mode_many_calls_from_one_account_share_blocks_and_all_land() {
         "{CALLS} calls took {blocks} blocks"
     );
     assert_eq!(submitter.in_flight(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_one_chain_each_run_exactly_the_tasks_assigned_to_them() {
+    use nsn_lane1::chain::{MarketCall, MarketEvent};
+    use nsn_lane1::task::{AccountId, Lane, Priority, UNIT};
+    use std::collections::HashMap;
+    use subxt_signer::sr25519::dev;
+    use tower::ServiceExt;
+
+    const N: usize = 12;
+    let node = support::chopsticks_with("Instant", "nsn-dev-spec-multi.json").await;
+    let chain = SubxtChain::connect(&node.url, Backend::Legacy)
+        .await
+        .expect("connects");
+    let sidecar = support::TestSidecar::start();
+    let dir = std::env::temp_dir().join(format!("nsn-lane1-three-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut nodes = Vec::new();
+    for who in ["Bob", "Charlie", "Ferdie"] {
+        let key = dir.join(format!("{who}.key"));
+        std::fs::write(&key, format!("//{who}\n")).unwrap();
+        nodes.push(
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_nsn-lane1"))
+                .args(["run", "--chain", &node.url, "--chain-backend", "legacy"])
+                .args(["--sidecar", &sidecar.endpoint()])
+                .arg("--key-file")
+                .arg(&key)
+                .env("NSN_LANE1_LOG", "warn")
+                .env("NSN_LANE1_TELEMETRY_LISTEN", "127.0.0.1:0")
+                .stdout(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("the binary starts"),
+        );
+    }
+
+    let start = chain.finalized_head().await.unwrap().number;
+    let alice = chain.submitter(dev::alice());
+    let creates = (0..N).map(|i| {
+        let input = sidecar
+            .sidecar
+            .store()
+            .put(format!("job {i}").into_bytes())
+            .unwrap();
+        alice.clone().oneshot(MarketCall::CreateTaskIntent {
+            lane: Lane::Lane1,
+            priority: Priority::Normal,
+            model_requirements: b"uppercase".to_vec(),
+            input_cid: input.as_bytes().to_vec(),
+            compute_budget: 1,
+            deadline_blocks: 1_000,
+            escrow_amount: UNIT,
+        })
+    });
+    let mut ids = Vec::new();
+    for r in futures::future::join_all(creates).await {
+        ids.push(support::created_id(&r.expect("created")));
+    }
+    let accepts = ids.iter().map(|id| {
+        alice
+            .clone()
+            .oneshot(MarketCall::AcceptAssignment { task_id: *id })
+    });
+    for r in futures::future::join_all(accepts).await {
+        r.expect("assigned");
+    }
+    let end = wait_for_events(&chain, start, &ids, 180, |e| match e {
+        MarketEvent::TaskSubmitted { task_id, .. } => Some(*task_id),
+        _ => None,
+    })
+    .await;
+
+    // Read every event from the start: who each task went to, who ran it.
+    use futures::StreamExt;
+    use nsn_lane1::chain::ChainPort;
+    let mut assigned: HashMap<TaskId, AccountId> = HashMap::new();
+    let mut submitted: HashMap<TaskId, Vec<AccountId>> = HashMap::new();
+    let mut started: HashMap<TaskId, usize> = HashMap::new();
+    let mut blocks = chain.finalized_blocks(Some(start));
+    while let Some(block) = blocks.next().await {
+        let block = block.unwrap();
+        for r in &block.events {
+            match &r.event {
+                MarketEvent::TaskAssigned { task_id, executor } => {
+                    assigned.insert(*task_id, *executor);
+                }
+                MarketEvent::TaskStarted { task_id, .. } => {
+                    *started.entry(*task_id).or_default() += 1;
+                }
+                MarketEvent::TaskSubmitted {
+                    task_id, executor, ..
+                } => submitted.entry(*task_id).or_default().push(*executor),
+                _ => {}
+            }
+        }
+        if block.number >= end {
+            break;
+        }
+    }
+    for id in &ids {
+        let by = &submitted[id];
+        assert_eq!(by.len(), 1, "task {id} submitted once");
+        assert_eq!(Some(&by[0]), assigned.get(id), "task {id} ran on its node");
+        assert_eq!(started.get(id), Some(&1), "task {id} started once");
+    }
+    let executors: std::collections::HashSet<_> = assigned.values().collect();
+    assert!(
+        executors.len() >= 2,
+        "the chain spread {N} tasks over {executors:?}"
+    );
+    for mut n in nodes {
+        assert_eq!(n.try_wait().expect("status"), None, "every node still runs");
+        n.kill().await.expect("stops");
+    }
 }

@@ -299,6 +299,11 @@ mod chopsticks_support {
 
     /// Chopsticks building blocks in `mode` (`Instant` or `Batch`).
     pub async fn chopsticks_in(mode: &str) -> Chopsticks {
+        chopsticks_with(mode, "nsn-dev-spec.json").await
+    }
+
+    /// Chopsticks running the chain spec `spec` (a file in `tests/chain`).
+    pub async fn chopsticks_with(mode: &str, spec: &str) -> Chopsticks {
         use std::process::Stdio;
         use tokio::io::{AsyncBufReadExt, BufReader};
         use tokio::process::Command;
@@ -309,7 +314,7 @@ mod chopsticks_support {
             .port();
         let mut child = Command::new(format!("{dir}/node_modules/.bin/chopsticks"))
             .current_dir(dir)
-            .args(["--chain-spec", "nsn-dev-spec.json", "--host", "127.0.0.1"])
+            .args(["--chain-spec", spec, "--host", "127.0.0.1"])
             .args(["--port", &port.to_string(), "--build-block-mode", mode])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -346,4 +351,4 @@ mod chopsticks_support {
 }
 #[cfg(feature = "real-chain")]
 #[allow(unused_imports)]
-pub use chopsticks_support::{Chopsticks, chopsticks, chopsticks_in};
+pub use chopsticks_support::{Chopsticks, chopsticks, chopsticks_in, chopsticks_with};

@@ -197,10 +197,38 @@ pub mod presets {
         })
     }
 
+    /// The id of [`multi_executor`].
+    pub const MULTI_EXECUTOR: &str = "multi-executor";
+
+    /// As [`development`], with three executors of equal stake (Bob,
+    /// Charlie and Ferdie), for running several nodes on one chain.
+    pub fn multi_executor() -> serde_json::Value {
+        let mut patch = development();
+        let executors: Vec<_> = [
+            Sr25519Keyring::Bob,
+            Sr25519Keyring::Charlie,
+            Sr25519Keyring::Ferdie,
+        ]
+        .iter()
+        .map(|a| {
+            (
+                a.to_account_id(),
+                100 * UNIT,
+                vec![Lane::Lane0, Lane::Lane1],
+            )
+        })
+        .collect();
+        if let Some(market) = patch.get_mut("nsnTaskMarket") {
+            market["executors"] = serde_json::to_value(executors).unwrap_or_default();
+        }
+        patch
+    }
+
     /// A preset by id.
     pub fn get(id: &PresetId) -> Option<Vec<u8>> {
         let patch = match id.as_ref() {
             sp_genesis_builder::DEV_RUNTIME_PRESET => development(),
+            MULTI_EXECUTOR => multi_executor(),
             _ => return None,
         };
         serde_json::to_vec(&patch).ok()
@@ -208,7 +236,10 @@ pub mod presets {
 
     /// The presets there are.
     pub fn names() -> Vec<PresetId> {
-        vec![PresetId::from(sp_genesis_builder::DEV_RUNTIME_PRESET)]
+        vec![
+            PresetId::from(sp_genesis_builder::DEV_RUNTIME_PRESET),
+            PresetId::from(MULTI_EXECUTOR),
+        ]
     }
 }
 

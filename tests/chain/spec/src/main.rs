@@ -2,7 +2,8 @@
 //! genesis config merged with the `development` preset, built into storage,
 //! plus the runtime's wasm under `:code`.
 //!
-//! Usage: `nsn-dev-spec WASM_FILE > chain-spec.json`
+//! Usage: `nsn-dev-spec WASM_FILE [PRESET] > chain-spec.json`, where PRESET
+//! is `development` (the default) or `multi-executor`.
 
 use std::collections::BTreeMap;
 
@@ -35,9 +36,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wasm_path = std::env::args()
         .nth(1)
         .ok_or("usage: nsn-dev-spec WASM_FILE")?;
+    let preset = match std::env::args().nth(2).as_deref() {
+        None | Some("development") => nsn_dev_runtime::presets::development(),
+        Some(nsn_dev_runtime::presets::MULTI_EXECUTOR) => nsn_dev_runtime::presets::multi_executor(),
+        Some(other) => return Err(format!("unknown preset {other:?}").into()),
+    };
     let wasm = std::fs::read(&wasm_path)?;
     let mut config = serde_json::to_value(RuntimeGenesisConfig::default())?;
-    merge(&mut config, nsn_dev_runtime::presets::development());
+    merge(&mut config, preset);
     let config: RuntimeGenesisConfig = serde_json::from_value(config)?;
     let mut storage = config.build_storage()?;
     storage.top.insert(b":code".to_vec(), wasm);
