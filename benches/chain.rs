@@ -13,7 +13,6 @@
 
 #[cfg(feature = "real-chain")]
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 #[cfg(not(feature = "real-chain"))]
@@ -144,7 +143,7 @@ mod bench {
         }
     }
 
-    pub async fn run() {
+    pub(crate) async fn run() {
         let n: usize = std::env::var("CHAIN_BENCH_TASKS")
             .ok()
             .and_then(|v| v.parse().ok())

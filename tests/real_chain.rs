@@ -1,5 +1,5 @@
 //! Against the in-repo dev runtime executed by chopsticks (`tests/chain`).
-//! Work in progress: runs only with `--features real-chain`, and needs
+//! Runs only with `--features real-chain`, and needs
 //! `npm ci` in `tests/chain` first.
 #![cfg(feature = "real-chain")]
 
