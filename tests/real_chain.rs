@@ -296,6 +296,45 @@ async fn the_submitter_owns_the_nonce_and_pipelines_calls() {
     }
 }
 
+/// Posts one Lane 1 task for `model` per input (all at once, as Alice),
+/// with the input in the sidecar's store, and has each assigned.
+async fn post_and_assign(
+    chain: &SubxtChain,
+    sidecar: &support::TestSidecar,
+    model: &str,
+    inputs: Vec<Vec<u8>>,
+) -> Vec<TaskId> {
+    use nsn_lane1::chain::MarketCall;
+    use nsn_lane1::task::{Lane, Priority, UNIT};
+    use tower::ServiceExt;
+    let alice = chain.submitter(subxt_signer::sr25519::dev::alice());
+    let creates = inputs.into_iter().map(|input| {
+        let cid = sidecar.sidecar.store().put(input).unwrap();
+        alice.clone().oneshot(MarketCall::CreateTaskIntent {
+            lane: Lane::Lane1,
+            priority: Priority::Normal,
+            model_requirements: model.as_bytes().to_vec(),
+            input_cid: cid.as_bytes().to_vec(),
+            compute_budget: 1,
+            deadline_blocks: 1_000,
+            escrow_amount: UNIT,
+        })
+    });
+    let mut ids = Vec::new();
+    for r in futures::future::join_all(creates).await {
+        ids.push(support::created_id(&r.expect("created")));
+    }
+    let accepts = ids.iter().map(|id| {
+        alice
+            .clone()
+            .oneshot(MarketCall::AcceptAssignment { task_id: *id })
+    });
+    for r in futures::future::join_all(accepts).await {
+        r.expect("assigned");
+    }
+    ids
+}
+
 /// Waits (at most `secs`) until every task in `ids` has had an event that
 /// `pick` recognises, reading finalized blocks from `from`.
 async fn wait_for_events(
@@ -330,7 +369,7 @@ async fn wait_for_events(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_runs_n_tasks_to_verified_on_the_real_runtime() {
     use nsn_lane1::chain::{MarketCall, MarketEvent};
-    use nsn_lane1::task::{Lane, Priority, TaskStatus, UNIT};
+    use nsn_lane1::task::TaskStatus;
     use subxt_signer::sr25519::dev;
     use tower::ServiceExt;
 
@@ -364,36 +403,8 @@ async fn the_binary_runs_n_tasks_to_verified_on_the_real_runtime() {
     // The requester posts N tasks at once and has them assigned (to Bob,
     // the runtime's only executor).
     let start = chain.finalized_head().await.unwrap().number;
-    let alice = chain.submitter(dev::alice());
-    let mut ids = Vec::new();
-    let mut creates = Vec::new();
-    for i in 0..N {
-        let input = sidecar
-            .sidecar
-            .store()
-            .put(format!("task {i}").into_bytes())
-            .unwrap();
-        creates.push(alice.clone().oneshot(MarketCall::CreateTaskIntent {
-            lane: Lane::Lane1,
-            priority: Priority::Normal,
-            model_requirements: b"sha256".to_vec(),
-            input_cid: input.as_bytes().to_vec(),
-            compute_budget: 1,
-            deadline_blocks: 1_000,
-            escrow_amount: UNIT,
-        }));
-    }
-    for inc in futures::future::join_all(creates).await {
-        ids.push(support::created_id(&inc.expect("created")));
-    }
-    let accepts = ids.iter().map(|id| {
-        alice
-            .clone()
-            .oneshot(MarketCall::AcceptAssignment { task_id: *id })
-    });
-    for r in futures::future::join_all(accepts).await {
-        r.expect("assigned");
-    }
+    let inputs = (0..N).map(|i| format!("task {i}").into_bytes()).collect();
+    let ids = post_and_assign(&chain, &sidecar, "sha256", inputs).await;
 
     // The node (a separate process) runs and submits every one.
     wait_for_events(&chain, start, &ids, 120, |e| match e {
@@ -503,11 +514,9 @@ async fn in_batch_mode_many_calls_from_one_account_share_blocks_and_all_land() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_on_one_chain_each_run_exactly_the_tasks_assigned_to_them() {
-    use nsn_lane1::chain::{MarketCall, MarketEvent};
-    use nsn_lane1::task::{AccountId, Lane, Priority, UNIT};
+    use nsn_lane1::chain::MarketEvent;
+    use nsn_lane1::task::AccountId;
     use std::collections::HashMap;
-    use subxt_signer::sr25519::dev;
-    use tower::ServiceExt;
 
     const N: usize = 12;
     let node = support::chopsticks_with("Instant", "nsn-dev-spec-multi.json").await;
@@ -537,35 +546,8 @@ async fn three_nodes_on_one_chain_each_run_exactly_the_tasks_assigned_to_them() 
     }
 
     let start = chain.finalized_head().await.unwrap().number;
-    let alice = chain.submitter(dev::alice());
-    let creates = (0..N).map(|i| {
-        let input = sidecar
-            .sidecar
-            .store()
-            .put(format!("job {i}").into_bytes())
-            .unwrap();
-        alice.clone().oneshot(MarketCall::CreateTaskIntent {
-            lane: Lane::Lane1,
-            priority: Priority::Normal,
-            model_requirements: b"uppercase".to_vec(),
-            input_cid: input.as_bytes().to_vec(),
-            compute_budget: 1,
-            deadline_blocks: 1_000,
-            escrow_amount: UNIT,
-        })
-    });
-    let mut ids = Vec::new();
-    for r in futures::future::join_all(creates).await {
-        ids.push(support::created_id(&r.expect("created")));
-    }
-    let accepts = ids.iter().map(|id| {
-        alice
-            .clone()
-            .oneshot(MarketCall::AcceptAssignment { task_id: *id })
-    });
-    for r in futures::future::join_all(accepts).await {
-        r.expect("assigned");
-    }
+    let inputs = (0..N).map(|i| format!("job {i}").into_bytes()).collect();
+    let ids = post_and_assign(&chain, &sidecar, "uppercase", inputs).await;
     let end = wait_for_events(&chain, start, &ids, 180, |e| match e {
         MarketEvent::TaskSubmitted { task_id, .. } => Some(*task_id),
         _ => None,

@@ -118,32 +118,16 @@ impl SubxtChain {
         let header = at.block_header().await.map_err(conn)?;
         let events = at.events().fetch().await.map_err(conn)?;
         let mut records = Vec::new();
-        for event in events.iter() {
-            let event = match event {
-                Ok(e) => e,
-                Err(e) => {
-                    self.count_failure(number, &e.to_string());
-                    continue;
-                }
-            };
-            if event.pallet_name() != PALLET {
-                continue;
-            }
-            let mut bytes = vec![event.event_index()];
-            bytes.extend_from_slice(event.field_bytes());
-            match MarketEvent::decode(&mut &bytes[..]) {
-                Ok(decoded) => records.push(EventRecord {
+        for event in self.decodable(number, &events) {
+            if let Some(decoded) = self.market_event(number, &event) {
+                records.push(EventRecord {
                     phase: match event.phase() {
                         subxt::events::Phase::ApplyExtrinsic(i) => Phase::ApplyExtrinsic(i),
                         subxt::events::Phase::Finalization => Phase::Finalization,
                         subxt::events::Phase::Initialization => Phase::Initialization,
                     },
                     event: decoded,
-                }),
-                Err(e) => self.count_failure(
-                    number,
-                    &format!("{}::{}: {e}", event.pallet_name(), event.event_name()),
-                ),
+                });
             }
         }
         Ok(Some(FinalizedBlock {
@@ -188,14 +172,7 @@ impl SubxtChain {
         let events = at.events().fetch().await.map_err(conn)?;
         let mut results: Vec<Result<Vec<MarketEvent>, DispatchError>> =
             ours.iter().map(|_| Ok(Vec::new())).collect();
-        for event in events.iter() {
-            let event = match event {
-                Ok(e) => e,
-                Err(e) => {
-                    self.count_failure(number, &e.to_string());
-                    continue;
-                }
-            };
+        for event in self.decodable(number, &events) {
             let subxt::events::Phase::ApplyExtrinsic(i) = event.phase() else {
                 continue;
             };
@@ -211,20 +188,10 @@ impl SubxtChain {
                     Err(e) => DispatchError::Other(format!("undecodable dispatch error: {e}")),
                 };
                 results[slot] = Err(error);
-            } else if event.pallet_name() == PALLET {
-                let mut bytes = vec![event.event_index()];
-                bytes.extend_from_slice(event.field_bytes());
-                match MarketEvent::decode(&mut &bytes[..]) {
-                    Ok(decoded) => {
-                        if let Ok(list) = &mut results[slot] {
-                            list.push(decoded);
-                        }
-                    }
-                    Err(e) => self.count_failure(
-                        number,
-                        &format!("{}::{}: {e}", event.pallet_name(), event.event_name()),
-                    ),
-                }
+            } else if let Some(decoded) = self.market_event(number, &event)
+                && let Ok(list) = &mut results[slot]
+            {
+                list.push(decoded);
             }
         }
         Ok(ours
@@ -241,6 +208,45 @@ impl SubxtChain {
                 )
             })
             .collect())
+    }
+
+    /// The events of a block that decode at all (the others are counted).
+    fn decodable<'e>(
+        &'e self,
+        number: u32,
+        events: &'e subxt::events::Events<PolkadotConfig>,
+    ) -> impl Iterator<Item = subxt::events::Event<'e, PolkadotConfig>> + 'e {
+        events.iter().filter_map(move |event| match event {
+            Ok(e) => Some(e),
+            Err(e) => {
+                self.count_failure(number, &e.to_string());
+                None
+            }
+        })
+    }
+
+    /// A task-market event in the crate's type; `None` for other pallets'
+    /// events and (counted) for one that does not decode.
+    fn market_event(
+        &self,
+        number: u32,
+        event: &subxt::events::Event<'_, PolkadotConfig>,
+    ) -> Option<MarketEvent> {
+        if event.pallet_name() != PALLET {
+            return None;
+        }
+        let mut bytes = vec![event.event_index()];
+        bytes.extend_from_slice(event.field_bytes());
+        match MarketEvent::decode(&mut &bytes[..]) {
+            Ok(decoded) => Some(decoded),
+            Err(e) => {
+                self.count_failure(
+                    number,
+                    &format!("{}::{}: {e}", event.pallet_name(), event.event_name()),
+                );
+                None
+            }
+        }
     }
 
     fn count_failure(&self, block: u32, what: &str) {
