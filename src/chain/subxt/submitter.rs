@@ -1,17 +1,23 @@
 //! The pipelined submitter: one owner of an account's nonce, many
 //! transactions in flight.
 //!
-//! Each call is signed with the next nonce and a mortal era, handed to the
-//! pool with `author_submitExtrinsic` (in nonce order: the nonce lock is held
-//! until the pool answers), and then watched *without* a per-transaction
+//! Each call is signed offline with the next nonce and a mortal era, then
+//! queued — under the nonce lock, so in nonce order — to an *outbox*: a
+//! connection of its own that sends each request without waiting for the
+//! answer to the one before (`author_submitExtrinsic`). The call waits for
+//! the pool's answer (a refusal resyncs the nonce from the chain), then for
+//! its transaction to be final. That is watched *without* a per-transaction
 //! subscription: one tracker task per submitter reads each new finalized
 //! block once, finds the extrinsics it waits for by hash and hands each
-//! caller its block, index, events or dispatch error. A transaction that
-//! leaves the pool without being included (its era ran out, the pool evicted
-//! it, or another transaction took its nonce) is noticed by the tracker; the
-//! call then either re-signs it with the same nonce (the nonce is still
-//! free, so later transactions are not stuck behind a gap) or, if the nonce
-//! was used by someone else, resyncs the nonce and reports the call stale.
+//! caller its block, index, events or dispatch error.
+//!
+//! A transaction can leave a pool without being included. The tracker asks
+//! the pool about transactions that wait long, and sends one it is sure was
+//! dropped again, byte for byte (same hash: never a second transaction for
+//! one call). When a transaction's era has run out, it can no longer be
+//! included: the call then re-signs it with the same nonce if the nonce is
+//! still free (so later transactions are not stuck behind a gap) or, if
+//! another transaction used the nonce, resyncs and reports the call stale.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex as StdMutex};
