@@ -176,6 +176,53 @@ where
             )
             .await,
         ),
+        // Errors by variant along a third task's life.
+        ("create", step(&alice, create(Lane::Lane1, "sha256")).await),
+        ("submit while open", step(&bob, submit(TaskId(2))).await),
+        (
+            "assign",
+            step(&alice, MarketCall::AcceptAssignment { task_id: TaskId(2) }).await,
+        ),
+        (
+            "attest before submission",
+            step(&dave, attest(TaskId(2), 70)).await,
+        ),
+        ("submit", step(&bob, submit(TaskId(2))).await),
+        (
+            "attest with a score over 100",
+            step(&dave, attest(TaskId(2), 101)).await,
+        ),
+        (
+            "attest with an empty attestation cid",
+            step(
+                &dave,
+                MarketCall::SubmitAttestation {
+                    task_id: TaskId(2),
+                    score: 70,
+                    attestation_cid: Some(Vec::new()),
+                },
+            )
+            .await,
+        ),
+        (
+            "finalize while verification is pending",
+            step(&charlie, finalize(TaskId(2))).await,
+        ),
+        (
+            "fail a submitted task (the pallet allows it)",
+            step(
+                &bob,
+                MarketCall::FailTask {
+                    task_id: TaskId(2),
+                    reason: FailReason::Other,
+                },
+            )
+            .await,
+        ),
+        (
+            "create without escrow",
+            step(&alice, with_escrow(create(Lane::Lane1, "sha256"), 0)).await,
+        ),
         // Lane 0 work preempts assigned Lane 1 work in the next block.
         (
             "create",
@@ -183,7 +230,7 @@ where
         ),
         (
             "assign",
-            step(&alice, MarketCall::AcceptAssignment { task_id: TaskId(2) }).await,
+            step(&alice, MarketCall::AcceptAssignment { task_id: TaskId(3) }).await,
         ),
         (
             "create lane 0",
@@ -205,7 +252,7 @@ where
         ),
         (
             "assign while lane 0 is open",
-            step(&alice, MarketCall::AcceptAssignment { task_id: TaskId(4) }).await,
+            step(&alice, MarketCall::AcceptAssignment { task_id: TaskId(5) }).await,
         ),
         // Expiry: a task whose deadline passes is expired by the hook.
         (
@@ -221,11 +268,11 @@ where
         ("a block passes", step(&charlie, finalize(TaskId(98))).await),
         (
             "assign an expired task",
-            step(&alice, MarketCall::AcceptAssignment { task_id: TaskId(5) }).await,
+            step(&alice, MarketCall::AcceptAssignment { task_id: TaskId(6) }).await,
         ),
         (
             "start an expired task",
-            step(&bob, MarketCall::StartTask { task_id: TaskId(5) }).await,
+            step(&bob, MarketCall::StartTask { task_id: TaskId(6) }).await,
         ),
         // Authorization: calls from the wrong account or origin.
         ("submit by a stranger", step(&charlie, submit(t0)).await),
@@ -234,7 +281,7 @@ where
             step(
                 &charlie,
                 MarketCall::FailTask {
-                    task_id: TaskId(2),
+                    task_id: TaskId(3),
                     reason: FailReason::Other,
                 },
             )
@@ -350,12 +397,53 @@ async fn the_dev_chain_and_the_runtime_agree() {
     assert!(outcome("submit by a stranger").is_err());
     assert!(outcome("an escrow above the balance").is_err());
     assert!(outcome("create with a short deadline").is_ok());
+    let reached: std::collections::BTreeSet<&str> = real
+        .iter()
+        .filter_map(|(_, step)| step.as_ref().err().map(String::as_str))
+        .collect();
+    // Seventeen of the pallet's error variants, and a bad origin.
+    let expected = [
+        "BadOrigin",
+        "DuplicateAttestation",
+        "InsufficientBalance",
+        "InsufficientEscrow",
+        "InvalidAttestationCid",
+        "InvalidAttestationScore",
+        "InvalidDeadline",
+        "Lane0Priority",
+        "NotExecutor",
+        "NotValidator",
+        "RendererLaneMismatch",
+        "TaskAlreadyAssigned",
+        "TaskNotAssigned",
+        "TaskNotExecuting",
+        "TaskNotFound",
+        "TaskNotOpen",
+        "TaskNotSubmitted",
+        "VerificationPending",
+    ];
+    assert_eq!(reached, expected.into_iter().collect(), "errors reached");
+    for failing in [
+        "submit while open",
+        "attest before submission",
+        "attest with an empty attestation cid",
+        "attest with a score over 100",
+        "finalize while verification is pending",
+        "create without escrow",
+    ] {
+        assert!(
+            outcome(failing).is_err(),
+            "{failing}: {:?}",
+            outcome(failing)
+        );
+    }
+    assert!(outcome("submit").is_ok());
 
     // The hook's work is in storage: every task ends in the same status.
     use nsn_lane1::chain::ChainPort;
     let dev_head = dev_chain.finalized_head().await.unwrap();
     let real_head = chain.finalized_head().await.unwrap();
-    for id in 0..6 {
+    for id in 0..7 {
         let d = dev_chain
             .task(dev_head.hash, TaskId(id))
             .await
@@ -370,7 +458,7 @@ async fn the_dev_chain_and_the_runtime_agree() {
     }
     assert_eq!(
         chain
-            .task(real_head.hash, TaskId(2))
+            .task(real_head.hash, TaskId(3))
             .await
             .unwrap()
             .map(|t| t.status),
@@ -379,7 +467,7 @@ async fn the_dev_chain_and_the_runtime_agree() {
     );
     assert_eq!(
         chain
-            .task(real_head.hash, TaskId(5))
+            .task(real_head.hash, TaskId(6))
             .await
             .unwrap()
             .map(|t| t.status),
