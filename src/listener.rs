@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::chain::{BlockHash, ChainError, ChainPort, MarketEvent, TaskIntent};
+use crate::chain::{BlockHash, BlockRef, ChainError, ChainPort, MarketEvent, TaskIntent};
 use crate::layer::retry::backoff::Backoff;
 use crate::task::{
     AccountId, Balance, BlockNumber, Cid, FailReason, Lane, ModelId, Priority, Task, TaskId,
@@ -182,6 +182,10 @@ impl<P: ChainPort> ChainListener<P> {
     /// Hands every Lane 1 task still in our hands on chain to the executor.
     pub async fn reconcile(&self) -> Result<BlockNumber, ListenerError> {
         let head = self.port.finalized_head().await?;
+        self.reconcile_at(head).await
+    }
+
+    async fn reconcile_at(&self, head: BlockRef) -> Result<BlockNumber, ListenerError> {
         for task_id in self.port.assigned_lane1_tasks(head.hash).await? {
             let Some(intent) = self.port.task(head.hash, task_id).await? else {
                 continue;
@@ -194,14 +198,48 @@ impl<P: ChainPort> ChainListener<P> {
         Ok(head.number)
     }
 
+    /// Reports every Lane 1 task open at block `head` for a model we serve
+    /// as a candidate, as its `TaskCreated` event would have: those created
+    /// before the listener followed the chain would otherwise never be seen.
+    pub async fn report_open_candidates(&self, head: BlockRef) -> Result<(), ListenerError> {
+        for task_id in self.port.open_lane1_tasks(head.hash).await? {
+            let Some(intent) = self.port.task(head.hash, task_id).await? else {
+                continue;
+            };
+            if let Ok(model_id) = ModelId::from_bytes(&intent.model_requirements)
+                && self.serves(&model_id)
+            {
+                self.send(TaskEvent::Created {
+                    task_id,
+                    model_id,
+                    priority: intent.priority,
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Follows finalized blocks after reconciling, from `from` (a block to
     /// backfill from) or from the block after the current head. A lost
     /// connection is waited out with backoff and the stream reopened at the
     /// next unhandled block, so nothing is skipped. Runs until the stream
     /// ends, a read fails for another reason, or the executor goes away.
     pub async fn run(mut self, from: Option<BlockNumber>) -> Result<(), ListenerError> {
+        // Reconciled at one head; the stream starts right after it.
         let head = loop {
-            match self.reconcile().await {
+            let step = async {
+                let head = self.port.finalized_head().await?;
+                self.reconcile_at(head).await?;
+                if from.is_none() {
+                    // Without a backfill, candidates created before now have
+                    // no event left to be seen by; with one, their events
+                    // are replayed.
+                    self.report_open_candidates(head).await?;
+                }
+                Ok::<_, ListenerError>(head.number)
+            };
+            match step.await {
                 Ok(head) => break head,
                 Err(ListenerError::Chain(ChainError::Connection(e))) => {
                     self.wait_out(&e).await;

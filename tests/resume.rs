@@ -95,6 +95,37 @@ async fn a_restarted_node_backfills_the_blocks_it_missed_from_its_checkpoint() {
 }
 
 #[tokio::test]
+async fn candidates_posted_before_a_first_start_are_claimed() {
+    let chain = chain();
+    let sidecar = TestSidecar::start();
+    let alice = chain.submitter(AccountId::ALICE);
+    // Posted before any node runs: no event will announce them again.
+    let early = created_id(&ok(&alice, task_for(&sidecar, b"early")).await);
+    let node = Node::spawn(
+        ExecutorConfig {
+            claim_assignments: true,
+            ..ExecutorConfig::default()
+        },
+        NodeParts {
+            port: chain.clone(),
+            submit: chain.submitter(AccountId::BOB),
+            account: AccountId::BOB,
+            sidecar: sidecar.client(),
+            models: None,
+            metrics: Default::default(),
+            checkpoint: None,
+        },
+    );
+    let outcome = within("early task", node.board.wait_done(early)).await;
+    assert!(
+        matches!(outcome, TaskOutcome::Submitted { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(chain_status(&chain, early), TaskStatus::Submitted);
+    node.stop().await.expect("stops");
+}
+
+#[tokio::test]
 async fn a_corrupt_checkpoint_stops_the_node_instead_of_starting_from_zero() {
     let chain = chain();
     let sidecar = TestSidecar::start();
@@ -140,6 +171,9 @@ impl ChainPort for FlakyPort {
     }
     async fn assigned_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
         self.chain.assigned_lane1_tasks(at).await
+    }
+    async fn open_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        self.chain.open_lane1_tasks(at).await
     }
     async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
         self.chain.account_nonce(account).await

@@ -741,6 +741,12 @@ pub trait ChainPort: Clone + Send + Sync + 'static {
         at: BlockHash,
     ) -> impl Future<Output = Result<Vec<TaskId>, ChainError>> + Send;
 
+    /// `OpenLane1Tasks` at a block: candidates not yet assigned.
+    fn open_lane1_tasks(
+        &self,
+        at: BlockHash,
+    ) -> impl Future<Output = Result<Vec<TaskId>, ChainError>> + Send;
+
     /// The account's next nonce, counting transactions waiting in the pool.
     fn account_nonce(
         &self,

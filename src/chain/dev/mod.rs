@@ -681,6 +681,25 @@ impl ChainPort for DevChain {
             .flatten())
     }
 
+    async fn open_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        let st = self.lock();
+        let number = self.number_of(&st, at)?;
+        // Tasks enter `OpenLane1Tasks` in id order and leave it when they
+        // are assigned or end, so the open Lane 1 tasks by id are the list.
+        let mut open: Vec<TaskId> = st
+            .tasks
+            .iter()
+            .filter(|(_, h)| {
+                h.at(number).cloned().flatten().is_some_and(|t| {
+                    t.lane == crate::task::Lane::Lane1 && t.status == crate::task::TaskStatus::Open
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        open.sort();
+        Ok(open)
+    }
+
     async fn assigned_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
         let st = self.lock();
         let number = self.number_of(&st, at)?;

@@ -267,6 +267,18 @@ impl SubxtChain {
         })
     }
 
+    /// A storage value holding a list of task ids, at a block.
+    async fn task_list(&self, at: BlockHash, name: &str) -> Result<Vec<TaskId>, ChainError> {
+        let block = self.api.at_block(H256(at.0)).await.map_err(conn)?;
+        let addr = subxt::dynamic::storage::<(), Value>(PALLET, name);
+        let value = block.storage().fetch(addr, ()).await.map_err(conn)?;
+        let ids = Vec::<u64>::decode(&mut value.bytes()).map_err(|e| ChainError::Decode {
+            what: name.into(),
+            reason: e.to_string(),
+        })?;
+        Ok(ids.into_iter().map(TaskId).collect())
+    }
+
     /// The number of the node's best block (which may not be final yet).
     pub async fn best_number(&self) -> Result<u32, ChainError> {
         let methods = subxt::rpcs::methods::LegacyRpcMethods::<
@@ -488,14 +500,11 @@ impl ChainPort for SubxtChain {
     }
 
     async fn assigned_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
-        let block = self.api.at_block(H256(at.0)).await.map_err(conn)?;
-        let addr = subxt::dynamic::storage::<(), Value>(PALLET, "AssignedLane1Tasks");
-        let value = block.storage().fetch(addr, ()).await.map_err(conn)?;
-        let ids = Vec::<u64>::decode(&mut value.bytes()).map_err(|e| ChainError::Decode {
-            what: "AssignedLane1Tasks".into(),
-            reason: e.to_string(),
-        })?;
-        Ok(ids.into_iter().map(TaskId).collect())
+        self.task_list(at, "AssignedLane1Tasks").await
+    }
+
+    async fn open_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        self.task_list(at, "OpenLane1Tasks").await
     }
 
     async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
