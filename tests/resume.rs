@@ -28,7 +28,8 @@ fn task_for(sidecar: &TestSidecar, input: &[u8]) -> nsn_lane1::chain::MarketCall
     call
 }
 
-fn node(chain: &DevChain, sidecar: &TestSidecar, checkpoint: &Checkpoint) -> Node {
+/// A node for Bob that claims candidates, keeping `checkpoint` if given.
+fn node(chain: &DevChain, sidecar: &TestSidecar, checkpoint: Option<&Checkpoint>) -> Node {
     Node::spawn(
         ExecutorConfig {
             claim_assignments: true,
@@ -41,7 +42,7 @@ fn node(chain: &DevChain, sidecar: &TestSidecar, checkpoint: &Checkpoint) -> Nod
             sidecar: sidecar.client(),
             models: None,
             metrics: Default::default(),
-            checkpoint: Some(checkpoint.clone()),
+            checkpoint: checkpoint.cloned(),
         },
     )
 }
@@ -57,7 +58,7 @@ async fn a_restarted_node_backfills_the_blocks_it_missed_from_its_checkpoint() {
     let alice = chain.submitter(AccountId::ALICE);
 
     // First run: a candidate is claimed and run.
-    let first = node(&chain, &sidecar, &checkpoint);
+    let first = node(&chain, &sidecar, Some(&checkpoint));
     within("first node follows", first.following()).await;
     let id = created_id(&ok(&alice, task_for(&sidecar, b"before")).await);
     let outcome = within("first task", first.board.wait_done(id)).await;
@@ -79,7 +80,7 @@ async fn a_restarted_node_backfills_the_blocks_it_missed_from_its_checkpoint() {
     let missed_id = created_id(&missed);
     assert!(missed.block.number > saved);
 
-    let second = node(&chain, &sidecar, &checkpoint);
+    let second = node(&chain, &sidecar, Some(&checkpoint));
     let from = within("second node follows", second.following())
         .await
         .expect("follows");
@@ -101,21 +102,7 @@ async fn candidates_posted_before_a_first_start_are_claimed() {
     let alice = chain.submitter(AccountId::ALICE);
     // Posted before any node runs: no event will announce them again.
     let early = created_id(&ok(&alice, task_for(&sidecar, b"early")).await);
-    let node = Node::spawn(
-        ExecutorConfig {
-            claim_assignments: true,
-            ..ExecutorConfig::default()
-        },
-        NodeParts {
-            port: chain.clone(),
-            submit: chain.submitter(AccountId::BOB),
-            account: AccountId::BOB,
-            sidecar: sidecar.client(),
-            models: None,
-            metrics: Default::default(),
-            checkpoint: None,
-        },
-    );
+    let node = node(&chain, &sidecar, None);
     let outcome = within("early task", node.board.wait_done(early)).await;
     assert!(
         matches!(outcome, TaskOutcome::Submitted { .. }),
@@ -133,7 +120,7 @@ async fn a_corrupt_checkpoint_stops_the_node_instead_of_starting_from_zero() {
     std::fs::create_dir_all(&dir).unwrap();
     let checkpoint = Checkpoint::new(dir.join("last-block"));
     std::fs::write(checkpoint.path(), "not a number").unwrap();
-    let node = node(&chain, &sidecar, &checkpoint);
+    let node = node(&chain, &sidecar, Some(&checkpoint));
     assert_eq!(within("listener gives up", node.following()).await, None);
     within("executor ends", async {
         while !node.is_finished() {
