@@ -1,0 +1,51 @@
+//! The chain port: the reads an executor needs from any backend.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use futures::Stream;
+
+use super::{BlockHash, BlockRef, ChainError, FinalizedBlock, TaskIntent};
+use crate::task::{AccountId, BlockNumber, TaskId};
+
+/// A stream of finalized blocks, in order, without gaps.
+pub type BlockStream = Pin<Box<dyn Stream<Item = Result<FinalizedBlock, ChainError>> + Send>>;
+
+/// Reads from a chain: finalized blocks, task storage, nonces.
+///
+/// Storage reads take the block to read at, so that a task is read in the
+/// state of the block whose event mentioned it.
+pub trait ChainPort: Clone + Send + Sync + 'static {
+    /// Finalized blocks from `from` (inclusive) on, or from the next new block
+    /// when `from` is `None`. The stream has no gaps; it ends when the chain
+    /// shuts down.
+    fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream;
+
+    /// The latest finalized block.
+    fn finalized_head(&self) -> impl Future<Output = Result<BlockRef, ChainError>> + Send;
+
+    /// `Tasks(id)` at a block.
+    fn task(
+        &self,
+        at: BlockHash,
+        id: TaskId,
+    ) -> impl Future<Output = Result<Option<TaskIntent>, ChainError>> + Send;
+
+    /// `AssignedLane1Tasks` at a block.
+    fn assigned_lane1_tasks(
+        &self,
+        at: BlockHash,
+    ) -> impl Future<Output = Result<Vec<TaskId>, ChainError>> + Send;
+
+    /// `OpenLane1Tasks` at a block: candidates not yet assigned.
+    fn open_lane1_tasks(
+        &self,
+        at: BlockHash,
+    ) -> impl Future<Output = Result<Vec<TaskId>, ChainError>> + Send;
+
+    /// The account's next nonce, counting transactions waiting in the pool.
+    fn account_nonce(
+        &self,
+        account: AccountId,
+    ) -> impl Future<Output = Result<u64, ChainError>> + Send;
+}
