@@ -25,16 +25,15 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use futures::StreamExt;
 use nsn_lane1::chain::dev::{DevChain, DevSubmitter};
 use nsn_lane1::chain::{MarketCall, created_task_id};
-use nsn_lane1::executor::{ExecutorConfig, submit_stack};
+use nsn_lane1::executor::ExecutorConfig;
 use nsn_lane1::layer::preempt::Preemptor;
 use nsn_lane1::layer::retry::RetryPolicy;
-use nsn_lane1::layer::retry::classify::DefaultClassifier;
 use nsn_lane1::layer::{Canceller, Lane1ServiceBuilderExt};
 use nsn_lane1::listener::{ChainListener, TaskEvent};
 use nsn_lane1::node::{Node, NodeParts};
-use nsn_lane1::runner::ExecutionRunner;
 use nsn_lane1::sidecar::client::{ExecuteRequest, Parameters};
-use nsn_lane1::submitter::ResultSubmitter;
+use nsn_lane1::stack::{DefaultClassifier, submit_stack};
+use nsn_lane1::submitter::MarketCalls;
 use nsn_lane1::task::{AccountId, Cid, Lane, ModelId, Priority, Task, TaskId, UNIT};
 use nsn_lane1::telemetry::metrics::Lane1Metrics;
 use support::{TestSidecar, chain_with};
@@ -176,13 +175,13 @@ fn original_plan(rt: &tokio::runtime::Runtime) -> OriginalPlan {
         let (tx, mut rx) = tokio::sync::mpsc::channel(1 << 16);
         let listener = ChainListener::new(chain.clone(), AccountId::BOB, None, tx, Lane1Metrics::default());
         tokio::spawn(listener.run(None));
-        let submitter = ResultSubmitter::new(submit_stack(
+        let submitter = MarketCalls::new(submit_stack(
             &ExecutorConfig::default(),
             chain.submitter(AccountId::BOB),
             chain.clone(),
             AccountId::BOB,
         ));
-        let runner = ExecutionRunner::new(sidecar.client(), Duration::from_secs(300));
+        let client = sidecar.client();
         let (done, notify) = (done.clone(), notify.clone());
         tokio::spawn(async move {
             let mut queue: VecDeque<Task> = VecDeque::new();
@@ -196,7 +195,8 @@ fn original_plan(rt: &tokio::runtime::Runtime) -> OriginalPlan {
                     () = tokio::time::sleep(Duration::from_millis(100)) => {
                         if let Some(task) = queue.pop_front() {
                             let _ = submitter.start_task(task.id).await;
-                            if let Ok(out) = runner.execute(&task).await {
+                            let request = ExecuteRequest::for_task(&task, Some(Duration::from_secs(300)));
+                            if let Ok(out) = client.execute().oneshot(request).await {
                                 let _ = submitter.submit_result(task.id, &out.output_cid, None).await;
                             }
                             done.fetch_add(1, Ordering::SeqCst);
@@ -339,7 +339,12 @@ fn bench_overhead(c: &mut Criterion) {
     // layers: every layer of the standard stack, no I/O.
     let mut execute = ServiceBuilder::new()
         .task_timeout(Duration::from_secs(300), Canceller::none())
-        .retry(RetryPolicy::never(DefaultClassifier))
+        .retry(RetryPolicy::new(
+            0,
+            Duration::ZERO,
+            Duration::ZERO,
+            DefaultClassifier,
+        ))
         .service(tower::service_fn(|_: ExecuteRequest| async {
             Ok::<(), tower::BoxError>(())
         }));

@@ -11,19 +11,19 @@
 
 use std::time::Duration;
 
-use nsn_lane1::TaskExecutorService;
+use nsn_lane1::Executor;
 use nsn_lane1::chain::dev::{DevChain, DevConfig};
 use nsn_lane1::chain::{MarketCall, MarketEvent};
-use nsn_lane1::executor::{ExecutorConfig, submit_stack};
+use nsn_lane1::executor::ExecutorConfig;
+use nsn_lane1::layer::Lane1ServiceBuilderExt;
 use nsn_lane1::layer::preempt::Preemptor;
 use nsn_lane1::layer::retry::RetryPolicy;
-use nsn_lane1::layer::retry::classify::DefaultClassifier;
-use nsn_lane1::layer::{Canceller, Lane1ServiceBuilderExt};
 use nsn_lane1::lifecycle::{Lifecycle, TaskBoard, TaskOutcome};
 use nsn_lane1::listener::ChainListener;
 use nsn_lane1::sidecar::client::{SidecarClient, SidecarConfig};
 use nsn_lane1::sidecar::server::ReferenceSidecar;
 use nsn_lane1::sidecar::store::BlobStore;
+use nsn_lane1::stack::{DefaultClassifier, submit_stack};
 use nsn_lane1::task::{AccountId, Lane, Priority, Task, UNIT};
 use nsn_lane1::telemetry::metrics::Lane1Metrics;
 use tower::{ServiceBuilder, ServiceExt};
@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Lane1Metrics::default();
     let board = TaskBoard::default();
     let preemptor = Preemptor::new();
-    let canceller = Canceller::sidecar(client.clone());
+    let canceller = client.canceller();
     let execute = ServiceBuilder::new()
         .task_timeout(Duration::from_secs(10), canceller.clone())
         .retry(RetryPolicy::new(
@@ -79,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let listener = ChainListener::new(chain.clone(), account, None, tx, metrics.clone());
     tokio::spawn(listener.run(None));
-    let executor = TaskExecutorService::new(
+    let executor = Executor::new(
         config,
         stack,
         rx,

@@ -2,12 +2,12 @@
 //! [`Lane1Error`] over all of them.
 //!
 //! - [`ListenerError`]: following the chain;
-//! - [`ExecutionError`]: running a task on the sidecar;
+//! - [`SidecarError`]: running a task on the sidecar;
 //! - [`SubmissionError`]: putting a call on chain;
 //! - [`Lane1Error`]: anything that stops the node.
 
 pub use crate::listener::ListenerError;
-pub use crate::sidecar::client::ExecutionError;
+pub use crate::sidecar::client::SidecarError;
 pub use crate::submitter::SubmissionError;
 
 /// Anything that stops a Lane 1 node, with its cause.
@@ -19,7 +19,7 @@ pub enum Lane1Error {
     Listener(#[from] ListenerError),
     /// A sidecar call failed.
     #[error(transparent)]
-    Execution(#[from] ExecutionError),
+    Execution(#[from] SidecarError),
     /// A chain submission failed.
     #[error(transparent)]
     Submission(#[from] SubmissionError),
@@ -43,7 +43,7 @@ pub enum Lane1Error {
 impl Lane1Error {
     /// Recovers the typed error from a boxed one out of a service stack.
     pub fn from_box(e: tower::BoxError) -> Self {
-        let e = match e.downcast::<ExecutionError>() {
+        let e = match e.downcast::<SidecarError>() {
             Ok(e) => return Lane1Error::Execution(*e),
             Err(e) => e,
         };

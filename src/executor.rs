@@ -7,13 +7,7 @@
 //! intake instead of filling memory. A task is taken from the scheduler only
 //! when the stack is ready for it.
 //!
-//! The standard stack ([`build_stack`]), outermost first:
-//!
-//! ```text
-//! metrics → concurrency limit → in-flight gauge → preempt → lifecycle
-//!     lifecycle ─ execute stack: timeout → retry → sidecar client
-//!               └ submit stack:  retry → guarded → chain submitter
-//! ```
+//! The stack it drives is composed in the `stack` module (`build_stack`).
 //!
 //! Preemption: a Lane 0 arrival preempts every running Lane 1 task; the
 //! sidecar confirms each cancel; a task whose `start_task` had not landed goes
@@ -34,22 +28,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
-use tower::limit::ConcurrencyLimit;
-use tower::retry::Retry;
-use tower::{BoxError, Service, ServiceBuilder};
+use tower::{BoxError, Service};
 
 use crate::chain::{ChainPort, MarketCall};
-use crate::layer::in_flight::InFlight;
-use crate::layer::metrics::Metrics;
-use crate::layer::preempt::{Preempt, PreemptReason, Preempted, Preemptor};
-use crate::layer::retry::RetryPolicy;
-use crate::layer::retry::classify::DefaultClassifier;
-use crate::layer::timeout::Timeout;
-use crate::layer::{Canceller, Lane1ServiceBuilderExt};
-use crate::lifecycle::{ExecutorState, Lifecycle, LifecycleError, TaskBoard, TaskOutcome};
+use crate::layer::cause;
+use crate::layer::preempt::{PreemptReason, Preempted, Preemptor};
+use crate::lifecycle::{ExecutorState, LifecycleError, TaskBoard, TaskOutcome};
 use crate::listener::TaskEvent;
 use crate::scheduler::{Scheduler, SchedulerError};
-use crate::submitter::{Guarded, ResultSubmitter, SubmissionError, Submitted};
+use crate::submitter::{MarketCalls, SubmissionError, Submitted};
 use crate::task::{AccountId, Balance, FailReason, Lane, Task, TaskId, TaskStatus};
 use crate::telemetry::metrics::Lane1Metrics;
 
@@ -96,83 +83,6 @@ impl Default for ExecutorConfig {
             preempt_on_lane0: true,
         }
     }
-}
-
-/// The execute stack: timeout → retry → `X` (the sidecar client).
-pub type ExecuteStack<X> = Timeout<Retry<RetryPolicy<DefaultClassifier>, X>>;
-
-/// The submit stack: retry → guarded → `C` (a chain submitter).
-pub type SubmitStack<C, P> = Retry<RetryPolicy<DefaultClassifier>, Guarded<C, P>>;
-
-/// The standard lifecycle stack.
-pub type Lane1Stack<X, C, P> =
-    Metrics<ConcurrencyLimit<InFlight<Preempt<Lifecycle<ExecuteStack<X>, SubmitStack<C, P>, P>>>>>;
-
-/// The parts a stack is built from.
-#[derive(Clone, Debug)]
-pub struct StackParts<X, C, P> {
-    /// The sidecar's execute service.
-    pub execute: X,
-    /// Cancels tasks on the sidecar.
-    pub canceller: Canceller,
-    /// The chain submitter for our account.
-    pub submit: C,
-    /// Chain reads.
-    pub port: P,
-    /// Our account.
-    pub account: AccountId,
-    /// Where task states are published.
-    pub board: TaskBoard,
-    /// Fires preemptions.
-    pub preemptor: Preemptor,
-    /// Where metrics go.
-    pub metrics: Lane1Metrics,
-}
-
-/// The submit stack on its own (also used by the executor to resolve
-/// preempted tasks and to claim candidates).
-pub fn submit_stack<C, P>(
-    config: &ExecutorConfig,
-    submit: C,
-    port: P,
-    account: AccountId,
-) -> SubmitStack<C, P> {
-    ServiceBuilder::new()
-        .retry(RetryPolicy::new(
-            config.submit_retry_attempts,
-            config.retry_base,
-            config.retry_max,
-            DefaultClassifier,
-        ))
-        .service(Guarded::new(submit, port, account))
-}
-
-/// Builds the standard stack (see the [module docs](self)).
-pub fn build_stack<X, C, P>(
-    config: &ExecutorConfig,
-    parts: StackParts<X, C, P>,
-) -> Lane1Stack<X, C, P>
-where
-    X: Clone,
-    P: Clone,
-{
-    let execute = ServiceBuilder::new()
-        .task_timeout(config.execution_timeout, parts.canceller.clone())
-        .retry(RetryPolicy::new(
-            config.retry_attempts,
-            config.retry_base,
-            config.retry_max,
-            DefaultClassifier,
-        ))
-        .service(parts.execute);
-    let submit = submit_stack(config, parts.submit, parts.port.clone(), parts.account);
-    let lifecycle = Lifecycle::new(execute, submit, parts.port, parts.account, parts.board);
-    ServiceBuilder::new()
-        .lane1_metrics(parts.metrics.clone())
-        .concurrency_limit(config.max_concurrent.max(1))
-        .in_flight(parts.metrics.in_flight.with(&[]))
-        .preempt(parts.preemptor, parts.canceller)
-        .service(lifecycle)
 }
 
 /// What the executor did, from start to stop.
@@ -233,7 +143,7 @@ struct Core<P, C> {
     preemptor: Preemptor,
     metrics: Lane1Metrics,
     port: P,
-    submitter: ResultSubmitter<C>,
+    submitter: MarketCalls<C>,
     account: AccountId,
     claim: bool,
     preempt_on_lane0: bool,
@@ -243,23 +153,23 @@ struct Core<P, C> {
 }
 
 /// The executor; see the [module docs](self).
-pub struct TaskExecutorService<S, P, C> {
+pub struct Executor<S, P, C> {
     stack: S,
     events: mpsc::Receiver<TaskEvent>,
     config: ExecutorConfig,
     core: Core<P, C>,
 }
 
-impl<S, P, C> std::fmt::Debug for TaskExecutorService<S, P, C> {
+impl<S, P, C> std::fmt::Debug for Executor<S, P, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskExecutorService")
+        f.debug_struct("Executor")
             .field("config", &self.config)
             .field("report", &self.core.report)
             .finish()
     }
 }
 
-impl<S, P, C> TaskExecutorService<S, P, C>
+impl<S, P, C> Executor<S, P, C>
 where
     S: Service<Task, Response = TaskOutcome, Error = BoxError>,
     S::Future: Send + 'static,
@@ -283,7 +193,7 @@ where
         preemptor: Preemptor,
         metrics: Lane1Metrics,
     ) -> Self {
-        TaskExecutorService {
+        Executor {
             stack,
             events,
             core: Core {
@@ -297,7 +207,7 @@ where
                 preemptor,
                 metrics,
                 port,
-                submitter: ResultSubmitter::new(submit),
+                submitter: MarketCalls::new(submit),
                 account,
                 claim: config.claim_assignments,
                 preempt_on_lane0: config.preempt_on_lane0,
@@ -327,7 +237,7 @@ where
         self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<ExecutorReport, ExecutorError> {
-        let TaskExecutorService {
+        let Executor {
             mut stack,
             mut events,
             config,
@@ -517,7 +427,7 @@ where
         match result {
             Ok(outcome) => self.finish(outcome),
             Err(error) => {
-                if let Some(p) = find::<Preempted>(&error) {
+                if let Some(p) = cause::<Preempted>(error.as_ref()) {
                     self.report.preempted += 1;
                     let reason = p.reason;
                     let port = self.port.clone();
@@ -529,7 +439,7 @@ where
                     return;
                 }
                 let _ = self.scheduler.fail(task_id);
-                if find::<LifecycleError>(&error)
+                if cause::<LifecycleError>(error.as_ref())
                     .is_some_and(|e| matches!(e, LifecycleError::Lane0Priority { .. }))
                 {
                     self.lane0_wait = true;
@@ -576,7 +486,7 @@ where
                 self.report.skipped += 1;
                 let _ = self.scheduler.complete(task_id);
             }
-            TaskOutcome::Requeued { .. } | TaskOutcome::Unresolved { .. } => {}
+            TaskOutcome::Unresolved { .. } => {}
         }
         self.board.set(task_id, ExecutorState::Done(outcome));
     }
@@ -630,7 +540,7 @@ async fn resolve_preempted<P, C>(
     task: Task,
     reason: PreemptReason,
     port: P,
-    submitter: ResultSubmitter<C>,
+    submitter: MarketCalls<C>,
     account: AccountId,
 ) -> Resolution
 where
@@ -679,16 +589,4 @@ where
         }
         Err(e) => Resolution::Error(task_id, e),
     }
-}
-
-/// The first error of type `E` in an error's source chain.
-fn find<E: std::error::Error + 'static>(error: &BoxError) -> Option<&E> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
-    while let Some(e) = cause {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        cause = e.source();
-    }
-    None
 }

@@ -5,7 +5,7 @@
 //! and runs it only if the task is assigned to this executor and still
 //! `Assigned` or `Executing` (a restart resumes an `Executing` task without a
 //! second `start_task`). Every chain call goes through the submit stack's
-//! [`Guarded`](crate::submitter::Guarded) service, which checks the on-chain
+//! [`StatusGuard`](crate::submitter::StatusGuard) service, which checks the on-chain
 //! status again before sending, so a result is never submitted twice and a
 //! task the chain has already failed or expired is never failed again.
 //!
@@ -22,9 +22,11 @@ use tower::{BoxError, Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::chain::{BlockRef, ChainPort, MarketError};
+use crate::layer::cause;
 use crate::layer::metrics::Outcome;
-use crate::sidecar::client::{ExecuteRequest, ExecutionError, ExecutionResult};
-use crate::submitter::{ResultSubmitter, SubmissionError, Submitted};
+use crate::layer::timeout::Elapsed;
+use crate::sidecar::client::{ExecuteRequest, ExecutionResult, SidecarError};
+use crate::submitter::{MarketCalls, SubmissionError, Submitted};
 use crate::task::{AccountId, Cid, FailReason, Task, TaskId, TaskStatus};
 
 /// Where a task is in this executor.
@@ -75,12 +77,6 @@ pub enum TaskOutcome {
         /// The task.
         task_id: TaskId,
     },
-    /// The task was put back in the queue (preempted before it started on
-    /// chain) — a transient state the executor records.
-    Requeued {
-        /// The task.
-        task_id: TaskId,
-    },
     /// The executor gave up on the task without resolving it on chain (it
     /// is still assigned there; a restart's reconciliation resumes it).
     Unresolved {
@@ -99,7 +95,6 @@ impl TaskOutcome {
             | TaskOutcome::Failed { task_id, .. }
             | TaskOutcome::AlreadyResolved { task_id, .. }
             | TaskOutcome::NotOurs { task_id }
-            | TaskOutcome::Requeued { task_id }
             | TaskOutcome::Unresolved { task_id, .. } => *task_id,
         }
     }
@@ -112,7 +107,6 @@ impl Outcome for TaskOutcome {
             TaskOutcome::Failed { .. } => "failed",
             TaskOutcome::AlreadyResolved { .. } => "already_resolved",
             TaskOutcome::NotOurs { .. } => "not_ours",
-            TaskOutcome::Requeued { .. } => "requeued",
             TaskOutcome::Unresolved { .. } => "unresolved",
         }
     }
@@ -231,27 +225,23 @@ pub enum LifecycleError {
 
 /// The reason to give the chain for an execution failure.
 pub fn fail_reason(error: &BoxError) -> FailReason {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
-    while let Some(e) = cause {
-        if e.is::<crate::layer::timeout::Elapsed>() {
-            return FailReason::DeadlineExceeded;
-        }
-        if let Some(e) = e.downcast_ref::<ExecutionError>() {
-            return match e {
-                ExecutionError::TimedOut { .. } => FailReason::DeadlineExceeded,
-                _ => FailReason::ExecutorFailed,
-            };
-        }
-        cause = e.source();
+    if cause::<Elapsed>(error.as_ref()).is_some()
+        || matches!(
+            cause::<SidecarError>(error.as_ref()),
+            Some(SidecarError::TimedOut { .. })
+        )
+    {
+        FailReason::DeadlineExceeded
+    } else {
+        FailReason::ExecutorFailed
     }
-    FailReason::ExecutorFailed
 }
 
 /// The per-task service; see the [module docs](self).
 #[derive(Debug)]
 pub struct Lifecycle<E, C, P> {
     execute: E,
-    submitter: ResultSubmitter<C>,
+    submitter: MarketCalls<C>,
     port: P,
     account: AccountId,
     board: TaskBoard,
@@ -276,7 +266,7 @@ impl<E, C, P> Lifecycle<E, C, P> {
     pub fn new(execute: E, submit: C, port: P, account: AccountId, board: TaskBoard) -> Self {
         Lifecycle {
             execute,
-            submitter: ResultSubmitter::new(submit),
+            submitter: MarketCalls::new(submit),
             port,
             account,
             board,
@@ -321,7 +311,7 @@ where
 async fn run<E, C, P>(
     task: Task,
     mut execute: E,
-    submitter: ResultSubmitter<C>,
+    submitter: MarketCalls<C>,
     port: P,
     account: AccountId,
     board: TaskBoard,

@@ -17,7 +17,9 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::chain::{BlockHash, BlockRef, ChainError, ChainPort, MarketEvent, TaskIntent};
-use crate::layer::retry::backoff::Backoff;
+use tower::retry::backoff::{Backoff as _, ExponentialBackoff};
+
+use crate::layer::retry::backoff;
 use crate::task::{
     AccountId, Balance, BlockNumber, Cid, FailReason, Lane, ModelId, Priority, Task, TaskId,
 };
@@ -140,7 +142,9 @@ pub struct ChainListener<P> {
     /// Told the first block followed, once reconciliation is done.
     following: Option<tokio::sync::watch::Sender<Option<BlockNumber>>>,
     /// Delays between attempts after a lost connection.
-    reconnects: Backoff,
+    reconnects: ExponentialBackoff,
+    /// Attempts since the connection was last good.
+    lost: u32,
 }
 
 impl<P: ChainPort> ChainListener<P> {
@@ -161,7 +165,8 @@ impl<P: ChainPort> ChainListener<P> {
             metrics,
             lane0_open: HashSet::new(),
             following: None,
-            reconnects: Backoff::new(RECONNECT_BASE, RECONNECT_MAX),
+            reconnects: backoff(RECONNECT_BASE, RECONNECT_MAX),
+            lost: 0,
         }
     }
 
@@ -262,7 +267,10 @@ impl<P: ChainPort> ChainListener<P> {
                     }
                     Err(e) => return Err(e.into()),
                 };
-                self.reconnects.reset();
+                if self.lost > 0 {
+                    self.reconnects = backoff(RECONNECT_BASE, RECONNECT_MAX);
+                    self.lost = 0;
+                }
                 for record in &block.events {
                     self.metrics.chain_events.with(&[record.event.name()]).inc();
                     self.on_event(block.hash, &record.event).await?;
@@ -273,7 +281,7 @@ impl<P: ChainPort> ChainListener<P> {
                 .await?;
                 next = block.number + 1;
             }
-            if self.reconnects.attempts() == 0 {
+            if self.lost == 0 {
                 // Ended without an error: the chain shut down.
                 return Err(ListenerError::StreamEnded);
             }
@@ -282,10 +290,12 @@ impl<P: ChainPort> ChainListener<P> {
 
     /// Sleeps before the next attempt after a lost connection.
     async fn wait_out(&mut self, error: &str) {
-        let delay = self.reconnects.next_delay();
+        let sleep = self.reconnects.next_backoff();
+        self.lost += 1;
+        let delay = sleep.deadline() - tokio::time::Instant::now();
         self.metrics.chain_reconnects.with(&[]).inc();
         tracing::warn!(error, ?delay, "chain connection lost; retrying");
-        tokio::time::sleep(delay).await;
+        sleep.await;
     }
 
     async fn on_event(&mut self, at: BlockHash, event: &MarketEvent) -> Result<(), ListenerError> {

@@ -34,15 +34,12 @@ use tower::Service;
 
 use crate::chain::{ChainPort, Inclusion, MarketCall, SubmitError};
 use crate::checkpoint::Checkpoint;
-use crate::executor::{
-    ExecutorConfig, ExecutorError, ExecutorReport, StackParts, TaskExecutorService, build_stack,
-    submit_stack,
-};
-use crate::layer::Canceller;
+use crate::executor::{Executor, ExecutorConfig, ExecutorError, ExecutorReport};
 use crate::layer::preempt::Preemptor;
 use crate::lifecycle::TaskBoard;
 use crate::listener::{ChainListener, ListenerError};
 use crate::sidecar::client::SidecarClient;
+use crate::stack::{StackParts, build_stack, submit_stack};
 use crate::task::{AccountId, Lane, ModelId};
 use crate::telemetry::metrics::Lane1Metrics;
 
@@ -140,7 +137,7 @@ impl Node {
         let listener_metrics = parts.metrics.clone();
         let listener_sidecar = parts.sidecar.clone();
         let models = parts.models;
-        let canceller = Canceller::sidecar(parts.sidecar.clone());
+        let canceller = parts.sidecar.canceller();
         let stack = build_stack(
             &config,
             StackParts {
@@ -155,7 +152,7 @@ impl Node {
             },
         );
         let resolve = submit_stack(&config, parts.submit, parts.port.clone(), parts.account);
-        let executor = TaskExecutorService::new(
+        let executor = Executor::new(
             config,
             stack,
             rx,

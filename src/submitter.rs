@@ -1,17 +1,17 @@
-//! Chain submission for one account: the [`Guarded`] service that checks a
+//! Chain submission for one account: the [`StatusGuard`] service that checks a
 //! task's on-chain status before every send (so a retry never re-sends a call
-//! whose effect has landed), and [`ResultSubmitter`], the typed front of the
+//! whose effect has landed), and [`MarketCalls`], the typed front of the
 //! submit stack (`start_task`, `submit_result`, `fail_task`).
 //!
 //! ```
 //! use nsn_lane1::chain::dev::{DevChain, DevConfig};
-//! use nsn_lane1::submitter::{Guarded, ResultSubmitter};
+//! use nsn_lane1::submitter::{StatusGuard, MarketCalls};
 //! use nsn_lane1::task::{AccountId, TaskId};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let chain = DevChain::new(DevConfig::default()).unwrap();
-//! let guarded = Guarded::new(chain.submitter(AccountId::BOB), chain.clone(), AccountId::BOB);
-//! let submitter = ResultSubmitter::new(guarded);
+//! let guarded = StatusGuard::new(chain.submitter(AccountId::BOB), chain.clone(), AccountId::BOB);
+//! let submitter = MarketCalls::new(guarded);
 //! // There is no task 9: the guard refuses before anything is sent.
 //! let err = submitter.start_task(TaskId(9)).await.unwrap_err();
 //! assert!(err.to_string().contains("not found"));
@@ -27,7 +27,6 @@ use tower::{BoxError, Service, ServiceExt};
 use crate::chain::{
     ChainError, ChainPort, Inclusion, MarketCall, MarketError, SubmitError, TaskIntent,
 };
-use crate::layer::retry::classify::AsError;
 use crate::task::{AccountId, Cid, FailReason, TaskId, TaskStatus};
 
 /// What a guarded submission achieved.
@@ -102,12 +101,6 @@ impl SubmissionError {
     }
 }
 
-impl AsError for SubmissionError {
-    fn as_error(&self) -> &(dyn std::error::Error + 'static) {
-        self
-    }
-}
-
 /// What the guard decided.
 enum Precondition {
     Send,
@@ -152,16 +145,16 @@ fn precondition(call: &MarketCall, task: Option<&TaskIntent>, account: AccountId
 /// and a call the chain's state no longer allows fails with
 /// [`SubmissionError::Inapplicable`]. Other calls pass straight through.
 #[derive(Clone, Debug)]
-pub struct Guarded<S, P> {
+pub struct StatusGuard<S, P> {
     inner: S,
     port: P,
     account: AccountId,
 }
 
-impl<S, P> Guarded<S, P> {
+impl<S, P> StatusGuard<S, P> {
     /// Guards `inner`, which signs as `account`, reading state from `port`.
     pub fn new(inner: S, port: P, account: AccountId) -> Self {
-        Guarded {
+        StatusGuard {
             inner,
             port,
             account,
@@ -184,10 +177,10 @@ impl<S, P> Guarded<S, P> {
     }
 }
 
-/// The future of a [`Guarded`] submission.
-pub type GuardedFuture = Pin<Box<dyn Future<Output = Result<Submitted, BoxError>> + Send>>;
+/// The future of a [`StatusGuard`] submission.
+pub type StatusGuardFuture = Pin<Box<dyn Future<Output = Result<Submitted, BoxError>> + Send>>;
 
-impl<S, P> Service<MarketCall> for Guarded<S, P>
+impl<S, P> Service<MarketCall> for StatusGuard<S, P>
 where
     S: Service<MarketCall, Response = Inclusion, Error = SubmitError> + Clone + Send + 'static,
     S::Future: Send,
@@ -195,7 +188,7 @@ where
 {
     type Response = Submitted;
     type Error = BoxError;
-    type Future = GuardedFuture;
+    type Future = StatusGuardFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -283,18 +276,18 @@ where
 
 /// The typed front of a submit stack: the calls an executor makes.
 #[derive(Clone, Debug)]
-pub struct ResultSubmitter<S> {
+pub struct MarketCalls<S> {
     stack: S,
 }
 
-impl<S> ResultSubmitter<S> {
+impl<S> MarketCalls<S> {
     /// Submits through `stack`.
     pub fn new(stack: S) -> Self {
-        ResultSubmitter { stack }
+        MarketCalls { stack }
     }
 }
 
-impl<S> ResultSubmitter<S>
+impl<S> MarketCalls<S>
 where
     S: Service<MarketCall, Response = Submitted> + Clone,
     S::Error: Into<BoxError>,

@@ -6,16 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nsn_lane1::chain::dev::{DevChain, DevSubmitter};
-use nsn_lane1::executor::Lane1Stack;
 use nsn_lane1::layer::Canceller;
 use nsn_lane1::layer::in_flight::InFlightLayer;
 use nsn_lane1::layer::metrics::MetricsLayer;
 use nsn_lane1::layer::preempt::{PreemptLayer, PreemptReason, Preempted, Preemptor};
 use nsn_lane1::layer::retry::RetryPolicy;
-use nsn_lane1::layer::retry::classify::DefaultClassifier;
 use nsn_lane1::layer::timeout::{Elapsed, TimeoutLayer};
 use nsn_lane1::lifecycle::TaskOutcome;
-use nsn_lane1::sidecar::client::{Execute, ExecuteRequest, ExecutionError, Parameters};
+use nsn_lane1::sidecar::client::{Execute, ExecuteRequest, Parameters, SidecarError};
+use nsn_lane1::stack::{DefaultClassifier, Lane1Stack};
 use nsn_lane1::task::{AccountId, Cid, Lane, ModelId, Priority, Task, TaskId};
 use nsn_lane1::telemetry::metrics::Lane1Metrics;
 use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
@@ -146,7 +145,7 @@ async fn timeout_keeps_a_ready_answer_and_maps_late_failures() {
     let mut late = task::spawn(svc.call(exec_req(2, None)));
     let (_, respond) = handle.next_request().await.unwrap();
     tokio::time::advance(Duration::from_secs(5)).await;
-    respond.send_error(ExecutionError::Model {
+    respond.send_error(SidecarError::Model {
         task_id: TaskId(2),
         message: "timed out after 5000 ms".into(),
     });
@@ -295,7 +294,7 @@ async fn retry_retries_transient_errors_with_backoff_and_never_permanent_ones() 
     let mut fut = task::spawn(svc.call(exec_req(1, None)));
     assert_pending!(fut.poll());
     let (_, r) = handle.next_request().await.unwrap();
-    r.send_error(ExecutionError::Transport {
+    r.send_error(SidecarError::Transport {
         task_id: Some(TaskId(1)),
         message: "reset".into(),
     });
@@ -314,7 +313,7 @@ async fn retry_retries_transient_errors_with_backoff_and_never_permanent_ones() 
     let mut fut = task::spawn(svc.call(exec_req(2, None)));
     assert_pending!(fut.poll());
     let (_, r) = handle.next_request().await.unwrap();
-    r.send_error(ExecutionError::Model {
+    r.send_error(SidecarError::Model {
         task_id: TaskId(2),
         message: "bad".into(),
     });

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use nsn_lane1::sidecar::client::{ExecuteRequest, ExecutionError, Parameters, SidecarStatus};
+use nsn_lane1::sidecar::client::{ExecuteRequest, Parameters, SidecarError, SidecarStatus};
 use nsn_lane1::sidecar::proto;
 use nsn_lane1::sidecar::proto::sidecar_client::SidecarClient as RawClient;
 use nsn_lane1::sidecar::server::RunState;
@@ -103,7 +103,7 @@ async fn model_failure_is_a_permanent_body_error() {
         .await
         .unwrap_err();
     match &err {
-        ExecutionError::Model { task_id, message } => {
+        SidecarError::Model { task_id, message } => {
             assert_eq!(*task_id, TaskId(3));
             assert_eq!(message, "out of ideas");
         }
@@ -159,7 +159,7 @@ async fn unknown_model_missing_input_and_bad_parameters_are_body_errors() {
         let id = req.task_id;
         let err = client.execute().oneshot(req).await.unwrap_err();
         match &err {
-            ExecutionError::Model { message, .. } => {
+            SidecarError::Model { message, .. } => {
                 assert!(message.contains(want), "{id}: {message}")
             }
             other => panic!("{id}: {other:?}"),
@@ -261,7 +261,7 @@ async fn the_sidecar_enforces_timeout_ms_and_stops_the_work() {
         .await
         .unwrap_err();
     match &err {
-        ExecutionError::Model { message, .. } => assert_eq!(message, "timed out after 200 ms"),
+        SidecarError::Model { message, .. } => assert_eq!(message, "timed out after 200 ms"),
         other => panic!("{other:?}"),
     }
     assert_eq!(s.sidecar.state("11"), Some(RunState::Failed));
@@ -290,7 +290,7 @@ async fn our_own_deadline_gives_a_retryable_timeout() {
         .await
         .unwrap_err();
     match &err {
-        ExecutionError::TimedOut { task_id, after } => {
+        SidecarError::TimedOut { task_id, after } => {
             assert_eq!(*task_id, TaskId(12));
             assert_eq!(*after, Duration::from_millis(600), "timeout + grace");
         }
@@ -321,7 +321,7 @@ async fn cancel_mid_run_is_confirmed_by_status() {
     assert_eq!(outcome.final_status, Some(SidecarStatus::Cancelled));
     assert_eq!(s.sidecar.state("21"), Some(RunState::Cancelled));
     match within("execute to end", run).await.unwrap() {
-        Err(ExecutionError::Model { message, .. }) => assert_eq!(message, "cancelled"),
+        Err(SidecarError::Model { message, .. }) => assert_eq!(message, "cancelled"),
         other => panic!("{other:?}"),
     }
     // Cancelling again, or an unknown task, is not an error: nothing runs.
@@ -331,7 +331,7 @@ async fn cancel_mid_run_is_confirmed_by_status() {
     assert_eq!(unknown.final_status, None);
     assert!(matches!(
         client.status(TaskId(999)).await,
-        Err(ExecutionError::UnknownTask {
+        Err(SidecarError::UnknownTask {
             task_id: TaskId(999)
         })
     ));
@@ -376,7 +376,7 @@ async fn a_second_run_of_a_running_task_is_refused() {
     assert!(
         matches!(
             err,
-            ExecutionError::Rpc {
+            SidecarError::Rpc {
                 code: tonic::Code::AlreadyExists,
                 ..
             }
@@ -412,7 +412,7 @@ async fn a_killed_sidecar_gives_a_retryable_error_and_the_client_recovers() {
     assert!(
         matches!(
             err,
-            ExecutionError::Transport {
+            SidecarError::Transport {
                 task_id: Some(TaskId(31)),
                 ..
             }
@@ -428,7 +428,7 @@ async fn a_killed_sidecar_gives_a_retryable_error_and_the_client_recovers() {
         .await
         .unwrap_err();
     // Refused, or the old connection reported reset first: a transport error.
-    assert!(matches!(err, ExecutionError::Transport { .. }), "{err:?}");
+    assert!(matches!(err, SidecarError::Transport { .. }), "{err:?}");
     assert!(err.is_retryable(), "{err:?}");
 
     // Restarted at the same address: the same client works again.

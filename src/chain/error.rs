@@ -5,7 +5,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::{BlockHash, BlockRef, PALLET};
-use crate::task::BlockNumber;
 
 macro_rules! market_errors {
     ($($(#[$doc:meta])* $name:ident,)*) => {
@@ -255,14 +254,6 @@ pub enum ChainError {
     /// The chain does not know this block.
     #[error("unknown block {0}")]
     UnknownBlock(BlockHash),
-    /// The block is older than the history the chain keeps.
-    #[error("block #{number} is no longer available (history starts at #{oldest})")]
-    Pruned {
-        /// The block asked for.
-        number: BlockNumber,
-        /// The oldest block kept.
-        oldest: BlockNumber,
-    },
     /// Data from the chain did not decode.
     #[error("could not decode {what}: {reason}")]
     Decode {

@@ -1,6 +1,7 @@
-//! A gauge of the calls inside a service: incremented on `call`, decremented
+//! A count of the calls inside a service: incremented on `call`, decremented
 //! when the call's future completes or is dropped. A pass-through: it adds no
-//! way to fail.
+//! way to fail. It counts into any [`InFlightCount`] (the crate's telemetry
+//! gauge is one).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,18 +10,24 @@ use std::task::{Context, Poll};
 use pin_project::pin_project;
 use tower::{Layer, Service};
 
-use crate::telemetry::metrics::Gauge;
+/// Where the count is kept.
+pub trait InFlightCount: Clone + std::fmt::Debug {
+    /// One more call inside.
+    fn inc(&self);
+    /// One call fewer.
+    fn dec(&self);
+}
 
 /// Keeps a gauge of in-flight calls.
 #[derive(Clone, Debug)]
-pub struct InFlight<S> {
+pub struct InFlight<S, G> {
     inner: S,
-    gauge: Gauge,
+    gauge: G,
 }
 
-impl<S> InFlight<S> {
+impl<S, G> InFlight<S, G> {
     /// Wraps `inner`.
-    pub fn new(inner: S, gauge: Gauge) -> Self {
+    pub fn new(inner: S, gauge: G) -> Self {
         InFlight { inner, gauge }
     }
 
@@ -42,19 +49,19 @@ impl<S> InFlight<S> {
 
 /// Applies [`InFlight`].
 #[derive(Clone, Debug)]
-pub struct InFlightLayer {
-    gauge: Gauge,
+pub struct InFlightLayer<G> {
+    gauge: G,
 }
 
-impl InFlightLayer {
+impl<G> InFlightLayer<G> {
     /// Counts into `gauge`.
-    pub fn new(gauge: Gauge) -> Self {
+    pub fn new(gauge: G) -> Self {
         InFlightLayer { gauge }
     }
 }
 
-impl<S> Layer<S> for InFlightLayer {
-    type Service = InFlight<S>;
+impl<S, G: Clone> Layer<S> for InFlightLayer<G> {
+    type Service = InFlight<S, G>;
 
     fn layer(&self, inner: S) -> Self::Service {
         InFlight::new(inner, self.gauge.clone())
@@ -62,9 +69,9 @@ impl<S> Layer<S> for InFlightLayer {
 }
 
 #[derive(Debug)]
-struct Held(Gauge);
+struct Held<G: InFlightCount>(G);
 
-impl Drop for Held {
+impl<G: InFlightCount> Drop for Held<G> {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -73,13 +80,13 @@ impl Drop for Held {
 /// The response future of [`InFlight`].
 #[pin_project]
 #[derive(Debug)]
-pub struct ResponseFuture<F> {
+pub struct ResponseFuture<F, G: InFlightCount> {
     #[pin]
     inner: F,
-    _held: Held,
+    _held: Held<G>,
 }
 
-impl<F: Future> Future for ResponseFuture<F> {
+impl<F: Future, G: InFlightCount> Future for ResponseFuture<F, G> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
@@ -87,10 +94,10 @@ impl<F: Future> Future for ResponseFuture<F> {
     }
 }
 
-impl<S: Service<R>, R> Service<R> for InFlight<S> {
+impl<S: Service<R>, G: InFlightCount, R> Service<R> for InFlight<S, G> {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, G>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

@@ -3,12 +3,19 @@
 //!
 //! - [`timeout`]: bounds a task's execution; on expiry cancels the sidecar task;
 //! - [`retry`]: a `tower::retry::Policy` driven by an error classifier, with
-//!   exponential backoff, jitter and a retry budget;
+//!   tower's exponential backoff with jitter, and a retry budget;
 //! - [`preempt`]: races a task against its cancel signal ([`preempt::Preemptor`]);
 //!   on preemption cancels the sidecar task and waits for the confirmation;
 //! - [`metrics`]: counts and times every task by outcome, lane and model, with a
 //!   drop guard so preempted and timed-out tasks are counted too;
 //! - [`in_flight`]: a gauge of the tasks inside the stack.
+//!
+//! The layers know nothing of the chain, the sidecar or the telemetry: each
+//! is generic over a small trait — a request that names its task
+//! ([`TaskRequest`]), something that stops a task remotely ([`Canceller`]), a
+//! metrics sink ([`metrics::RecordTask`], [`in_flight::InFlightCount`]).
+//! The composition root (the `stack` module) puts them together with the
+//! crate's own parts.
 //!
 //! [`Lane1ServiceBuilderExt`] adds them to `tower::ServiceBuilder`:
 //!
@@ -38,6 +45,7 @@
 //! # }
 //! ```
 
+use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -46,7 +54,6 @@ use std::time::Duration;
 
 use tower::BoxError;
 
-use crate::sidecar::client::{ExecuteRequest, SidecarClient};
 use crate::task::{Lane, ModelId, Task, TaskId};
 
 pub mod in_flight;
@@ -54,6 +61,20 @@ pub mod metrics;
 pub mod preempt;
 pub mod retry;
 pub mod timeout;
+
+/// The first error of type `E` in an error's source chain (the error itself
+/// first). Layers and classifiers decide by the types they find there, never
+/// by an error's message.
+pub fn cause<'a, E: Error + 'static>(error: &'a (dyn Error + 'static)) -> Option<&'a E> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
+}
 
 /// A request about one chain task.
 pub trait TaskRequest {
@@ -77,33 +98,12 @@ impl TaskRequest for Task {
     }
 }
 
-impl TaskRequest for ExecuteRequest {
-    fn task_id(&self) -> TaskId {
-        self.task_id
-    }
-    fn lane(&self) -> Lane {
-        self.lane
-    }
-    fn model(&self) -> &ModelId {
-        &self.model
-    }
-}
-
 /// A request that carries its own time limit.
 pub trait TimeoutRequest: TaskRequest {
     /// The request's limit, if it has one.
     fn timeout(&self) -> Option<Duration>;
-    /// Sets the limit (so that it travels to the sidecar).
+    /// Sets the limit (so that it travels to the remote side).
     fn set_timeout(&mut self, limit: Duration);
-}
-
-impl TimeoutRequest for ExecuteRequest {
-    fn timeout(&self) -> Option<Duration> {
-        self.timeout
-    }
-    fn set_timeout(&mut self, limit: Duration) {
-        self.timeout = Some(limit);
-    }
 }
 
 /// A cancel in progress on the remote side: resolves once it is confirmed.
@@ -111,8 +111,8 @@ pub type CancelFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send
 
 type CancelFn = dyn Fn(TaskId, &'static str) -> CancelFuture + Send + Sync;
 
-/// Stops a task on the sidecar and waits for the sidecar to confirm. Cheap to
-/// clone.
+/// Stops a task where it runs (the sidecar) and waits for the confirmation.
+/// Cheap to clone. The sidecar client makes one (`SidecarClient::canceller`).
 #[derive(Clone)]
 pub struct Canceller(Arc<CancelFn>);
 
@@ -123,21 +123,6 @@ impl fmt::Debug for Canceller {
 }
 
 impl Canceller {
-    /// Cancels through a sidecar client (`CancelTask`, then status until
-    /// `cancelled`).
-    pub fn sidecar(client: SidecarClient) -> Self {
-        Canceller(Arc::new(move |id, reason| {
-            let client = client.clone();
-            Box::pin(async move {
-                client
-                    .cancel(id, reason)
-                    .await
-                    .map(|_| ())
-                    .map_err(BoxError::from)
-            })
-        }))
-    }
-
     /// A canceller for services with nothing remote to stop.
     pub fn none() -> Self {
         Canceller(Arc::new(|_, _| Box::pin(async { Ok(()) })))
@@ -179,17 +164,17 @@ pub trait Lane1ServiceBuilderExt<L>: sealed::Sealed {
         canceller: Canceller,
     ) -> tower::ServiceBuilder<tower::layer::util::Stack<preempt::PreemptLayer, L>>;
 
-    /// Counts and times tasks (see [`metrics`]).
-    fn lane1_metrics(
+    /// Counts and times tasks into `sink` (see [`metrics`]).
+    fn lane1_metrics<M: metrics::RecordTask>(
         self,
-        metrics: crate::telemetry::metrics::Lane1Metrics,
-    ) -> tower::ServiceBuilder<tower::layer::util::Stack<metrics::MetricsLayer, L>>;
+        sink: M,
+    ) -> tower::ServiceBuilder<tower::layer::util::Stack<metrics::MetricsLayer<M>, L>>;
 
-    /// Keeps a gauge of the tasks inside (see [`in_flight`]).
-    fn in_flight(
+    /// Keeps a count of the tasks inside (see [`in_flight`]).
+    fn in_flight<G: in_flight::InFlightCount>(
         self,
-        gauge: crate::telemetry::metrics::Gauge,
-    ) -> tower::ServiceBuilder<tower::layer::util::Stack<in_flight::InFlightLayer, L>>;
+        gauge: G,
+    ) -> tower::ServiceBuilder<tower::layer::util::Stack<in_flight::InFlightLayer<G>, L>>;
 }
 
 impl<L> Lane1ServiceBuilderExt<L> for tower::ServiceBuilder<L> {
@@ -209,17 +194,17 @@ impl<L> Lane1ServiceBuilderExt<L> for tower::ServiceBuilder<L> {
         self.layer(preempt::PreemptLayer::new(preemptor, canceller))
     }
 
-    fn lane1_metrics(
+    fn lane1_metrics<M: metrics::RecordTask>(
         self,
-        metrics: crate::telemetry::metrics::Lane1Metrics,
-    ) -> tower::ServiceBuilder<tower::layer::util::Stack<metrics::MetricsLayer, L>> {
-        self.layer(metrics::MetricsLayer::new(metrics))
+        sink: M,
+    ) -> tower::ServiceBuilder<tower::layer::util::Stack<metrics::MetricsLayer<M>, L>> {
+        self.layer(metrics::MetricsLayer::new(sink))
     }
 
-    fn in_flight(
+    fn in_flight<G: in_flight::InFlightCount>(
         self,
-        gauge: crate::telemetry::metrics::Gauge,
-    ) -> tower::ServiceBuilder<tower::layer::util::Stack<in_flight::InFlightLayer, L>> {
+        gauge: G,
+    ) -> tower::ServiceBuilder<tower::layer::util::Stack<in_flight::InFlightLayer<G>, L>> {
         self.layer(in_flight::InFlightLayer::new(gauge))
     }
 }

@@ -401,6 +401,29 @@ impl Lane1Metrics {
     }
 }
 
+impl crate::layer::metrics::RecordTask for Lane1Metrics {
+    fn record_task(
+        &self,
+        outcome: &str,
+        lane: crate::task::Lane,
+        model: &crate::task::ModelId,
+        took: std::time::Duration,
+    ) {
+        let labels = [outcome, lane.as_str(), model.as_str()];
+        self.tasks.with(&labels).inc();
+        self.task_seconds.with(&labels).observe(took.as_secs_f64());
+    }
+}
+
+impl crate::layer::in_flight::InFlightCount for Gauge {
+    fn inc(&self) {
+        Gauge::inc(self);
+    }
+    fn dec(&self) {
+        Gauge::dec(self);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

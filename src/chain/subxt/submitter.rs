@@ -32,8 +32,9 @@ use crate::chain::{
     BlockRef, ChainPort, DispatchError, Inclusion, InvalidTransaction, MarketCall, MarketEvent,
     PALLET, SubmitError,
 };
-use crate::layer::retry::backoff::Backoff;
+use crate::layer::retry::backoff;
 use crate::task::AccountId;
+use tower::retry::backoff::Backoff as _;
 
 /// An extrinsic hash.
 pub(super) type TxHash = [u8; 32];
@@ -162,7 +163,7 @@ impl Tracker {
         stop: CancellationToken,
     ) {
         let mut next: Option<u32> = None;
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut retry_delay = backoff(Duration::from_millis(100), Duration::from_secs(5));
         let mut heads: Option<subxt::client::Blocks<PolkadotConfig>> = None;
         let mut last_check = Instant::now();
         loop {
@@ -196,13 +197,13 @@ impl Tracker {
                 r = step => r,
             };
             match stepped {
-                Ok(()) => backoff.reset(),
+                Ok(()) => retry_delay = backoff(Duration::from_millis(100), Duration::from_secs(5)),
                 Err(e) => {
                     tracing::warn!(error = %e, "submission tracker cannot read the chain; retrying");
                     heads = None;
                     tokio::select! {
                         () = stop.cancelled() => return,
-                        () = tokio::time::sleep(backoff.next_delay()) => continue,
+                        () = retry_delay.next_backoff() => continue,
                     }
                 }
             }
@@ -218,7 +219,7 @@ impl Tracker {
                         tracing::warn!(error = %e, "cannot follow finalized heads; retrying");
                         tokio::select! {
                             () = stop.cancelled() => return,
-                            () = tokio::time::sleep(backoff.next_delay()) => continue,
+                            () = retry_delay.next_backoff() => continue,
                         }
                     }
                 }
@@ -350,7 +351,7 @@ async fn outbox(
         subxt::rpcs::methods::LegacyRpcMethods<subxt::config::RpcConfigFor<PolkadotConfig>>;
     let mut client: Option<subxt::rpcs::RpcClient> = None;
     let mut in_flight = FuturesUnordered::new();
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut retry_delay = backoff(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         tokio::select! {
             biased;
@@ -359,13 +360,13 @@ async fn outbox(
                 if client.is_none() {
                     match subxt::rpcs::RpcClient::from_insecure_url(&*url).await {
                         Ok(c) => {
-                            backoff.reset();
+                            retry_delay = backoff(Duration::from_millis(100), Duration::from_secs(5));
                             client = Some(c);
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot open the submission connection");
                             let _ = verdict.send(Err(e));
-                            tokio::time::sleep(backoff.next_delay()).await;
+                            retry_delay.next_backoff().await;
                             continue;
                         }
                     }

@@ -7,25 +7,25 @@ use std::task::{Context, Poll, ready};
 use pin_project::pin_project;
 use tokio::time::Instant;
 
-use super::Outcome;
-use crate::telemetry::metrics::Lane1Metrics;
+use super::{Outcome, RecordTask};
+use crate::task::{Lane, ModelId};
 
 /// Records one task's outcome and duration exactly once: when its call
 /// finishes, or — if the call is dropped first (preempted, timed out, shut
 /// down) — when it is dropped, as `dropped`.
 #[derive(Debug)]
-pub(super) struct Guard {
-    metrics: Lane1Metrics,
-    lane: &'static str,
-    model: String,
+pub(super) struct Guard<M: RecordTask> {
+    sink: M,
+    lane: Lane,
+    model: ModelId,
     started: Instant,
     recorded: bool,
 }
 
-impl Guard {
-    pub(super) fn new(metrics: Lane1Metrics, lane: &'static str, model: String) -> Self {
+impl<M: RecordTask> Guard<M> {
+    pub(super) fn new(sink: M, lane: Lane, model: ModelId) -> Self {
         Guard {
-            metrics,
+            sink,
             lane,
             model,
             started: Instant::now(),
@@ -38,16 +38,12 @@ impl Guard {
             return;
         }
         self.recorded = true;
-        let labels = [outcome, self.lane, self.model.as_str()];
-        self.metrics.tasks.with(&labels).inc();
-        self.metrics
-            .task_seconds
-            .with(&labels)
-            .observe(self.started.elapsed().as_secs_f64());
+        self.sink
+            .record_task(outcome, self.lane, &self.model, self.started.elapsed());
     }
 }
 
-impl Drop for Guard {
+impl<M: RecordTask> Drop for Guard<M> {
     fn drop(&mut self) {
         self.record("dropped");
     }
@@ -56,20 +52,21 @@ impl Drop for Guard {
 /// The response future of [`Metrics`](super::Metrics).
 #[pin_project]
 #[derive(Debug)]
-pub struct ResponseFuture<F> {
+pub struct ResponseFuture<F, M: RecordTask> {
     #[pin]
     inner: F,
-    guard: Guard,
+    guard: Guard<M>,
 }
 
-impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, guard: Guard) -> Self {
+impl<F, M: RecordTask> ResponseFuture<F, M> {
+    pub(super) fn new(inner: F, guard: Guard<M>) -> Self {
         ResponseFuture { inner, guard }
     }
 }
 
-impl<F, T, E> Future for ResponseFuture<F>
+impl<F, M, T, E> Future for ResponseFuture<F, M>
 where
+    M: RecordTask,
     F: Future<Output = Result<T, E>>,
     T: Outcome,
     E: Outcome,

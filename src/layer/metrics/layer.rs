@@ -3,25 +3,24 @@
 use tower::Layer;
 
 use super::Metrics;
-use crate::telemetry::metrics::Lane1Metrics;
 
 /// Applies [`Metrics`] to a service.
 #[derive(Clone, Debug)]
-pub struct MetricsLayer {
-    metrics: Lane1Metrics,
+pub struct MetricsLayer<M> {
+    sink: M,
 }
 
-impl MetricsLayer {
-    /// Records into `metrics`.
-    pub fn new(metrics: Lane1Metrics) -> Self {
-        MetricsLayer { metrics }
+impl<M> MetricsLayer<M> {
+    /// Records into `sink`.
+    pub fn new(sink: M) -> Self {
+        MetricsLayer { sink }
     }
 }
 
-impl<S> Layer<S> for MetricsLayer {
-    type Service = Metrics<S>;
+impl<S, M: Clone> Layer<S> for MetricsLayer<M> {
+    type Service = Metrics<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Metrics::new(inner, self.metrics.clone())
+        Metrics::new(inner, self.sink.clone())
     }
 }

@@ -1,7 +1,9 @@
-//! Counts and times every task through the stack, by outcome, lane and model
-//! (`lane1_tasks_total`, `lane1_task_duration_seconds`). The record is made by a drop guard, so a task whose future
-//! is dropped — preempted, timed out, shut down — is still counted (as
-//! `dropped`). The layer adds no way to fail: errors pass through unchanged.
+//! Counts and times every task through the stack, by outcome, lane and model,
+//! into a [`RecordTask`] sink (the crate's `Lane1Metrics` records
+//! `lane1_tasks_total` and `lane1_task_duration_seconds`). The record is made
+//! by a drop guard, so a task whose future is dropped — preempted, timed out,
+//! shut down — is still counted (as `dropped`). The layer adds no way to fail:
+//! errors pass through unchanged.
 //!
 //! ```
 //! use nsn_lane1::layer::metrics::MetricsLayer;
@@ -13,19 +15,27 @@
 //! ```
 
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tower::{BoxError, Service};
 
-use crate::layer::TaskRequest;
 use crate::layer::preempt::Preempted;
 use crate::layer::timeout::Elapsed;
-use crate::telemetry::metrics::Lane1Metrics;
+use crate::layer::{TaskRequest, cause};
+use crate::task::{Lane, ModelId};
 
 pub mod future;
 mod layer;
 
 pub use future::ResponseFuture;
 pub use layer::MetricsLayer;
+
+/// Where the layer records each task: its outcome label, lane, model and
+/// how long it took.
+pub trait RecordTask: Clone + std::fmt::Debug {
+    /// Records one finished (or dropped) task.
+    fn record_task(&self, outcome: &str, lane: Lane, model: &ModelId, took: Duration);
+}
 
 /// The outcome label of a response or an error.
 pub trait Outcome {
@@ -35,17 +45,13 @@ pub trait Outcome {
 
 impl Outcome for BoxError {
     fn outcome(&self) -> &'static str {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self.as_ref());
-        while let Some(e) = cause {
-            if e.is::<Preempted>() {
-                return "preempted";
-            }
-            if e.is::<Elapsed>() {
-                return "timed_out";
-            }
-            cause = e.source();
+        if cause::<Preempted>(self.as_ref()).is_some() {
+            "preempted"
+        } else if cause::<Elapsed>(self.as_ref()).is_some() {
+            "timed_out"
+        } else {
+            "error"
         }
-        "error"
     }
 }
 
@@ -63,15 +69,15 @@ impl Outcome for () {
 
 /// Records task metrics; see the [module docs](self).
 #[derive(Clone, Debug)]
-pub struct Metrics<S> {
+pub struct Metrics<S, M> {
     inner: S,
-    metrics: Lane1Metrics,
+    sink: M,
 }
 
-impl<S> Metrics<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S, metrics: Lane1Metrics) -> Self {
-        Metrics { inner, metrics }
+impl<S, M> Metrics<S, M> {
+    /// Wraps `inner`, recording into `sink`.
+    pub fn new(inner: S, sink: M) -> Self {
+        Metrics { inner, sink }
     }
 
     /// The inner service.
@@ -90,27 +96,24 @@ impl<S> Metrics<S> {
     }
 }
 
-impl<S, R> Service<R> for Metrics<S>
+impl<S, M, R> Service<R> for Metrics<S, M>
 where
     S: Service<R>,
+    M: RecordTask,
     S::Response: Outcome,
     S::Error: Outcome,
     R: TaskRequest,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, M>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        let guard = future::Guard::new(
-            self.metrics.clone(),
-            req.lane().as_str(),
-            req.model().as_str().to_owned(),
-        );
+        let guard = future::Guard::new(self.sink.clone(), req.lane(), req.model().clone());
         ResponseFuture::new(self.inner.call(req), guard)
     }
 }

@@ -1,0 +1,75 @@
+//! How to reach the sidecar, and why a client could not be built.
+
+use std::time::Duration;
+
+/// How to reach the sidecar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SidecarConfig {
+    /// Its URI, e.g. `http://127.0.0.1:50051`.
+    pub endpoint: String,
+    /// How long a connection attempt may take.
+    pub connect_timeout: Duration,
+    /// HTTP/2 keep-alive ping interval (`None`: no pings).
+    pub keep_alive_interval: Option<Duration>,
+    /// How long to wait for a keep-alive answer before the connection is
+    /// considered dead.
+    pub keep_alive_timeout: Duration,
+    /// Added to a task's timeout to make the call's deadline, so the
+    /// sidecar's own timeout answer can arrive first.
+    pub timeout_grace: Duration,
+    /// How long [`SidecarClient::cancel`] waits for the sidecar to report the
+    /// task `cancelled`.
+    pub cancel_wait: Duration,
+    /// TLS, for a sidecar that is not on the same host.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS settings for the sidecar connection (needs the crate's `tls` feature).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM of the CA that signed the sidecar's certificate (system roots are
+    /// not consulted).
+    pub ca_certificate_pem: Vec<u8>,
+    /// The name to check the certificate against (default: the endpoint's host).
+    pub domain: Option<String>,
+}
+
+impl SidecarConfig {
+    /// Defaults for a sidecar at `endpoint`: 5 s connect timeout, 30 s
+    /// keep-alive pings with a 10 s answer timeout, 2 s deadline grace, 10 s
+    /// cancel wait, no TLS.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        SidecarConfig {
+            endpoint: endpoint.into(),
+            connect_timeout: Duration::from_secs(5),
+            keep_alive_interval: Some(Duration::from_secs(30)),
+            keep_alive_timeout: Duration::from_secs(10),
+            timeout_grace: Duration::from_secs(2),
+            cancel_wait: Duration::from_secs(10),
+            tls: None,
+        }
+    }
+}
+
+/// Why a sidecar client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SidecarConfigError {
+    /// The endpoint is not a usable URI.
+    #[error("invalid sidecar endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The endpoint given.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// TLS was asked for, but this build has no TLS support.
+    #[error("TLS was configured but nsn-lane1 was built without the `tls` feature")]
+    TlsUnavailable,
+    /// The TLS settings were refused.
+    #[error("invalid TLS settings: {0}")]
+    Tls(String),
+    /// The client must be created inside a tokio runtime.
+    #[error("the sidecar client must be created inside a tokio runtime")]
+    NoRuntime,
+}

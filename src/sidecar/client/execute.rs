@@ -1,0 +1,114 @@
+//! `ExecuteTask` as a `tower::Service`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use super::{ExecuteRequest, ExecutionResult, SidecarError};
+use crate::sidecar::proto;
+use crate::sidecar::proto::sidecar_client::SidecarClient as Grpc;
+use crate::task::Cid;
+
+/// `ExecuteTask` as a `tower::Service<ExecuteRequest>`.
+///
+/// Readiness is the channel's: `poll_ready` reserves a slot in the
+/// connection's request buffer, and `call` spends it (the ready channel moves
+/// into the call; a fresh clone stays behind).
+#[derive(Clone, Debug)]
+pub struct Execute {
+    pub(super) channel: Channel,
+    pub(super) grace: Duration,
+}
+
+/// The future of an `ExecuteTask` call.
+pub type ExecuteFuture =
+    Pin<Box<dyn Future<Output = Result<ExecutionResult, SidecarError>> + Send + 'static>>;
+
+impl tower::Service<ExecuteRequest> for Execute {
+    type Response = ExecutionResult;
+    type Error = SidecarError;
+    type Future = ExecuteFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower::Service::<tonic::codegen::http::Request<tonic::body::Body>>::poll_ready(
+            &mut self.channel,
+            cx,
+        )
+        .map_err(|e| SidecarError::from_transport(None, &e))
+    }
+
+    fn call(&mut self, req: ExecuteRequest) -> Self::Future {
+        let fresh = self.channel.clone();
+        let ready = std::mem::replace(&mut self.channel, fresh);
+        Box::pin(execute(ready, req, self.grace))
+    }
+}
+
+async fn execute(
+    channel: Channel,
+    req: ExecuteRequest,
+    grace: Duration,
+) -> Result<ExecutionResult, SidecarError> {
+    let task_id = req.task_id;
+    let timeout_ms = req
+        .timeout
+        .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+    let deadline = req.timeout.map(|t| t.saturating_add(grace));
+    let mut request = tonic::Request::new(proto::ExecuteTaskRequest {
+        task_id: task_id.to_string(),
+        model_id: req.model.as_str().to_owned(),
+        input_cid: req.input_cid.as_str().to_owned(),
+        parameters: req.parameters.into_bytes(),
+        timeout_ms,
+        callback_endpoint: String::new(),
+        plugin_name: String::new(),
+        lane: req.lane.index(),
+    });
+    if let Some(d) = deadline {
+        request.set_timeout(d);
+    }
+    let mut grpc = Grpc::new(channel);
+    let started = Instant::now();
+    let call = grpc.execute_task(request);
+    let result = match deadline {
+        Some(d) => match tokio::time::timeout(d, call).await {
+            Ok(r) => r,
+            // Dropping the call resets the stream; the sidecar stops the run.
+            Err(_) => return Err(SidecarError::TimedOut { task_id, after: d }),
+        },
+        None => call.await,
+    };
+    let body = match result {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            // A CANCELLED status once the deadline we set has passed is our
+            // timeout, enforced by the server from the grpc-timeout header.
+            if let Some(after) = deadline
+                && status.code() == Code::Cancelled
+                && started.elapsed() >= after
+            {
+                return Err(SidecarError::TimedOut { task_id, after });
+            }
+            return Err(SidecarError::from_status(Some(task_id), status));
+        }
+    };
+    if !body.success {
+        return Err(SidecarError::Model {
+            task_id,
+            message: body.error_message,
+        });
+    }
+    let output_cid = Cid::parse(&body.output_cid)
+        .map_err(|reason| SidecarError::InvalidOutput { task_id, reason })?;
+    Ok(ExecutionResult {
+        task_id,
+        output_cid,
+        execution_time: Duration::from_millis(body.execution_time_ms),
+        metadata: body.result_metadata,
+    })
+}

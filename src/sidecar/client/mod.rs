@@ -1,0 +1,426 @@
+//! The sidecar client: an [`Execute`] `tower::Service` for `ExecuteTask`, and
+//! status, cancel, capability and health calls, over one lazily connected
+//! tonic channel.
+//!
+//! Errors are typed ([`SidecarError`]) and classified ([`ErrorClass`]):
+//! a failure the sidecar reports in the response body (`success = false`) is
+//! the model's verdict and permanent; a gRPC status means the call itself
+//! failed, and `UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `ABORTED`, a broken
+//! connection, and our own deadline passing are worth another try.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use nsn_lane1::sidecar::client::{ExecuteRequest, Parameters, SidecarClient, SidecarConfig};
+//! use nsn_lane1::task::{Cid, Lane, ModelId, TaskId};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = SidecarClient::connect_lazy(SidecarConfig::new("http://127.0.0.1:50051"))?;
+//! let output = client
+//!     .execute()
+//!     .oneshot(ExecuteRequest {
+//!         task_id: TaskId(42),
+//!         lane: Lane::Lane1,
+//!         model: ModelId::new("sha256")?,
+//!         input_cid: Cid::parse("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")?,
+//!         parameters: Parameters::none(),
+//!         timeout: Some(Duration::from_secs(30)),
+//!     })
+//!     .await?;
+//! println!("{} in {:?}", output.output_cid, output.execution_time);
+//! # Ok(()) }
+//! ```
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use tower::BoxError;
+
+use crate::layer::Canceller;
+use crate::sidecar::proto;
+use crate::sidecar::proto::sidecar_client::SidecarClient as Grpc;
+use crate::task::{Lane, ModelId, TaskId};
+
+mod config;
+mod error;
+mod execute;
+mod types;
+
+pub use config::{SidecarConfig, SidecarConfigError, TlsConfig};
+pub use error::SidecarError;
+pub use execute::{Execute, ExecuteFuture};
+pub use types::{
+    CancelOutcome, Capabilities, ExecuteRequest, ExecutionResult, Health, ModelCapability,
+    Parameters, ParametersError, SidecarStatus, TaskProgress,
+};
+
+use error::error_chain;
+
+/// A client of one sidecar. Cheap to clone; clones share the connection.
+#[derive(Clone, Debug)]
+pub struct SidecarClient {
+    channel: Channel,
+    config: Arc<SidecarConfig>,
+}
+
+impl SidecarClient {
+    /// A client that connects on first use (and reconnects after failures).
+    pub fn connect_lazy(config: SidecarConfig) -> Result<Self, SidecarConfigError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(SidecarConfigError::NoRuntime);
+        }
+        let invalid = |reason: String| SidecarConfigError::InvalidEndpoint {
+            endpoint: config.endpoint.clone(),
+            reason,
+        };
+        let mut endpoint =
+            Endpoint::from_shared(config.endpoint.clone()).map_err(|e| invalid(error_chain(&e)))?;
+        match endpoint.uri().scheme_str() {
+            Some("http" | "https") => {}
+            other => {
+                return Err(invalid(format!(
+                    "scheme must be http or https, not {other:?}"
+                )));
+            }
+        }
+        endpoint = endpoint
+            .connect_timeout(config.connect_timeout)
+            .keep_alive_timeout(config.keep_alive_timeout)
+            .tcp_nodelay(true);
+        if let Some(interval) = config.keep_alive_interval {
+            endpoint = endpoint
+                .http2_keep_alive_interval(interval)
+                .keep_alive_while_idle(true);
+        }
+        if let Some(tls) = &config.tls {
+            endpoint = apply_tls(endpoint, tls)?;
+        }
+        Ok(SidecarClient {
+            channel: endpoint.connect_lazy(),
+            config: Arc::new(config),
+        })
+    }
+
+    /// The client's configuration.
+    pub fn config(&self) -> &SidecarConfig {
+        &self.config
+    }
+
+    /// A [`Canceller`] for the stack's layers: `CancelTask`, then the task's
+    /// status until the sidecar reports it stopped.
+    pub fn canceller(&self) -> Canceller {
+        let client = self.clone();
+        Canceller::from_fn(move |id, reason| {
+            let client = client.clone();
+            async move {
+                client
+                    .cancel(id, reason)
+                    .await
+                    .map(|_| ())
+                    .map_err(BoxError::from)
+            }
+        })
+    }
+
+    /// The `ExecuteTask` service.
+    pub fn execute(&self) -> Execute {
+        Execute {
+            channel: self.channel.clone(),
+            grace: self.config.timeout_grace,
+        }
+    }
+
+    fn grpc(&self) -> Grpc<Channel> {
+        Grpc::new(self.channel.clone())
+    }
+
+    /// A task's status and progress.
+    pub async fn status(&self, task_id: TaskId) -> Result<TaskProgress, SidecarError> {
+        let r = self
+            .grpc()
+            .get_task_status(proto::GetTaskStatusRequest {
+                task_id: task_id.to_string(),
+            })
+            .await
+            .map_err(|s| SidecarError::from_status(Some(task_id), s))?
+            .into_inner();
+        let bad = |reason: String| SidecarError::BadReport { task_id, reason };
+        let status: SidecarStatus = r.status.parse().map_err(bad)?;
+        if !(0.0..=1.0).contains(&r.progress) {
+            return Err(bad(format!("progress {} is outside 0–1", r.progress)));
+        }
+        Ok(TaskProgress {
+            status,
+            progress: r.progress,
+            stage: r.current_stage,
+            error: (!r.error_message.is_empty()).then_some(r.error_message),
+            eta: (r.eta_ms > 0).then(|| Duration::from_millis(r.eta_ms)),
+        })
+    }
+
+    /// Asks the sidecar to cancel a task and waits until it reports the task
+    /// stopped (`cancelled`, or another final status if it ended first), at
+    /// most [`SidecarConfig::cancel_wait`].
+    pub async fn cancel(
+        &self,
+        task_id: TaskId,
+        reason: &str,
+    ) -> Result<CancelOutcome, SidecarError> {
+        let r = match self
+            .grpc()
+            .cancel_task(proto::CancelTaskRequest {
+                task_id: task_id.to_string(),
+                reason: reason.to_owned(),
+            })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) => match SidecarError::from_status(Some(task_id), s) {
+                SidecarError::UnknownTask { .. } => {
+                    return Ok(CancelOutcome {
+                        was_running: false,
+                        final_status: None,
+                    });
+                }
+                e => return Err(e),
+            },
+        };
+        let was_running = r.was_running;
+        let started = Instant::now();
+        let wait = self.config.cancel_wait;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let status = match self.status(task_id).await {
+                Ok(p) => p.status,
+                Err(SidecarError::UnknownTask { .. }) if !r.success => {
+                    return Ok(CancelOutcome {
+                        was_running: false,
+                        final_status: None,
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            if status.is_final() {
+                return Ok(CancelOutcome {
+                    was_running,
+                    final_status: Some(status),
+                });
+            }
+            if !r.success {
+                return Err(SidecarError::CancelRefused {
+                    task_id,
+                    message: r.error_message,
+                });
+            }
+            if started.elapsed() >= wait {
+                return Err(SidecarError::CancelUnconfirmed {
+                    task_id,
+                    waited: started.elapsed(),
+                    last: status,
+                });
+            }
+            // The interface has no status stream: ask again, backing off.
+            tokio::time::sleep(pause.min(wait.saturating_sub(started.elapsed()))).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// The models the sidecar can serve, from `ListPlugins` and `GetLoadedModels`.
+    pub async fn capabilities(&self) -> Result<Capabilities, SidecarError> {
+        let mut grpc = self.grpc();
+        let plugins = grpc
+            .list_plugins(proto::ListPluginsRequest {
+                lane: String::new(),
+            })
+            .await
+            .map_err(|s| SidecarError::from_status(None, s))?
+            .into_inner()
+            .plugins;
+        let loaded = grpc
+            .get_loaded_models(proto::GetLoadedModelsRequest {
+                container_id: String::new(),
+            })
+            .await
+            .map_err(|s| SidecarError::from_status(None, s))?
+            .into_inner()
+            .models;
+        let mut caps = Capabilities::default();
+        for p in plugins {
+            let id = match ModelId::new(&p.name) {
+                Ok(id) => id,
+                Err(e) => {
+                    caps.rejected.push(format!("plugin {:?}: {e}", p.name));
+                    continue;
+                }
+            };
+            let mut lanes = Vec::new();
+            for l in &p.supported_lanes {
+                match l.parse::<Lane>() {
+                    Ok(lane) if !lanes.contains(&lane) => lanes.push(lane),
+                    Ok(_) => {}
+                    Err(e) => caps.rejected.push(format!("plugin {:?}: {e}", p.name)),
+                }
+            }
+            caps.models.insert(
+                id,
+                ModelCapability {
+                    lanes,
+                    deterministic: p.deterministic,
+                    max_latency_ms: p.max_latency_ms,
+                    vram_required_mb: p.vram_required_mb,
+                    loaded: None,
+                },
+            );
+        }
+        for m in loaded {
+            let Ok(id) = ModelId::new(&m.model_id) else {
+                caps.rejected
+                    .push(format!("loaded model {:?}: not a model id", m.model_id));
+                continue;
+            };
+            match caps.models.get_mut(&id) {
+                Some(cap) => cap.loaded = Some(m.state),
+                None => caps.rejected.push(format!(
+                    "loaded model {:?} is not a listed plugin",
+                    m.model_id
+                )),
+            }
+        }
+        Ok(caps)
+    }
+
+    /// The sidecar's `HealthCheck`.
+    pub async fn health(&self) -> Result<Health, SidecarError> {
+        let r = self
+            .grpc()
+            .health_check(proto::HealthCheckRequest {
+                container_id: String::new(),
+                include_metrics: false,
+            })
+            .await
+            .map_err(|s| SidecarError::from_status(None, s))?
+            .into_inner();
+        Ok(Health {
+            healthy: r.healthy,
+            status: r.status,
+            uptime: Duration::from_secs(r.uptime_seconds),
+        })
+    }
+}
+
+#[cfg(feature = "tls")]
+fn apply_tls(endpoint: Endpoint, tls: &TlsConfig) -> Result<Endpoint, SidecarConfigError> {
+    use tonic::transport::{Certificate, ClientTlsConfig};
+    let mut config =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_certificate_pem));
+    if let Some(domain) = &tls.domain {
+        config = config.domain_name(domain.clone());
+    }
+    endpoint
+        .tls_config(config)
+        .map_err(|e| SidecarConfigError::Tls(error_chain(&e)))
+}
+
+#[cfg(not(feature = "tls"))]
+fn apply_tls(_: Endpoint, _: &TlsConfig) -> Result<Endpoint, SidecarConfigError> {
+    Err(SidecarConfigError::TlsUnavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn classification() {
+        let rpc = |code| SidecarError::Rpc {
+            task_id: None,
+            code,
+            message: String::new(),
+        };
+        for code in [Code::Unavailable, Code::ResourceExhausted, Code::Aborted] {
+            assert!(rpc(code).is_retryable(), "{code:?}");
+        }
+        for code in [
+            Code::Cancelled,
+            Code::InvalidArgument,
+            Code::Internal,
+            Code::Unknown,
+            Code::PermissionDenied,
+            Code::Unimplemented,
+            Code::AlreadyExists,
+        ] {
+            assert!(!rpc(code).is_retryable(), "{code:?}");
+        }
+        let t = TaskId(1);
+        assert!(
+            SidecarError::TimedOut {
+                task_id: t,
+                after: Duration::ZERO
+            }
+            .is_retryable()
+        );
+        assert!(
+            SidecarError::Transport {
+                task_id: None,
+                message: String::new()
+            }
+            .is_retryable()
+        );
+        assert!(
+            !SidecarError::Model {
+                task_id: t,
+                message: "x".into()
+            }
+            .is_retryable()
+        );
+    }
+
+    #[test]
+    fn parameters_must_be_json() {
+        assert!(Parameters::from_bytes(b"{\"a\":1}".to_vec()).is_ok());
+        assert!(Parameters::from_bytes(Vec::new()).is_ok());
+        let err = Parameters::from_bytes(b"{oops".to_vec()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("task parameters are not valid JSON")
+        );
+    }
+
+    #[test]
+    fn status_names() {
+        for s in [
+            "pending",
+            "queued",
+            "running",
+            "completed",
+            "failed",
+            "cancelled",
+        ] {
+            assert_eq!(s.parse::<SidecarStatus>().unwrap().to_string(), s);
+        }
+        assert!("done".parse::<SidecarStatus>().is_err());
+    }
+
+    #[tokio::test]
+    async fn bad_endpoints_are_refused() {
+        for bad in ["", "not a uri", "ftp://127.0.0.1:1", "127.0.0.1:50051"] {
+            match SidecarClient::connect_lazy(SidecarConfig::new(bad)) {
+                Err(SidecarConfigError::InvalidEndpoint { endpoint, .. }) => {
+                    assert_eq!(endpoint, bad)
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn client_needs_a_runtime() {
+        assert!(matches!(
+            SidecarClient::connect_lazy(SidecarConfig::new("http://127.0.0.1:1")),
+            Err(SidecarConfigError::NoRuntime)
+        ));
+    }
+}

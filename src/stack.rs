@@ -1,0 +1,194 @@
+//! The composition root: the crate's layers put together with its parts —
+//! the sidecar client, the chain submitter, the telemetry — into the stacks
+//! the executor drives. Layers ([`crate::layer`]) know none of these parts;
+//! this module is where they meet, and where the [`DefaultClassifier`] that
+//! knows every part's errors lives.
+//!
+//! The standard stack ([`build_stack`]), outermost first:
+//!
+//! ```text
+//! metrics → concurrency limit → in-flight gauge → preempt → lifecycle
+//!     lifecycle ─ execute stack: timeout → retry → sidecar client
+//!               └ submit stack:  retry → status guard → chain submitter
+//! ```
+//!
+//! A node builder who wants another shape builds it from the same layers
+//! (`examples/custom_stack.rs`).
+
+use tower::limit::ConcurrencyLimit;
+use tower::retry::Retry;
+use tower::{BoxError, ServiceBuilder};
+
+use crate::chain::{ChainError, InvalidTransaction, SubmitError};
+use crate::executor::ExecutorConfig;
+use crate::layer::in_flight::InFlight;
+use crate::layer::metrics::Metrics;
+use crate::layer::preempt::{Preempt, Preempted, Preemptor};
+use crate::layer::retry::{Classify, ErrorClass, RetryPolicy};
+use crate::layer::timeout::{Elapsed, Timeout};
+use crate::layer::{Canceller, Lane1ServiceBuilderExt, cause};
+use crate::lifecycle::{Lifecycle, TaskBoard};
+use crate::sidecar::client::SidecarError;
+use crate::submitter::{StatusGuard, SubmissionError};
+use crate::task::AccountId;
+use crate::telemetry::metrics::{Gauge, Lane1Metrics};
+
+/// The crate's classifier. It looks down the error's source chain for the
+/// first error it knows:
+///
+/// - [`SidecarError`]: its own [`class`](SidecarError::class) (sidecar
+///   unavailable, overloaded, aborted, connection broken, our deadline →
+///   retryable; model failures and everything else → permanent);
+/// - [`SubmitError`]: connection failures, drops, a full pool and nonce races
+///   (`Stale`, `PriorityTooLow`) are retryable; dispatch errors (the chain
+///   ran the call and said no) and bad calls are permanent;
+/// - [`SubmissionError`]: its chain error as above, a lost connection while
+///   reading the task's status is retryable, the rest permanent;
+/// - [`Elapsed`] and [`Preempted`]: permanent (the task's time or turn is over).
+///
+/// Anything unknown is permanent: a retry must be earned.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DefaultClassifier;
+
+impl DefaultClassifier {
+    fn classify_dyn(&self, error: &(dyn std::error::Error + 'static)) -> ErrorClass {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if let Some(e) = e.downcast_ref::<SidecarError>() {
+                return e.class();
+            }
+            if let Some(e) = e.downcast_ref::<SubmitError>() {
+                return classify_submit(e);
+            }
+            if let Some(e) = e.downcast_ref::<SubmissionError>() {
+                return match e {
+                    SubmissionError::Chain(e) => classify_submit(e),
+                    SubmissionError::Read(ChainError::Connection(_)) => ErrorClass::Retryable,
+                    _ => ErrorClass::Permanent,
+                };
+            }
+            if e.is::<Elapsed>() || e.is::<Preempted>() {
+                return ErrorClass::Permanent;
+            }
+            next = e.source();
+        }
+        ErrorClass::Permanent
+    }
+}
+
+impl Classify<BoxError> for DefaultClassifier {
+    fn classify(&self, error: &BoxError) -> ErrorClass {
+        self.classify_dyn(error.as_ref())
+    }
+}
+
+impl Classify<SidecarError> for DefaultClassifier {
+    fn classify(&self, error: &SidecarError) -> ErrorClass {
+        error.class()
+    }
+}
+
+impl Classify<SubmitError> for DefaultClassifier {
+    fn classify(&self, error: &SubmitError) -> ErrorClass {
+        classify_submit(error)
+    }
+}
+
+/// The class of a chain submission error.
+pub fn classify_submit(e: &SubmitError) -> ErrorClass {
+    match e {
+        SubmitError::Connection(_) | SubmitError::Dropped { .. } => ErrorClass::Retryable,
+        SubmitError::Invalid {
+            reason:
+                InvalidTransaction::Stale { .. }
+                | InvalidTransaction::PriorityTooLow { .. }
+                | InvalidTransaction::PoolFull,
+            ..
+        } => ErrorClass::Retryable,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// True when the error (or one of its causes) is a preemption.
+pub fn is_preempted(error: &BoxError) -> bool {
+    cause::<Preempted>(error.as_ref()).is_some()
+}
+
+/// The execute stack: timeout → retry → `X` (the sidecar client).
+pub type ExecuteStack<X> = Timeout<Retry<RetryPolicy<DefaultClassifier>, X>>;
+
+/// The submit stack: retry → status guard → `C` (a chain submitter).
+pub type SubmitStack<C, P> = Retry<RetryPolicy<DefaultClassifier>, StatusGuard<C, P>>;
+
+/// The standard lifecycle stack.
+pub type Lane1Stack<X, C, P> = Metrics<
+    ConcurrencyLimit<InFlight<Preempt<Lifecycle<ExecuteStack<X>, SubmitStack<C, P>, P>>, Gauge>>,
+    Lane1Metrics,
+>;
+
+/// The parts a stack is built from.
+#[derive(Clone, Debug)]
+pub struct StackParts<X, C, P> {
+    /// The sidecar's execute service.
+    pub execute: X,
+    /// Cancels tasks on the sidecar.
+    pub canceller: Canceller,
+    /// The chain submitter for our account.
+    pub submit: C,
+    /// Chain reads.
+    pub port: P,
+    /// Our account.
+    pub account: AccountId,
+    /// Where task states are published.
+    pub board: TaskBoard,
+    /// Fires preemptions.
+    pub preemptor: Preemptor,
+    /// Where metrics go.
+    pub metrics: Lane1Metrics,
+}
+
+/// The submit stack on its own (also used by the executor to resolve
+/// preempted tasks and to claim candidates).
+pub fn submit_stack<C, P>(
+    config: &ExecutorConfig,
+    submit: C,
+    port: P,
+    account: AccountId,
+) -> SubmitStack<C, P> {
+    ServiceBuilder::new()
+        .retry(RetryPolicy::new(
+            config.submit_retry_attempts,
+            config.retry_base,
+            config.retry_max,
+            DefaultClassifier,
+        ))
+        .service(StatusGuard::new(submit, port, account))
+}
+
+/// Builds the standard stack (see the [module docs](self)).
+pub fn build_stack<X, C, P>(
+    config: &ExecutorConfig,
+    parts: StackParts<X, C, P>,
+) -> Lane1Stack<X, C, P>
+where
+    X: Clone,
+    P: Clone,
+{
+    let execute = ServiceBuilder::new()
+        .task_timeout(config.execution_timeout, parts.canceller.clone())
+        .retry(RetryPolicy::new(
+            config.retry_attempts,
+            config.retry_base,
+            config.retry_max,
+            DefaultClassifier,
+        ))
+        .service(parts.execute);
+    let submit = submit_stack(config, parts.submit, parts.port.clone(), parts.account);
+    let lifecycle = Lifecycle::new(execute, submit, parts.port, parts.account, parts.board);
+    ServiceBuilder::new()
+        .lane1_metrics(parts.metrics.clone())
+        .concurrency_limit(config.max_concurrent.max(1))
+        .in_flight(parts.metrics.in_flight.with(&[]))
+        .preempt(parts.preemptor, parts.canceller)
+        .service(lifecycle)
+}
