@@ -23,9 +23,9 @@ use crate::chain::{ChainError, InvalidTransaction, SubmitError};
 use crate::executor::ExecutorConfig;
 use crate::layer::in_flight::InFlight;
 use crate::layer::metrics::Metrics;
-use crate::layer::preempt::{Preempt, Preempted, Preemptor};
+use crate::layer::preempt::{Preempt, Preemptor};
 use crate::layer::retry::{Classify, ErrorClass, RetryPolicy};
-use crate::layer::timeout::{Elapsed, Timeout};
+use crate::layer::timeout::Timeout;
 use crate::layer::{Canceller, Lane1ServiceBuilderExt, cause};
 use crate::lifecycle::{Lifecycle, TaskBoard};
 use crate::sidecar::client::SidecarError;
@@ -44,7 +44,7 @@ use crate::telemetry::metrics::{Gauge, Lane1Metrics};
 ///   ran the call and said no) and bad calls are permanent;
 /// - [`SubmissionError`]: its chain error as above, a lost connection while
 ///   reading the task's status is retryable, the rest permanent;
-/// - [`Elapsed`] and [`Preempted`]: permanent (the task's time or turn is over).
+/// - [`Elapsed`](crate::layer::timeout::Elapsed) and [`Preempted`](crate::layer::preempt::Preempted): permanent (the task's time or turn is over).
 ///
 /// Anything unknown is permanent: a retry must be earned.
 #[derive(Clone, Copy, Debug, Default)]
@@ -52,27 +52,21 @@ pub struct DefaultClassifier;
 
 impl DefaultClassifier {
     fn classify_dyn(&self, error: &(dyn std::error::Error + 'static)) -> ErrorClass {
-        let mut next = Some(error);
-        while let Some(e) = next {
-            if let Some(e) = e.downcast_ref::<SidecarError>() {
-                return e.class();
+        if let Some(e) = cause::<SidecarError>(error) {
+            e.class()
+        } else if let Some(e) = cause::<SubmitError>(error) {
+            classify_submit(e)
+        } else if let Some(e) = cause::<SubmissionError>(error) {
+            match e {
+                SubmissionError::Chain(e) => classify_submit(e),
+                SubmissionError::Read(ChainError::Connection(_)) => ErrorClass::Retryable,
+                _ => ErrorClass::Permanent,
             }
-            if let Some(e) = e.downcast_ref::<SubmitError>() {
-                return classify_submit(e);
-            }
-            if let Some(e) = e.downcast_ref::<SubmissionError>() {
-                return match e {
-                    SubmissionError::Chain(e) => classify_submit(e),
-                    SubmissionError::Read(ChainError::Connection(_)) => ErrorClass::Retryable,
-                    _ => ErrorClass::Permanent,
-                };
-            }
-            if e.is::<Elapsed>() || e.is::<Preempted>() {
-                return ErrorClass::Permanent;
-            }
-            next = e.source();
+        } else {
+            // Elapsed and Preempted (the task's time or turn is over), and
+            // anything unknown: a retry must be earned.
+            ErrorClass::Permanent
         }
-        ErrorClass::Permanent
     }
 }
 
@@ -107,11 +101,6 @@ pub fn classify_submit(e: &SubmitError) -> ErrorClass {
         } => ErrorClass::Retryable,
         _ => ErrorClass::Permanent,
     }
-}
-
-/// True when the error (or one of its causes) is a preemption.
-pub fn is_preempted(error: &BoxError) -> bool {
-    cause::<Preempted>(error.as_ref()).is_some()
 }
 
 /// The execute stack: timeout → retry → `X` (the sidecar client).

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tonic::Code;
 
 use super::SidecarStatus;
+use crate::layer::cause;
 use crate::layer::retry::ErrorClass;
 use crate::task::{CidError, TaskId};
 
@@ -148,27 +149,11 @@ impl SidecarError {
 /// The message of a transport-level cause behind a status (a connection
 /// refused, reset or closed), if there is one.
 fn transport_cause(status: &tonic::Status) -> Option<String> {
-    let mut cause: Option<&(dyn StdError + 'static)> = status.source();
-    let mut transport = false;
-    while let Some(e) = cause {
-        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
-            transport = true;
-        }
-        // hyper and h2 errors are not types of ours to name; their text is
-        // stable enough to report, and their presence means the transport failed.
-        let name = std::any::type_name_of_val(e);
-        if name.contains("hyper") || name.contains("h2") {
-            transport = true;
-        }
-        cause = e.source();
-    }
-    if transport || (status.code() == Code::Unavailable && status.source().is_some()) {
-        return Some(match status.source() {
-            Some(src) => error_chain(src),
-            None => status.message().to_owned(),
-        });
-    }
-    None
+    let source = status.source()?;
+    let transport = cause::<tonic::transport::Error>(source).is_some()
+        || cause::<std::io::Error>(source).is_some()
+        || status.code() == Code::Unavailable;
+    transport.then(|| error_chain(source))
 }
 
 pub(super) fn error_chain(e: &dyn StdError) -> String {
