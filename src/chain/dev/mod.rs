@@ -35,10 +35,7 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use parity_scale_codec::Encode;
@@ -49,9 +46,14 @@ use crate::chain::{
     FinalizedBlock, Inclusion, InvalidTransaction, MarketCall, MarketEvent, Phase, SubmitError,
     TaskIntent,
 };
-use crate::task::{AccountId, Balance, BlockNumber, Lane, TaskId, UNIT};
+use crate::task::{AccountId, BlockNumber, TaskId};
 
+mod genesis;
 pub mod pallet;
+mod submitter;
+
+pub use genesis::{DEV_LANE0_MODEL, DEV_LANE1_MODELS, DevGenesis, TREASURY};
+pub use submitter::{DevSubmitter, SubmitFuture};
 
 pub use pallet::{
     AccountData, Attestation, ExecutorInfo, GenesisError, Market, MarketParams, Origin,
@@ -71,108 +73,6 @@ pub enum BlockMode {
     /// A block every interval, holding every ready transaction (for demos).
     /// Needs a running tokio runtime.
     Interval(Duration),
-}
-
-/// The dev chain's genesis: balances, executors, validators, renderers.
-#[derive(Clone, Debug)]
-pub struct DevGenesis {
-    /// The pallet's constants.
-    pub params: MarketParams,
-    /// Where the treasury share and slashes go.
-    pub treasury: AccountId,
-    /// Accounts and their free balances.
-    pub endowed: Vec<(AccountId, Balance)>,
-    /// Executors: account, stake (reserved from its balance), lanes served.
-    pub executors: Vec<(AccountId, Balance, Vec<Lane>)>,
-    /// Validators.
-    pub validators: Vec<AccountId>,
-    /// Renderers (models) registered at genesis.
-    pub renderers: Vec<(String, RendererInfo)>,
-}
-
-/// The treasury account on Substrate chains (`modlpy/trsry` padded with zeros).
-pub const TREASURY: AccountId = {
-    let mut id = [0u8; 32];
-    let tag = *b"modlpy/trsry";
-    let mut i = 0;
-    while i < tag.len() {
-        id[i] = tag[i];
-        i += 1;
-    }
-    AccountId(id)
-};
-
-/// The Lane 1 models registered by [`DevGenesis::development`]: those of the
-/// reference sidecar.
-pub const DEV_LANE1_MODELS: &[&str] =
-    &["noop", "sha256", "uppercase", "sleep", "fail", "mandelbrot"];
-
-/// The Lane 0 model registered by [`DevGenesis::development`].
-pub const DEV_LANE0_MODEL: &str = "video-render";
-
-impl DevGenesis {
-    /// The development preset: Alice requests (and is sudo), Bob executes
-    /// both lanes with 100 UNIT of stake, Dave and Eve validate; every dev
-    /// account holds 1,000,000 UNIT; the reference sidecar's models are
-    /// registered.
-    pub fn development() -> Self {
-        let accounts = [
-            AccountId::ALICE,
-            AccountId::BOB,
-            AccountId::CHARLIE,
-            AccountId::DAVE,
-            AccountId::EVE,
-            AccountId::FERDIE,
-        ];
-        let mut renderers: Vec<(String, RendererInfo)> = DEV_LANE1_MODELS
-            .iter()
-            .map(|m| {
-                (
-                    (*m).to_owned(),
-                    RendererInfo {
-                        lane: Lane::Lane1,
-                        deterministic: true,
-                        max_latency_ms: 60_000,
-                        vram_required_mb: 0,
-                    },
-                )
-            })
-            .collect();
-        renderers.push((
-            DEV_LANE0_MODEL.to_owned(),
-            RendererInfo {
-                lane: Lane::Lane0,
-                deterministic: true,
-                max_latency_ms: 10_000,
-                vram_required_mb: 8_000,
-            },
-        ));
-        DevGenesis {
-            params: MarketParams::default(),
-            treasury: TREASURY,
-            endowed: accounts.iter().map(|a| (*a, 1_000_000 * UNIT)).collect(),
-            executors: vec![(AccountId::BOB, 100 * UNIT, vec![Lane::Lane0, Lane::Lane1])],
-            validators: vec![AccountId::DAVE, AccountId::EVE],
-            renderers,
-        }
-    }
-
-    fn build(&self) -> Result<Market, GenesisError> {
-        let mut m = Market::new(self.params.clone(), self.treasury)?;
-        for (who, amount) in &self.endowed {
-            m.endow(*who, *amount)?;
-        }
-        for (who, stake, lanes) in &self.executors {
-            m.add_executor(*who, *stake, lanes.clone())?;
-        }
-        for v in &self.validators {
-            m.add_validator(*v);
-        }
-        for (id, info) in &self.renderers {
-            m.add_renderer(id.as_bytes(), info.clone())?;
-        }
-        Ok(m)
-    }
 }
 
 /// The dev chain's configuration.
@@ -721,106 +621,5 @@ impl ChainPort for DevChain {
 
     async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
         Ok(self.lock().next_index(&account))
-    }
-}
-
-/// Submits calls to the dev chain as one origin: a
-/// `tower::Service<MarketCall>` that answers with the call's [`Inclusion`] or
-/// why it failed. Nonces are assigned by the chain's pool (the account's next
-/// index); [`submit_with_nonce`](Self::submit_with_nonce) sets one by hand.
-#[derive(Clone)]
-pub struct DevSubmitter {
-    shared: Arc<Shared>,
-    origin: Origin,
-}
-
-impl std::fmt::Debug for DevSubmitter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevSubmitter")
-            .field("origin", &self.origin)
-            .finish()
-    }
-}
-
-impl DevSubmitter {
-    /// The origin this submitter signs as.
-    pub fn origin(&self) -> Origin {
-        self.origin
-    }
-
-    /// The account this submitter signs as (`None` for root).
-    pub fn account(&self) -> Option<AccountId> {
-        match self.origin {
-            Origin::Signed(a) => Some(a),
-            Origin::Root => None,
-        }
-    }
-
-    /// Submits with an explicit nonce.
-    pub fn submit_with_nonce(&self, call: MarketCall, nonce: u64) -> SubmitFuture {
-        self.submit(call, Some(nonce))
-    }
-
-    fn submit(&self, call: MarketCall, nonce: Option<u64>) -> SubmitFuture {
-        let (tx, rx) = oneshot::channel();
-        let mut st = lock(&self.shared);
-        if let Err(e) = st.push(self.origin, call, nonce, Some(tx)) {
-            return SubmitFuture {
-                inner: SubmitState::Failed(Some(e)),
-            };
-        }
-        if st.mode == BlockMode::Instant {
-            while st.has_ready() {
-                produce_block(&self.shared, &mut st);
-            }
-        }
-        SubmitFuture {
-            inner: SubmitState::Waiting(rx),
-        }
-    }
-}
-
-impl tower::Service<MarketCall> for DevSubmitter {
-    type Response = Inclusion;
-    type Error = SubmitError;
-    type Future = SubmitFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if lock(&self.shared).closed {
-            return Poll::Ready(Err(SubmitError::Closed));
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, call: MarketCall) -> Self::Future {
-        self.submit(call, None)
-    }
-}
-
-/// The future of a dev-chain submission: resolves when the transaction's
-/// block is built.
-#[derive(Debug)]
-pub struct SubmitFuture {
-    inner: SubmitState,
-}
-
-#[derive(Debug)]
-enum SubmitState {
-    Waiting(oneshot::Receiver<Result<Inclusion, SubmitError>>),
-    Failed(Option<SubmitError>),
-}
-
-impl Future for SubmitFuture {
-    type Output = Result<Inclusion, SubmitError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.inner {
-            SubmitState::Waiting(rx) => match Pin::new(rx).poll(cx) {
-                Poll::Ready(Ok(result)) => Poll::Ready(result),
-                Poll::Ready(Err(_)) => Poll::Ready(Err(SubmitError::Closed)),
-                Poll::Pending => Poll::Pending,
-            },
-            SubmitState::Failed(e) => Poll::Ready(Err(e.take().unwrap_or(SubmitError::Closed))),
-        }
     }
 }

@@ -6,7 +6,7 @@
 //! block, the pool-aware next nonce — and [`SubxtSubmitter`], the pipelined
 //! submitter that owns an account's nonce.
 
-use parity_scale_codec::Decode;
+use parity_scale_codec::{Decode, DecodeAll};
 use subxt::backend::LegacyBackend;
 use subxt::rpcs::RpcClient;
 use subxt::utils::H256;
@@ -237,7 +237,24 @@ impl SubxtChain {
         }
         let mut bytes = vec![event.event_index()];
         bytes.extend_from_slice(event.field_bytes());
-        match MarketEvent::decode(&mut &bytes[..]) {
+        // The whole value must decode, and the variant at that index must be
+        // the one the metadata names: a runtime whose events differ in order
+        // or layout gives a decode error, never a wrong event.
+        let decoded = MarketEvent::decode_all(&mut &bytes[..])
+            .map_err(|e| e.to_string())
+            .and_then(|decoded| {
+                if decoded.name() == event.event_name() {
+                    Ok(decoded)
+                } else {
+                    Err(format!(
+                        "index {} is {} here, {} in the chain's metadata",
+                        event.event_index(),
+                        decoded.name(),
+                        event.event_name()
+                    ))
+                }
+            });
+        match decoded {
             Ok(decoded) => Some(decoded),
             Err(e) => {
                 self.count_failure(
@@ -272,7 +289,7 @@ impl SubxtChain {
         let block = self.api.at_block(H256(at.0)).await.map_err(conn)?;
         let addr = subxt::dynamic::storage::<(), Value>(PALLET, name);
         let value = block.storage().fetch(addr, ()).await.map_err(conn)?;
-        let ids = Vec::<u64>::decode(&mut value.bytes()).map_err(|e| ChainError::Decode {
+        let ids = Vec::<u64>::decode_all(&mut value.bytes()).map_err(|e| ChainError::Decode {
             what: name.into(),
             reason: e.to_string(),
         })?;
@@ -306,14 +323,12 @@ impl SubxtChain {
             .map_err(conn)?;
         match value {
             None => Ok(None),
-            Some(v) => {
-                TaskIntent::decode(&mut v.bytes())
-                    .map(Some)
-                    .map_err(|e| ChainError::Decode {
-                        what: format!("Tasks({id})"),
-                        reason: e.to_string(),
-                    })
-            }
+            Some(v) => TaskIntent::decode_all(&mut v.bytes())
+                .map(Some)
+                .map_err(|e| ChainError::Decode {
+                    what: format!("Tasks({id})"),
+                    reason: e.to_string(),
+                }),
         }
     }
 }
