@@ -6,7 +6,7 @@
 //! block, the pool-aware next nonce — and [`SubxtSubmitter`], the pipelined
 //! submitter that owns an account's nonce.
 
-use parity_scale_codec::{Decode, DecodeAll};
+use parity_scale_codec::DecodeAll;
 use subxt::backend::LegacyBackend;
 use subxt::rpcs::RpcClient;
 use subxt::utils::H256;
