@@ -23,7 +23,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::chain::dev::{BlockMode, DevChain, DevChainError, DevConfig, DevSubmitter};
+use crate::chain::dev::{BlockMode, DevChain, DevChainError, DevConfig, DevGenesis, DevSubmitter};
 use crate::chain::{ChainPort, MarketCall, MarketEvent, created_task_id};
 use crate::executor::{ExecutorConfig, ExecutorReport};
 use crate::node::{Node, NodeError, NodeParts};
@@ -32,6 +32,9 @@ use crate::sidecar::server::ReferenceSidecar;
 use crate::sidecar::store::BlobStore;
 use crate::task::{AccountId, FailReason, Lane, Priority, TaskId, UNIT};
 use crate::telemetry::metrics::Lane1Metrics;
+
+/// The stake of the demo's executor.
+pub const DEMO_STAKE: crate::task::Balance = 10_000 * UNIT;
 
 /// What `nsn-lane1 dev` does.
 #[derive(Clone, Debug)]
@@ -200,7 +203,16 @@ pub async fn run_dev(
         }
     }
     let started = Instant::now();
+    // The chain's preemption hook slashes the executor of each Lane 1 task
+    // it preempts (5 UNIT, the deployed pallet's rule); a long demo with
+    // Lane 0 bursts would exhaust the development genesis' 100 UNIT, so the
+    // demo's executor stakes more.
+    let mut genesis = DevGenesis::development();
+    for (_, stake, _) in &mut genesis.executors {
+        *stake = DEMO_STAKE;
+    }
     let chain = DevChain::new(DevConfig {
+        genesis,
         block_mode: opts
             .block_time
             .map_or(BlockMode::Instant, BlockMode::Interval),

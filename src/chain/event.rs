@@ -115,6 +115,12 @@ pub enum MarketEvent {
         renderer_id: Vec<u8>,
         /// Its lane.
         lane: Lane,
+        /// Whether its output is deterministic.
+        deterministic: bool,
+        /// Its declared worst-case latency.
+        max_latency_ms: u32,
+        /// The VRAM it needs.
+        vram_required_mb: u32,
     },
     /// Root removed a renderer.
     RendererDeregistered {

@@ -68,7 +68,9 @@ impl FromStr for Lane {
 }
 
 /// A task's priority within its lane. The chain weighs them 2, 1, 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode, MaxEncodedLen)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, MaxEncodedLen,
+)]
 pub enum Priority {
     /// Weight 2: runs first.
     High,

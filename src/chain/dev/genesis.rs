@@ -64,6 +64,7 @@ impl DevGenesis {
                         deterministic: true,
                         max_latency_ms: 60_000,
                         vram_required_mb: 0,
+                        registered_at: 0,
                     },
                 )
             })
@@ -75,6 +76,7 @@ impl DevGenesis {
                 deterministic: true,
                 max_latency_ms: 10_000,
                 vram_required_mb: 8_000,
+                registered_at: 0,
             },
         ));
         DevGenesis {

@@ -57,7 +57,7 @@ pub use submitter::{DevSubmitter, SubmitFuture};
 
 pub use pallet::{
     AccountData, Attestation, ExecutorInfo, GenesisError, Market, MarketParams, Origin,
-    RendererInfo,
+    RendererInfo, SlashCause, SlashCounts,
 };
 
 use pallet::{BlockCtx, blake2_256};
@@ -190,13 +190,14 @@ impl DevChain {
         if let Some(score) = config.auto_attest.filter(|s| *s > 100) {
             return Err(DevChainError::InvalidScore(score));
         }
-        let market = config.genesis.build()?;
+        let mut market = config.genesis.build()?;
         let genesis_hash = BlockHash(blake2_256(b"nsn-lane1/dev-chain/genesis"));
         let genesis = FinalizedBlock {
             number: 0,
             hash: genesis_hash,
             parent_hash: BlockHash::default(),
-            events: Vec::new(),
+            // What genesis deposited (its renderers' registrations).
+            events: market.take_events(),
         };
         let state = State {
             market,
@@ -584,20 +585,19 @@ impl ChainPort for DevChain {
     async fn open_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
         let st = self.lock();
         let number = self.number_of(&st, at)?;
-        // Tasks enter `OpenLane1Tasks` in id order and leave it when they
-        // are assigned or end, so the open Lane 1 tasks by id are the list.
-        let mut open: Vec<TaskId> = st
+        // A task is in `OpenLane1Tasks` exactly while it is an open Lane 1
+        // task, and the queue's order is a function of the tasks' fields,
+        // so the list at a block is those tasks in that order.
+        let mut open: Vec<TaskIntent> = st
             .tasks
-            .iter()
-            .filter(|(_, h)| {
-                h.at(number).cloned().flatten().is_some_and(|t| {
-                    t.lane == crate::task::Lane::Lane1 && t.status == crate::task::TaskStatus::Open
-                })
+            .values()
+            .filter_map(|h| h.at(number).cloned().flatten())
+            .filter(|t| {
+                t.lane == crate::task::Lane::Lane1 && t.status == crate::task::TaskStatus::Open
             })
-            .map(|(id, _)| *id)
             .collect();
-        open.sort();
-        Ok(open)
+        open.sort_by_key(Market::open_order);
+        Ok(open.into_iter().map(|t| t.id).collect())
     }
 
     async fn assigned_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {

@@ -101,6 +101,17 @@ impl SubxtChain {
         })
     }
 
+    /// The subxt client underneath, for reads the chain port does not offer.
+    pub fn client(&self) -> &OnlineClient<PolkadotConfig> {
+        &self.api
+    }
+
+    /// The JSON-RPC client underneath, for node-specific methods (such as a
+    /// development node's `dev_newBlock`).
+    pub fn rpc(&self) -> &RpcClient {
+        &self.rpc
+    }
+
     /// Task-market events that failed to decode so far (each was logged).
     pub fn decode_failures(&self) -> u64 {
         self.decode_failures
@@ -179,11 +190,18 @@ impl SubxtChain {
             let Some(slot) = ours.iter().position(|(_, index)| *index == i) else {
                 continue;
             };
-            if event.pallet_name() == "System" && event.event_name() == "ExtrinsicFailed" {
-                let error = match subxt::error::DispatchError::decode_from(
-                    event.field_bytes(),
-                    at.metadata(),
-                ) {
+            let failed = match (event.pallet_name(), event.event_name()) {
+                ("System", "ExtrinsicFailed") => Some(event.field_bytes()),
+                // `Sudid { sudo_result: Result<(), DispatchError> }`: the
+                // wrapped call's own outcome.
+                ("Sudo", "Sudid") => match event.field_bytes().split_first() {
+                    Some((1, error)) => Some(error),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(bytes) = failed {
+                let error = match subxt::error::DispatchError::decode_from(bytes, at.metadata()) {
                     Ok(e) => dispatch_error(&e),
                     Err(e) => DispatchError::Other(format!("undecodable dispatch error: {e}")),
                 };

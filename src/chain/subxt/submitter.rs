@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use subxt::PolkadotConfig;
+use subxt::dynamic::Value;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -416,6 +417,8 @@ struct Inner {
     chain: SubxtChain,
     account: AccountId,
     signer: subxt_signer::sr25519::Keypair,
+    /// Wraps every call in `Sudo::sudo` (the signer must be the sudo key).
+    root: bool,
     nonce: Arc<tokio::sync::Mutex<Option<u64>>>,
     tracker: Arc<Tracker>,
     birth: tokio::sync::Mutex<Option<(Instant, AtBlock)>>,
@@ -449,13 +452,18 @@ struct Signed {
 }
 
 impl SubxtSubmitter {
-    pub(super) fn new(chain: SubxtChain, signer: subxt_signer::sr25519::Keypair) -> Self {
+    pub(super) fn new(
+        chain: SubxtChain,
+        signer: subxt_signer::sr25519::Keypair,
+        root: bool,
+    ) -> Self {
         let stop = CancellationToken::new();
         SubxtSubmitter {
             inner: Arc::new(Inner {
                 chain,
                 account: AccountId(signer.public_key().0),
                 signer,
+                root,
                 nonce: Default::default(),
                 tracker: Default::default(),
                 birth: tokio::sync::Mutex::new(None),
@@ -517,7 +525,17 @@ impl Inner {
         let connection = |e: &dyn std::fmt::Display| SubmitError::Connection(e.to_string());
         let at = self.birth().await?;
         let after = u32::try_from(at.block_number()).map_err(|e| connection(&e))?;
-        let payload = subxt::dynamic::tx(PALLET, call.name(), call_fields(call));
+        let payload = if self.root {
+            // `Sudo::sudo(call)`: the inner call as a value of the runtime's
+            // call enum (pallet variant, then call variant).
+            let inner = Value::unnamed_variant(
+                PALLET,
+                [Value::unnamed_variant(call.name(), call_fields(call))],
+            );
+            subxt::dynamic::tx("Sudo", "sudo", vec![inner])
+        } else {
+            subxt::dynamic::tx(PALLET, call.name(), call_fields(call))
+        };
         let params = subxt::config::PolkadotExtrinsicParamsBuilder::<PolkadotConfig>::new()
             .nonce(nonce)
             .mortal_from_unchecked(MORTALITY, at.block_number(), at.block_hash())
@@ -709,7 +727,15 @@ impl tower::Service<MarketCall> for SubxtSubmitter {
 impl SubxtChain {
     /// A submitter that signs as `signer`.
     pub fn submitter(&self, signer: subxt_signer::sr25519::Keypair) -> SubxtSubmitter {
-        SubxtSubmitter::new(self.clone(), signer)
+        SubxtSubmitter::new(self.clone(), signer, false)
+    }
+
+    /// A submitter that wraps each call in `Sudo::sudo`, signed by `signer`
+    /// (the chain's sudo key): root calls such as `register_renderer` on a
+    /// development chain. The inner call's dispatch error is reported as
+    /// the call's own.
+    pub fn sudo_submitter(&self, signer: subxt_signer::sr25519::Keypair) -> SubxtSubmitter {
+        SubxtSubmitter::new(self.clone(), signer, true)
     }
 
     /// Signs and submits one call as `signer` and waits until it is final;

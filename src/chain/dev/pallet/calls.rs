@@ -57,10 +57,9 @@ impl Market {
                     deterministic,
                     max_latency_ms,
                     vram_required_mb,
+                    registered_at: ctx.number,
                 };
-                self.check_renderer(&renderer_id, &info)?;
-                self.renderers.insert(renderer_id.clone(), info);
-                self.deposit(MarketEvent::RendererRegistered { renderer_id, lane });
+                self.register_renderer(renderer_id, info)?;
                 Ok(())
             }
             MarketCall::DeregisterRenderer { renderer_id } => {
@@ -128,14 +127,33 @@ impl Market {
         }
     }
 
-    pub(super) fn check_renderer(&self, id: &[u8], info: &RendererInfo) -> Result<(), MarketError> {
+    /// Registers a renderer: what `register_renderer` does after its origin
+    /// check, and what genesis does for its renderers.
+    pub(super) fn register_renderer(
+        &mut self,
+        renderer_id: Vec<u8>,
+        info: RendererInfo,
+    ) -> Result<(), MarketError> {
+        self.check_renderer(&renderer_id, &info)?;
+        self.deposit(MarketEvent::RendererRegistered {
+            renderer_id: renderer_id.clone(),
+            lane: info.lane,
+            deterministic: info.deterministic,
+            max_latency_ms: info.max_latency_ms,
+            vram_required_mb: info.vram_required_mb,
+        });
+        self.renderers.insert(renderer_id, info);
+        Ok(())
+    }
+
+    fn check_renderer(&self, id: &[u8], info: &RendererInfo) -> Result<(), MarketError> {
         if id.is_empty() || id.len() > MAX_MODEL_ID_LEN {
             return Err(MarketError::InvalidRendererId);
         }
         if self.renderers.contains_key(id) {
             return Err(MarketError::RendererAlreadyRegistered);
         }
-        if self.renderers.len() >= self.params.max_renderers as usize {
+        if self.renderers.len() >= self.params.max_registered_renderers as usize {
             return Err(MarketError::RendererRegistryFull);
         }
         let max_latency = match info.lane {
@@ -203,10 +221,6 @@ impl Market {
         let acc = self.accounts.entry(requester).or_default();
         acc.free -= escrow;
         acc.reserved += escrow;
-        match lane {
-            Lane::Lane0 => self.open_lane0.push(id),
-            Lane::Lane1 => self.open_lane1.push(id),
-        }
         self.tasks.insert(
             id,
             TaskIntent {
@@ -227,6 +241,7 @@ impl Market {
             },
         );
         self.touched.insert(id);
+        self.insert_open(lane, id);
         self.deposit(MarketEvent::TaskCreated {
             task_id: id,
             requester,
@@ -239,15 +254,12 @@ impl Market {
         Ok(())
     }
 
-    /// The executor the chain picks for a task: stake-weighted among the
-    /// lane's executors (the first `MaxAssignmentCandidates` by account id),
-    /// from a seed derived from the parent block hash and the task id.
-    pub(crate) fn select_executor(
-        &self,
-        lane: Lane,
-        task_id: TaskId,
-        parent_hash: BlockHash,
-    ) -> Option<AccountId> {
+    /// The executor the chain picks: stake-weighted among the lane's
+    /// executors (the first `MaxAssignmentCandidates` by account id), from a
+    /// seed derived from the parent block hash under a fixed subject — so
+    /// every assignment in one block goes to the same executor, as on the
+    /// deployed pallet.
+    pub(crate) fn select_executor(&self, lane: Lane, parent_hash: BlockHash) -> Option<AccountId> {
         let candidates: Vec<(AccountId, Balance)> = self
             .executors
             .iter()
@@ -261,7 +273,6 @@ impl Market {
         }
         let mut seed_input = b"nsn-task-market/assign".to_vec();
         seed_input.extend_from_slice(&parent_hash.0);
-        seed_input.extend_from_slice(&task_id.encode());
         let seed = blake2_256(&seed_input);
         let mut r = u128::from_le_bytes(seed[..16].try_into().ok()?) % total;
         for (who, stake) in candidates {
@@ -279,12 +290,8 @@ impl Market {
         ctx: BlockCtx,
     ) -> Result<(), DispatchError> {
         let task = self.tasks.get(&task_id).ok_or(MarketError::TaskNotFound)?;
-        match task.status {
-            TaskStatus::Open => {}
-            TaskStatus::Assigned | TaskStatus::Executing => {
-                return Err(MarketError::TaskAlreadyAssigned.into());
-            }
-            _ => return Err(MarketError::TaskNotOpen.into()),
+        if task.status != TaskStatus::Open {
+            return Err(MarketError::TaskNotOpen.into());
         }
         let lane = task.lane;
         if lane == Lane::Lane1 {
@@ -296,7 +303,7 @@ impl Market {
             }
         }
         let executor = self
-            .select_executor(lane, task_id, ctx.parent_hash)
+            .select_executor(lane, ctx.parent_hash)
             .ok_or(MarketError::NoEligibleExecutors)?;
         match lane {
             Lane::Lane0 => self.open_lane0.retain(|id| *id != task_id),
@@ -347,17 +354,16 @@ impl Market {
     ) -> Result<(), DispatchError> {
         let task = self.tasks.get(&task_id).ok_or(MarketError::TaskNotFound)?;
         if !task.status.is_in_hand() {
-            return Err(MarketError::TaskNotExecuting.into());
+            return Err(MarketError::TaskNotAssigned.into());
         }
         if task.executor != Some(who) {
             return Err(MarketError::NotExecutor.into());
         }
-        if task.lane == Lane::Lane0 {
-            match &attestation_cid {
-                None => return Err(MarketError::MissingAttestation.into()),
-                Some(a) if a.is_empty() => return Err(MarketError::InvalidAttestationCid.into()),
-                Some(_) => {}
-            }
+        match &attestation_cid {
+            None if task.lane == Lane::Lane0 => return Err(MarketError::MissingAttestation.into()),
+            // Refused on both lanes, as the deployed pallet does.
+            Some(a) if a.is_empty() => return Err(MarketError::InvalidAttestationCid.into()),
+            _ => {}
         }
         if self.pending_verification.len() >= self.params.max_pending_tasks as usize {
             return Err(MarketError::TooManyPendingVerifications.into());
@@ -417,16 +423,23 @@ impl Market {
             | TaskStatus::Failed
             | TaskStatus::Expired
             | TaskStatus::Verified
-            | TaskStatus::Rejected => return Err(MarketError::TaskNotExecuting.into()),
+            | TaskStatus::Rejected => return Err(MarketError::TaskNotAssigned.into()),
         }
         let slash = if reason.slashes_executor() {
-            task.executor
+            task.executor.map(|executor| {
+                let cause = if executor == who {
+                    SlashCause::ExecutorFailTask
+                } else {
+                    SlashCause::RequesterFailTask
+                };
+                (executor, cause)
+            })
         } else {
             None
         };
         self.close_task(task_id, TaskStatus::Failed);
-        if let Some(executor) = slash {
-            self.slash(executor);
+        if let Some((executor, cause)) = slash {
+            self.slash(executor, self.params.task_abandonment_slash, cause);
         }
         self.deposit(MarketEvent::TaskFailed { task_id, reason });
         Ok(())
@@ -455,7 +468,8 @@ impl Market {
             .get(&task_id)
             .copied()
             .unwrap_or(0);
-        if ctx.number > deadline {
+        // The deadline block belongs to the hook, which rejects first.
+        if ctx.number >= deadline {
             return Err(MarketError::VerificationDeadlinePassed.into());
         }
         if score > 100 {
@@ -513,25 +527,26 @@ impl Market {
         ) {
             return Err(MarketError::TaskNotSubmitted.into());
         }
-        let quorum = self
-            .required_quorum
-            .get(&task_id)
-            .copied()
-            .unwrap_or(self.params.verification_quorum);
-        if self.attestations(task_id).len() >= quorum as usize {
-            self.check_settlement(task_id)?;
-            self.settle(task_id);
-            return Ok(());
-        }
         let deadline = self
             .verification_deadline
             .get(&task_id)
             .copied()
             .unwrap_or(0);
-        if ctx.number <= deadline {
+        if ctx.number >= deadline {
+            // Past the deadline the task is rejected, quorum or not.
+            self.reject_timed_out(task_id);
+            return Ok(());
+        }
+        let quorum = self
+            .required_quorum
+            .get(&task_id)
+            .copied()
+            .unwrap_or(self.params.verification_quorum);
+        if self.attestations(task_id).len() < quorum as usize {
             return Err(MarketError::VerificationPending.into());
         }
-        self.reject_timed_out(task_id);
+        self.check_settlement(task_id)?;
+        self.settle(task_id);
         Ok(())
     }
 }

@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
-use parity_scale_codec::Encode;
 
 use crate::chain::{
     BlockHash, DispatchError, EventRecord, MarketCall, MarketError, MarketEvent, Phase, TaskIntent,
@@ -42,8 +41,8 @@ pub struct MarketParams {
     pub max_expired_per_block: u32,
     /// Most Lane 1 tasks preempted per block (`MaxPreemptionsPerBlock`).
     pub max_preemptions_per_block: u32,
-    /// Most renderers in the registry.
-    pub max_renderers: u32,
+    /// Most renderers in the registry (`MaxRegisteredRenderers`).
+    pub max_registered_renderers: u32,
     /// Highest latency a Lane 0 renderer may declare (`MaxLane0LatencyMs`).
     pub max_lane0_latency_ms: u32,
     /// Highest latency a Lane 1 renderer may declare (`MaxLane1LatencyMs`).
@@ -60,8 +59,13 @@ pub struct MarketParams {
     pub verification_period: BlockNumber,
     /// Lowest passing average score (`MinAttestationScore`).
     pub min_attestation_score: u8,
-    /// What a slash takes from an executor's stake.
-    pub slash_amount: Balance,
+    /// What a rejection (a low score, or a missed verification deadline)
+    /// takes from the executor's stake (`VerificationFailureSlash`).
+    pub verification_failure_slash: Balance,
+    /// What failed or preempted work — `fail_task` with `ExecutorFailed` or
+    /// `Preempted`, or the preemption hook — takes from the executor's stake
+    /// (`TaskAbandonmentSlash`).
+    pub task_abandonment_slash: Balance,
 }
 
 impl Default for MarketParams {
@@ -72,7 +76,7 @@ impl Default for MarketParams {
             max_assignment_candidates: 100,
             max_expired_per_block: 100,
             max_preemptions_per_block: 10,
-            max_renderers: 64,
+            max_registered_renderers: 256,
             max_lane0_latency_ms: 15_000,
             max_lane1_latency_ms: 120_000,
             max_renderer_vram_mb: 11_500,
@@ -81,7 +85,8 @@ impl Default for MarketParams {
             verification_quorum: 2,
             verification_period: 100,
             min_attestation_score: 70,
-            slash_amount: 5 * UNIT,
+            verification_failure_slash: 5 * UNIT,
+            task_abandonment_slash: 5 * UNIT,
         }
     }
 }
@@ -125,7 +130,33 @@ pub struct RendererInfo {
     pub max_latency_ms: u32,
     /// The VRAM it needs.
     pub vram_required_mb: u32,
+    /// The block it was registered in.
+    pub registered_at: BlockNumber,
 }
+
+/// Why an executor was slashed. The pallet's own rules (its hooks, the
+/// validators' verdict) are apart from slashes that a call caused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SlashCause {
+    /// The preemption hook failed its assigned Lane 1 task while Lane 0 work
+    /// was open (`TaskAbandonmentSlash`).
+    PreemptionHook,
+    /// Its result got no quorum before the verification deadline
+    /// (`VerificationFailureSlash`, by the hook or `finalize_task`).
+    VerificationTimeout,
+    /// Its result's average score was under the minimum
+    /// (`VerificationFailureSlash`).
+    LowScore,
+    /// Its own `fail_task` with `ExecutorFailed` or `Preempted`
+    /// (`TaskAbandonmentSlash`).
+    ExecutorFailTask,
+    /// The requester's `fail_task` with `ExecutorFailed` or `Preempted`
+    /// (`TaskAbandonmentSlash`).
+    RequesterFailTask,
+}
+
+/// An executor's slashes, counted by cause.
+pub type SlashCounts = BTreeMap<SlashCause, u32>;
 
 /// An account's balances.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -171,6 +202,7 @@ pub struct Market {
     tasks: BTreeMap<TaskId, TaskIntent>,
     open_lane0: Vec<TaskId>,
     open_lane1: Vec<TaskId>,
+    slashes: BTreeMap<AccountId, SlashCounts>,
     assigned_lane1: Vec<TaskId>,
     pending_verification: Vec<TaskId>,
     attestations: BTreeMap<TaskId, Vec<Attestation>>,
@@ -232,6 +264,7 @@ impl Market {
             accounts: BTreeMap::new(),
             executors: BTreeMap::new(),
             validators: BTreeSet::new(),
+            slashes: BTreeMap::new(),
             treasury,
             total_issuance: 0,
             events: Vec::new(),
@@ -277,14 +310,15 @@ impl Market {
     }
 
     /// Genesis: registers a renderer with the same checks as `register_renderer`.
+    /// Genesis: registers a renderer through the same code as the
+    /// `register_renderer` call (its `RendererRegistered` event goes into the
+    /// genesis block).
     pub fn add_renderer(&mut self, id: &[u8], info: RendererInfo) -> Result<(), GenesisError> {
-        self.check_renderer(id, &info)
+        self.register_renderer(id.to_vec(), info)
             .map_err(|error| GenesisError::Renderer {
                 id: String::from_utf8_lossy(id).into_owned(),
                 error,
-            })?;
-        self.renderers.insert(id.to_vec(), info);
-        Ok(())
+            })
     }
 
     // ---- reads ----------------------------------------------------------
@@ -370,6 +404,41 @@ impl Market {
     /// True while any Lane 0 task is open.
     pub fn lane0_open(&self) -> bool {
         !self.open_lane0.is_empty()
+    }
+
+    /// An account's slashes so far, by cause.
+    pub fn slashes(&self, who: &AccountId) -> SlashCounts {
+        self.slashes.get(who).cloned().unwrap_or_default()
+    }
+
+    /// Slashes of an account that its own calls caused (`fail_task` with a
+    /// slashing reason sent by the executor itself).
+    pub fn slashes_by_own_calls(&self, who: &AccountId) -> u32 {
+        self.slashes(who)
+            .get(&SlashCause::ExecutorFailTask)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The order of an open queue: priority (High first), then earlier
+    /// deadline, then arrival (task ids grow with arrival).
+    pub fn open_order(task: &TaskIntent) -> (Priority, BlockNumber, TaskId) {
+        (task.priority, task.deadline, task.id)
+    }
+
+    /// Puts a new task into its lane's open queue, in the queue's order.
+    pub(super) fn insert_open(&mut self, lane: Lane, id: TaskId) {
+        let Some(key) = self.tasks.get(&id).map(Self::open_order) else {
+            return;
+        };
+        let tasks = &self.tasks;
+        let queue = match lane {
+            Lane::Lane0 => &mut self.open_lane0,
+            Lane::Lane1 => &mut self.open_lane1,
+        };
+        let at = queue
+            .partition_point(|other| tasks.get(other).is_some_and(|t| Self::open_order(t) <= key));
+        queue.insert(at, id);
     }
 
     // ---- journal ----------------------------------------------------------
@@ -468,18 +537,12 @@ mod tests {
         let mut picks = [0u32; 2];
         for i in 0..2000u64 {
             let parent = BlockHash(blake2_256(&i.to_le_bytes()));
-            let pick = m.select_executor(Lane::Lane1, TaskId(i), parent).unwrap();
-            assert_eq!(
-                Some(pick),
-                m.select_executor(Lane::Lane1, TaskId(i), parent)
-            );
+            let pick = m.select_executor(Lane::Lane1, parent).unwrap();
+            assert_eq!(Some(pick), m.select_executor(Lane::Lane1, parent));
             picks[usize::from(pick == b)] += 1;
         }
         // 90 % / 10 % of 2000, with a generous margin.
         assert!((1700..=1900).contains(&picks[0]), "{picks:?}");
-        assert_eq!(
-            m.select_executor(Lane::Lane0, TaskId(1), BlockHash::default()),
-            None
-        );
+        assert_eq!(m.select_executor(Lane::Lane0, BlockHash::default()), None);
     }
 }

@@ -60,6 +60,13 @@ impl Market {
             });
         } else {
             self.unreserve(task.requester, task.escrow);
+            if let Some(executor) = task.executor {
+                self.slash(
+                    executor,
+                    self.params.verification_failure_slash,
+                    SlashCause::LowScore,
+                );
+            }
             self.set_status(task_id, TaskStatus::Rejected);
             self.deposit(MarketEvent::TaskRejected {
                 task_id,
@@ -77,6 +84,13 @@ impl Market {
         let average_score = self.average_score(task_id);
         self.remove_verification(task_id);
         self.unreserve(task.requester, task.escrow);
+        if let Some(executor) = task.executor {
+            self.slash(
+                executor,
+                self.params.verification_failure_slash,
+                SlashCause::VerificationTimeout,
+            );
+        }
         self.set_status(task_id, TaskStatus::Rejected);
         self.deposit(MarketEvent::TaskRejected {
             task_id,
@@ -118,16 +132,22 @@ impl Market {
         acc.free += back;
     }
 
-    /// Takes `slash_amount` (at most the whole stake) from an executor's
-    /// stake and pays it to the treasury.
-    pub(super) fn slash(&mut self, who: AccountId) {
+    /// Takes `amount` (at most the whole stake) from an executor's stake,
+    /// pays it to the treasury, and counts the slash by its cause.
+    pub(super) fn slash(&mut self, who: AccountId, amount: Balance, cause: SlashCause) {
         let Some(info) = self.executors.get_mut(&who) else {
             return;
         };
-        let amount = self.params.slash_amount.min(info.stake);
+        let amount = amount.min(info.stake);
         info.stake -= amount;
         let acc = self.accounts.entry(who).or_default();
         acc.reserved = acc.reserved.saturating_sub(amount);
         self.accounts.entry(self.treasury).or_default().free += amount;
+        *self
+            .slashes
+            .entry(who)
+            .or_default()
+            .entry(cause)
+            .or_default() += 1;
     }
 }

@@ -5,12 +5,27 @@
 //! (`src/chain/dev/pallet.rs`), so the conformance suite can hold the two to
 //! each other.
 //!
+//! It follows the deployed pallet's behaviour (`TASK_MARKET.md`, "Behaviour
+//! details"): open queues in priority order, expiry in the deadline block,
+//! one executor drawn per block (the randomness subject is a fixed string),
+//! `TaskNotOpen` / `TaskNotAssigned` for status errors, empty attestation
+//! CIDs refused on both lanes, the verification deadline enforced by the hook
+//! before the block's extrinsics, and slashes where the deployed pallet
+//! slashes: the executor's or requester's `fail_task` with `Preempted` or
+//! `ExecutorFailed`, the preemption hook (`TaskAbandonmentSlash`), and a
+//! rejection for a low score or a missed verification deadline
+//! (`VerificationFailureSlash`).
+//!
 //! Decisions the interface leaves open are taken as the embedded dev chain
 //! takes them: the 70 / 20 / 10 split floors the two shares and burns the
 //! remainder; a slash takes at most the whole stake and pays it to the
 //! treasury; the executor is picked stake-weighted among the lane's executors
 //! (first `MaxAssignmentCandidates` by account id) from
-//! `blake2_256("nsn-task-market/assign" ‖ parent hash ‖ task id)`.
+//! `blake2_256("nsn-task-market/assign" ‖ parent hash)`.
+//!
+//! The deployed pallet has no genesis config (renderers are registered by
+//! root after genesis); this one keeps one for tests, and it registers
+//! renderers through the same code as `register_renderer`.
 
 #![cfg_attr(not(feature = "std"), no_std)]
 
@@ -115,7 +130,8 @@ pub mod pallet {
 
     /// A registered renderer.
     #[derive(Encode, Decode, Clone, PartialEq, Eq, Debug, TypeInfo, MaxEncodedLen)]
-    pub struct RendererInfo {
+    #[scale_info(skip_type_params(T))]
+    pub struct RendererInfo<T: Config> {
         /// Its lane.
         pub lane: Lane,
         /// Whether its output is deterministic.
@@ -124,6 +140,8 @@ pub mod pallet {
         pub max_latency_ms: u32,
         /// The VRAM it needs.
         pub vram_required_mb: u32,
+        /// The block it was registered in.
+        pub registered_at: BlockNumberFor<T>,
     }
 
     #[pallet::pallet]
@@ -153,7 +171,7 @@ pub mod pallet {
         type MaxPreemptionsPerBlock: Get<u32>;
         /// Most renderers.
         #[pallet::constant]
-        type MaxRenderers: Get<u32>;
+        type MaxRegisteredRenderers: Get<u32>;
         /// Longest model id.
         #[pallet::constant]
         type MaxModelIdLen: Get<u32>;
@@ -184,9 +202,12 @@ pub mod pallet {
         /// Lowest passing average score.
         #[pallet::constant]
         type MinAttestationScore: Get<u8>;
-        /// What a slash takes.
+        /// What a slash for a result that failed verification takes.
         #[pallet::constant]
-        type SlashAmount: Get<BalanceOf<Self>>;
+        type VerificationFailureSlash: Get<BalanceOf<Self>>;
+        /// What a slash for abandoned (failed or preempted) work takes.
+        #[pallet::constant]
+        type TaskAbandonmentSlash: Get<BalanceOf<Self>>;
     }
 
     #[pallet::storage]
@@ -229,7 +250,11 @@ pub mod pallet {
 
     #[pallet::storage]
     pub type RendererRegistry<T: Config> =
-        StorageValue<_, BoundedBTreeMap<ModelIdOf<T>, RendererInfo, T::MaxRenderers>, ValueQuery>;
+        StorageValue<
+            _,
+            BoundedBTreeMap<ModelIdOf<T>, RendererInfo<T>, T::MaxRegisteredRenderers>,
+            ValueQuery,
+        >;
 
     /// Executors, ordered by account id: (account, stake, lanes).
     #[pallet::storage]
@@ -254,19 +279,17 @@ pub mod pallet {
     #[pallet::genesis_build]
     impl<T: Config> BuildGenesisConfig for GenesisConfig<T> {
         fn build(&self) {
-            let mut registry = BoundedBTreeMap::<ModelIdOf<T>, RendererInfo, T::MaxRenderers>::new();
             for (id, lane, deterministic, max_latency_ms, vram_required_mb) in &self.renderers {
-                let info = RendererInfo {
-                    lane: *lane,
-                    deterministic: *deterministic,
-                    max_latency_ms: *max_latency_ms,
-                    vram_required_mb: *vram_required_mb,
-                };
                 let id: ModelIdOf<T> = id.clone().try_into().expect("genesis renderer id fits");
-                Pallet::<T>::check_renderer(&registry, &id, &info).expect("genesis renderer is valid");
-                registry.try_insert(id, info).expect("genesis renderers fit");
+                Pallet::<T>::do_register_renderer(
+                    id,
+                    *lane,
+                    *deterministic,
+                    *max_latency_ms,
+                    *vram_required_mb,
+                )
+                .expect("genesis renderer is valid");
             }
-            RendererRegistry::<T>::put(registry);
             let mut executors = self.executors.clone();
             executors.sort_by(|a, b| a.0.encode().cmp(&b.0.encode()));
             for (who, stake, _) in &executors {
@@ -314,7 +337,13 @@ pub mod pallet {
         },
         TaskFailed { task_id: u64, reason: FailReason },
         TaskExpired { task_id: u64 },
-        RendererRegistered { renderer_id: ModelIdOf<T>, lane: Lane },
+        RendererRegistered {
+            renderer_id: ModelIdOf<T>,
+            lane: Lane,
+            deterministic: bool,
+            max_latency_ms: u32,
+            vram_required_mb: u32,
+        },
         RendererDeregistered { renderer_id: ModelIdOf<T> },
     }
 
@@ -402,11 +431,7 @@ pub mod pallet {
             T::Currency::reserve(&requester, escrow_amount)
                 .map_err(|_| Error::<T>::InsufficientBalance)?;
             NextTaskId::<T>::put(next);
-            let pushed = match lane {
-                Lane::Lane0 => OpenLane0Tasks::<T>::try_append(id),
-                Lane::Lane1 => OpenLane1Tasks::<T>::try_append(id),
-            };
-            pushed.map_err(|_| Error::<T>::TooManyPendingTasks)?;
+            // Insert first so the queue can order the new task among the others.
             Tasks::<T>::insert(
                 id,
                 TaskIntent::<T> {
@@ -426,6 +451,11 @@ pub mod pallet {
                     attestation_cid: None,
                 },
             );
+            let inserted = match lane {
+                Lane::Lane0 => OpenLane0Tasks::<T>::try_mutate(|v| Self::insert_ordered(v, id)),
+                Lane::Lane1 => OpenLane1Tasks::<T>::try_mutate(|v| Self::insert_ordered(v, id)),
+            };
+            inserted.map_err(|_| Error::<T>::TooManyPendingTasks)?;
             Self::deposit_event(Event::TaskCreated {
                 task_id: id,
                 requester,
@@ -442,13 +472,7 @@ pub mod pallet {
         pub fn accept_assignment(origin: OriginFor<T>, task_id: u64) -> DispatchResult {
             ensure_signed(origin)?;
             let mut task = Tasks::<T>::get(task_id).ok_or(Error::<T>::TaskNotFound)?;
-            match task.status {
-                TaskStatus::Open => {}
-                TaskStatus::Assigned | TaskStatus::Executing => {
-                    return Err(Error::<T>::TaskAlreadyAssigned.into());
-                }
-                _ => return Err(Error::<T>::TaskNotOpen.into()),
-            }
+            ensure!(task.status == TaskStatus::Open, Error::<T>::TaskNotOpen);
             if task.lane == Lane::Lane1 {
                 ensure!(!Self::lane0_open(), Error::<T>::Lane0Priority);
                 ensure!(
@@ -457,7 +481,7 @@ pub mod pallet {
                     Error::<T>::TooManyAssignedLane1Tasks
                 );
             }
-            let executor = Self::select_executor(task.lane, task_id)
+            let executor = Self::select_executor(task.lane)
                 .ok_or(Error::<T>::NoEligibleExecutors)?;
             match task.lane {
                 Lane::Lane0 => OpenLane0Tasks::<T>::mutate(|v| v.retain(|id| *id != task_id)),
@@ -501,15 +525,15 @@ pub mod pallet {
             let mut task = Tasks::<T>::get(task_id).ok_or(Error::<T>::TaskNotFound)?;
             ensure!(
                 matches!(task.status, TaskStatus::Assigned | TaskStatus::Executing),
-                Error::<T>::TaskNotExecuting
+                Error::<T>::TaskNotAssigned
             );
             ensure!(task.executor.as_ref() == Some(&who), Error::<T>::NotExecutor);
-            if task.lane == Lane::Lane0 {
-                match &attestation_cid {
-                    None => return Err(Error::<T>::MissingAttestation.into()),
-                    Some(a) if a.is_empty() => return Err(Error::<T>::InvalidAttestationCid.into()),
-                    Some(_) => {}
+            match &attestation_cid {
+                None if task.lane == Lane::Lane0 => {
+                    return Err(Error::<T>::MissingAttestation.into());
                 }
+                Some(a) if a.is_empty() => return Err(Error::<T>::InvalidAttestationCid.into()),
+                _ => {}
             }
             let now = frame_system::Pallet::<T>::block_number();
             let verification_deadline = now
@@ -544,7 +568,7 @@ pub mod pallet {
             let task = Tasks::<T>::get(task_id).ok_or(Error::<T>::TaskNotFound)?;
             match task.status {
                 TaskStatus::Open => ensure!(task.requester == who, Error::<T>::NotRequester),
-                s if s.is_terminal() => return Err(Error::<T>::TaskNotExecuting.into()),
+                s if s.is_terminal() => return Err(Error::<T>::TaskNotAssigned.into()),
                 _ => ensure!(
                     task.requester == who || task.executor.as_ref() == Some(&who),
                     Error::<T>::NotExecutor
@@ -555,7 +579,7 @@ pub mod pallet {
                 .flatten();
             Self::close_task(task_id, TaskStatus::Failed);
             if let Some(executor) = slash {
-                Self::slash(&executor);
+                Self::slash(&executor, T::TaskAbandonmentSlash::get());
             }
             Self::deposit_event(Event::TaskFailed { task_id, reason });
             Ok(())
@@ -571,19 +595,7 @@ pub mod pallet {
             vram_required_mb: u32,
         ) -> DispatchResult {
             ensure_root(origin)?;
-            let info = RendererInfo {
-                lane,
-                deterministic,
-                max_latency_ms,
-                vram_required_mb,
-            };
-            let mut registry = RendererRegistry::<T>::get();
-            Self::check_renderer(&registry, &renderer_id, &info)?;
-            registry
-                .try_insert(renderer_id.clone(), info)
-                .map_err(|_| Error::<T>::RendererRegistryFull)?;
-            RendererRegistry::<T>::put(registry);
-            Self::deposit_event(Event::RendererRegistered { renderer_id, lane });
+            Self::do_register_renderer(renderer_id, lane, deterministic, max_latency_ms, vram_required_mb)?;
             Ok(())
         }
 
@@ -615,7 +627,8 @@ pub mod pallet {
             );
             let now = frame_system::Pallet::<T>::block_number();
             let deadline = VerificationDeadline::<T>::get(task_id).unwrap_or_default();
-            ensure!(now <= deadline, Error::<T>::VerificationDeadlinePassed);
+            // The deadline block belongs to the hook, which rejects first.
+            ensure!(now < deadline, Error::<T>::VerificationDeadlinePassed);
             ensure!(score <= 100, Error::<T>::InvalidAttestationScore);
             ensure!(
                 !attestation_cid.as_ref().is_some_and(|c| c.is_empty()),
@@ -648,15 +661,19 @@ pub mod pallet {
                 matches!(task.status, TaskStatus::Submitted | TaskStatus::PendingVerification),
                 Error::<T>::TaskNotSubmitted
             );
-            let quorum = RequiredQuorum::<T>::get(task_id).unwrap_or(T::VerificationQuorum::get());
-            if Attestations::<T>::decode_len(task_id).unwrap_or(0) >= quorum as usize {
-                return Self::settle(task_id);
-            }
             let now = frame_system::Pallet::<T>::block_number();
             let deadline = VerificationDeadline::<T>::get(task_id).unwrap_or_default();
-            ensure!(now > deadline, Error::<T>::VerificationPending);
-            Self::reject_after_deadline(task_id);
-            Ok(())
+            if now >= deadline {
+                // Past the deadline the task is rejected, quorum or not.
+                Self::reject_after_deadline(task_id);
+                return Ok(());
+            }
+            let quorum = RequiredQuorum::<T>::get(task_id).unwrap_or(T::VerificationQuorum::get());
+            ensure!(
+                Attestations::<T>::decode_len(task_id).unwrap_or(0) >= quorum as usize,
+                Error::<T>::VerificationPending
+            );
+            Self::settle(task_id)
         }
     }
 
@@ -665,15 +682,58 @@ pub mod pallet {
             OpenLane0Tasks::<T>::decode_len().unwrap_or(0) > 0
         }
 
+        /// Registers a renderer: what `register_renderer` does after its
+        /// origin check, and what the test genesis does for its renderers.
+        pub fn do_register_renderer(
+            renderer_id: ModelIdOf<T>,
+            lane: Lane,
+            deterministic: bool,
+            max_latency_ms: u32,
+            vram_required_mb: u32,
+        ) -> DispatchResult {
+            let info = RendererInfo::<T> {
+                lane,
+                deterministic,
+                max_latency_ms,
+                vram_required_mb,
+                registered_at: frame_system::Pallet::<T>::block_number(),
+            };
+            let mut registry = RendererRegistry::<T>::get();
+            Self::check_renderer(&registry, &renderer_id, &info)?;
+            registry
+                .try_insert(renderer_id.clone(), info)
+                .map_err(|_| Error::<T>::RendererRegistryFull)?;
+            RendererRegistry::<T>::put(registry);
+            Self::deposit_event(Event::RendererRegistered {
+                renderer_id,
+                lane,
+                deterministic,
+                max_latency_ms,
+                vram_required_mb,
+            });
+            Ok(())
+        }
+
+        /// Puts a task into an open queue in the pallet's order: priority
+        /// (High first), then earlier deadline, then arrival.
+        fn insert_ordered<S: Get<u32>>(queue: &mut BoundedVec<u64, S>, id: u64) -> Result<(), ()> {
+            let key = |id: &u64| {
+                Tasks::<T>::get(id).map(|t| (t.priority as u8, t.deadline))
+            };
+            let new = key(&id);
+            let at = queue.iter().position(|other| key(other) > new).unwrap_or(queue.len());
+            queue.try_insert(at, id).map_err(|_| ())
+        }
+
         fn check_renderer(
-            registry: &BoundedBTreeMap<ModelIdOf<T>, RendererInfo, T::MaxRenderers>,
+            registry: &BoundedBTreeMap<ModelIdOf<T>, RendererInfo<T>, T::MaxRegisteredRenderers>,
             id: &ModelIdOf<T>,
-            info: &RendererInfo,
+            info: &RendererInfo<T>,
         ) -> Result<(), Error<T>> {
             ensure!(!id.is_empty(), Error::<T>::InvalidRendererId);
             ensure!(!registry.contains_key(id), Error::<T>::RendererAlreadyRegistered);
             ensure!(
-                (registry.len() as u32) < T::MaxRenderers::get(),
+                (registry.len() as u32) < T::MaxRegisteredRenderers::get(),
                 Error::<T>::RendererRegistryFull
             );
             let max_latency = match info.lane {
@@ -692,8 +752,9 @@ pub mod pallet {
         }
 
         /// Stake-weighted choice among the lane's executors, seeded by the
-        /// parent hash and the task id.
-        fn select_executor(lane: Lane, task_id: u64) -> Option<T::AccountId> {
+        /// parent hash under a fixed subject: every assignment in a block
+        /// draws the same number.
+        fn select_executor(lane: Lane) -> Option<T::AccountId> {
             let candidates: Vec<(T::AccountId, u128)> = Executors::<T>::get()
                 .into_iter()
                 .filter(|(_, stake, lanes)| !stake.is_zero() && lanes.contains(&lane))
@@ -706,7 +767,6 @@ pub mod pallet {
             }
             let mut input = b"nsn-task-market/assign".to_vec();
             input.extend_from_slice(frame_system::Pallet::<T>::parent_hash().as_ref());
-            input.extend_from_slice(&task_id.encode());
             let seed = frame::hashing::blake2_256(&input);
             let mut bytes = [0u8; 16];
             bytes.copy_from_slice(&seed[..16]);
@@ -781,6 +841,9 @@ pub mod pallet {
                 });
             } else {
                 T::Currency::unreserve(&task.requester, task.escrow);
+                if let Some(executor) = &task.executor {
+                    Self::slash(executor, T::VerificationFailureSlash::get());
+                }
                 Self::set_status(task_id, TaskStatus::Rejected);
                 Self::deposit_event(Event::TaskRejected {
                     task_id,
@@ -797,6 +860,9 @@ pub mod pallet {
             let average_score = Self::average_score(task_id);
             Self::remove_verification(task_id);
             T::Currency::unreserve(&task.requester, task.escrow);
+            if let Some(executor) = &task.executor {
+                Self::slash(executor, T::VerificationFailureSlash::get());
+            }
             Self::set_status(task_id, TaskStatus::Rejected);
             Self::deposit_event(Event::TaskRejected {
                 task_id,
@@ -820,12 +886,12 @@ pub mod pallet {
             Self::set_status(task_id, status);
         }
 
-        fn slash(who: &T::AccountId) {
+        fn slash(who: &T::AccountId, amount: BalanceOf<T>) {
             let amount = Executors::<T>::mutate(|execs| {
                 let Some(entry) = execs.iter_mut().find(|(a, _, _)| a == who) else {
                     return None;
                 };
-                let amount = T::SlashAmount::get().min(entry.1);
+                let amount = amount.min(entry.1);
                 entry.1 -= amount;
                 Some(amount)
             });
@@ -844,7 +910,7 @@ pub mod pallet {
             let expired: Vec<u64> = OpenLane0Tasks::<T>::get()
                 .into_iter()
                 .chain(OpenLane1Tasks::<T>::get())
-                .filter(|id| Tasks::<T>::get(id).is_some_and(|t| t.deadline < now))
+                .filter(|id| Tasks::<T>::get(id).is_some_and(|t| t.deadline <= now))
                 .take(max)
                 .collect();
             for task_id in expired {
@@ -857,7 +923,7 @@ pub mod pallet {
             let max = T::MaxExpiredPerBlock::get() as usize;
             let timed_out: Vec<u64> = PendingVerificationTasks::<T>::get()
                 .into_iter()
-                .filter(|id| VerificationDeadline::<T>::get(id).is_some_and(|d| d < now))
+                .filter(|id| VerificationDeadline::<T>::get(id).is_some_and(|d| d <= now))
                 .take(max)
                 .collect();
             for task_id in timed_out {
@@ -872,7 +938,11 @@ pub mod pallet {
             let max = T::MaxPreemptionsPerBlock::get() as usize;
             let preempted: Vec<u64> = AssignedLane1Tasks::<T>::get().into_iter().take(max).collect();
             for task_id in preempted {
+                let executor = Tasks::<T>::get(task_id).and_then(|t| t.executor);
                 Self::close_task(task_id, TaskStatus::Failed);
+                if let Some(executor) = executor {
+                    Self::slash(&executor, T::TaskAbandonmentSlash::get());
+                }
                 Self::deposit_event(Event::TaskFailed {
                     task_id,
                     reason: FailReason::Preempted,

@@ -39,7 +39,7 @@ impl Config for Test {
     type MaxAssignmentCandidates = ConstU32<100>;
     type MaxExpiredPerBlock = ConstU32<100>;
     type MaxPreemptionsPerBlock = ConstU32<10>;
-    type MaxRenderers = ConstU32<64>;
+    type MaxRegisteredRenderers = ConstU32<256>;
     type MaxModelIdLen = ConstU32<64>;
     type MaxCidLen = ConstU32<128>;
     type MaxLane0LatencyMs = ConstU32<15_000>;
@@ -50,7 +50,8 @@ impl Config for Test {
     type VerificationQuorum = ConstU32<2>;
     type VerificationPeriod = ConstU64<100>;
     type MinAttestationScore = ConstU8<70>;
-    type SlashAmount = ConstU128<500>;
+    type VerificationFailureSlash = ConstU128<500>;
+    type TaskAbandonmentSlash = ConstU128<500>;
 }
 
 const ALICE: u64 = 1;
@@ -188,13 +189,13 @@ fn register_lane0() {
 }
 
 #[test]
-fn open_tasks_expire_after_their_deadline_with_a_refund() {
+fn open_tasks_expire_in_their_deadline_block_with_a_refund() {
     new_test_ext().execute_with(|| {
-        let id = create(Lane::Lane1, b"sha256", 1);
+        let id = create(Lane::Lane1, b"sha256", 2);
         assert_eq!(Balances::reserved_balance(ALICE), 1_000);
-        next_block(); // block 2: deadline 2 is not past yet
+        next_block(); // block 2: deadline 3 is still ahead
         assert_eq!(Tasks::<Test>::get(id).unwrap().status, TaskStatus::Open);
-        next_block(); // block 3
+        next_block(); // block 3: the deadline block
         assert_eq!(Tasks::<Test>::get(id).unwrap().status, TaskStatus::Expired);
         assert_eq!(Balances::reserved_balance(ALICE), 0);
         System::assert_last_event(Event::TaskExpired { task_id: id }.into());
@@ -202,7 +203,7 @@ fn open_tasks_expire_after_their_deadline_with_a_refund() {
 }
 
 #[test]
-fn lane0_work_preempts_assigned_lane1_work_without_slashing() {
+fn lane0_work_preempts_assigned_lane1_work_and_the_hook_slashes() {
     new_test_ext().execute_with(|| {
         register_lane0();
         let id = create(Lane::Lane1, b"sha256", 100);
@@ -215,17 +216,17 @@ fn lane0_work_preempts_assigned_lane1_work_without_slashing() {
             NsnTaskMarket::accept_assignment(RuntimeOrigin::signed(ALICE), other),
             Error::<Test>::Lane0Priority
         );
-        let reserved_bob = Balances::reserved_balance(BOB);
+        let stake = Executors::<Test>::get()[0].1;
         next_block();
         assert_eq!(Tasks::<Test>::get(id).unwrap().status, TaskStatus::Failed);
         System::assert_has_event(
             Event::TaskFailed { task_id: id, reason: FailReason::Preempted }.into(),
         );
-        assert_eq!(Balances::reserved_balance(BOB), reserved_bob, "the hook does not slash");
+        assert_eq!(Executors::<Test>::get()[0].1, stake - 500, "the hook slashes");
         assert!(AssignedLane1Tasks::<Test>::get().is_empty());
         assert_noop!(
             NsnTaskMarket::submit_result(RuntimeOrigin::signed(BOB), id, bounded(b"x"), None),
-            Error::<Test>::TaskNotExecuting
+            Error::<Test>::TaskNotAssigned
         );
         assert_ok!(NsnTaskMarket::accept_assignment(RuntimeOrigin::signed(ALICE), lane0));
         assert_ok!(NsnTaskMarket::accept_assignment(RuntimeOrigin::signed(ALICE), other));
@@ -248,13 +249,13 @@ fn executor_failure_slashes_to_the_treasury() {
         assert_eq!(Balances::reserved_balance(ALICE), 0, "escrow refunded");
         assert_noop!(
             NsnTaskMarket::fail_task(RuntimeOrigin::signed(BOB), id, FailReason::Other),
-            Error::<Test>::TaskNotExecuting
+            Error::<Test>::TaskNotAssigned
         );
     });
 }
 
 #[test]
-fn results_without_quorum_are_rejected_after_the_window() {
+fn results_without_quorum_are_rejected_in_the_deadline_block_and_slashed() {
     new_test_ext().execute_with(|| {
         let id = create(Lane::Lane1, b"sha256", 100);
         assert_ok!(NsnTaskMarket::accept_assignment(RuntimeOrigin::signed(ALICE), id));
@@ -264,10 +265,18 @@ fn results_without_quorum_are_rejected_after_the_window() {
             NsnTaskMarket::finalize_task(RuntimeOrigin::signed(EVE), id),
             Error::<Test>::VerificationPending
         );
-        for _ in 0..101 {
+        let stake = Executors::<Test>::get()[0].1;
+        for _ in 0..99 {
             next_block();
         }
+        assert_eq!(Tasks::<Test>::get(id).unwrap().status, TaskStatus::PendingVerification);
+        next_block(); // block 101: the verification deadline
         assert_eq!(Tasks::<Test>::get(id).unwrap().status, TaskStatus::Rejected);
+        assert_eq!(Executors::<Test>::get()[0].1, stake - 500, "a missed deadline slashes");
+        assert_noop!(
+            NsnTaskMarket::submit_attestation(RuntimeOrigin::signed(EVE), id, 95, None),
+            Error::<Test>::TaskNotSubmitted
+        );
         System::assert_has_event(
             Event::TaskRejected {
                 task_id: id,
@@ -318,4 +327,71 @@ fn payment_split_matches_the_embedded_dev_chain() {
     assert_eq!(Pallet::<Test>::payment_split(1), (0, 0, 1));
     let (e, t, b) = Pallet::<Test>::payment_split(u128::MAX);
     assert_eq!(e + t + b, u128::MAX);
+}
+
+#[test]
+fn a_low_score_rejects_and_slashes() {
+    new_test_ext().execute_with(|| {
+        let id = create(Lane::Lane1, b"sha256", 100);
+        assert_ok!(NsnTaskMarket::accept_assignment(RuntimeOrigin::signed(ALICE), id));
+        assert_ok!(NsnTaskMarket::submit_result(RuntimeOrigin::signed(BOB), id, bounded(b"x"), None));
+        let stake = Executors::<Test>::get()[0].1;
+        assert_ok!(NsnTaskMarket::submit_attestation(RuntimeOrigin::signed(DAVE), id, 40, None));
+        assert_ok!(NsnTaskMarket::submit_attestation(RuntimeOrigin::signed(EVE), id, 50, None));
+        assert_eq!(Tasks::<Test>::get(id).unwrap().status, TaskStatus::Rejected);
+        assert_eq!(Executors::<Test>::get()[0].1, stake - 500);
+        assert_eq!(Balances::reserved_balance(ALICE), 0, "escrow refunded");
+    });
+}
+
+#[test]
+fn open_queues_are_in_priority_order() {
+    new_test_ext().execute_with(|| {
+        let with = |priority, deadline_blocks| {
+            let id = NextTaskId::<Test>::get();
+            assert_ok!(NsnTaskMarket::create_task_intent(
+                RuntimeOrigin::signed(ALICE),
+                Lane::Lane1,
+                priority,
+                bounded(b"sha256"),
+                bounded(b"c"),
+                0,
+                deadline_blocks,
+                1_000,
+            ));
+            id
+        };
+        let low = with(TaskPriority::Low, 10);
+        let normal_late = with(TaskPriority::Normal, 50);
+        let high = with(TaskPriority::High, 90);
+        let normal_early = with(TaskPriority::Normal, 20);
+        let normal_early_too = with(TaskPriority::Normal, 20);
+        assert_eq!(
+            OpenLane1Tasks::<Test>::get().into_inner(),
+            vec![high, normal_early, normal_early_too, normal_late, low]
+        );
+    });
+}
+
+#[test]
+fn registration_records_its_block_and_the_whole_event() {
+    new_test_ext().execute_with(|| {
+        System::set_block_number(7);
+        register_lane0();
+        let info = RendererRegistry::<Test>::get()
+            .get(&bounded::<ConstU32<64>>(b"video-render"))
+            .cloned()
+            .unwrap();
+        assert_eq!(info.registered_at, 7);
+        System::assert_last_event(
+            Event::RendererRegistered {
+                renderer_id: bounded(b"video-render"),
+                lane: Lane::Lane0,
+                deterministic: true,
+                max_latency_ms: 10_000,
+                vram_required_mb: 8_000,
+            }
+            .into(),
+        );
+    });
 }

@@ -125,7 +125,7 @@ impl pallet_nsn_task_market::Config for Runtime {
     type MaxAssignmentCandidates = ConstU32<100>;
     type MaxExpiredPerBlock = ConstU32<100>;
     type MaxPreemptionsPerBlock = ConstU32<10>;
-    type MaxRenderers = ConstU32<64>;
+    type MaxRegisteredRenderers = ConstU32<256>;
     type MaxModelIdLen = ConstU32<64>;
     type MaxCidLen = ConstU32<128>;
     type MaxLane0LatencyMs = ConstU32<15_000>;
@@ -136,7 +136,8 @@ impl pallet_nsn_task_market::Config for Runtime {
     type VerificationQuorum = ConstU32<2>;
     type VerificationPeriod = ConstU32<100>;
     type MinAttestationScore = ConstU8<70>;
-    type SlashAmount = ConstU128<{ 5 * UNIT }>;
+    type VerificationFailureSlash = ConstU128<{ 5 * UNIT }>;
+    type TaskAbandonmentSlash = ConstU128<{ 5 * UNIT }>;
 }
 
 type Block = frame::runtime::types_common::BlockOf<Runtime, TxExtension>;
