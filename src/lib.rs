@@ -9,17 +9,34 @@
 //! [layers](layer), and the [executor] is a thin event loop that sends each
 //! task through the stacked [lifecycle] service.
 //!
+//! ```text
+//!  chain ── finalized blocks ──▶ listener ──TaskEvent──▶ executor loop ──Task──▶ stack
+//!                                (ours? Lane 0?)        (scheduler)          metrics → limit →
+//!                                                                            preempt → lifecycle
+//!                                                 execute stack: timeout → retry → sidecar client
+//!                                                 submit stack:  retry → status guard → submitter
+//! ```
+//!
+//! Modules, from the vocabulary up:
+//!
 //! - [`task`]: the market's domain types and the validated newtypes
-//!   [`task::ModelId`] and [`task::Cid`];
+//!   [`task::ModelId`] and [`task::Cid`]; it imports nothing of the crate;
 //! - [`scheduler`]: lane-separated priority queues, Lane 0 first, O(log n);
-//! - [`chain`]: the chain port (finalized blocks, storage reads, a submitter
+//! - [`chain`]: the chain port (blocks, events, calls, errors, storage
+//!   values, the [`chain::ChainPort`] trait and a submitter
 //!   `tower::Service`), [`chain::dev`] (the embedded dev chain) and, with the
 //!   `real-chain` feature, the subxt backend;
 //! - [`sidecar`]: the gRPC client (`Execute` service) and the reference
 //!   sidecar;
-//! - [`layer`], [`lifecycle`], [`submitter`], [`listener`], [`executor`],
-//!   [`node`]: the stack and the loop that drives it;
-//! - [`dev`], [`config`], [`telemetry`]: what the binary is made of.
+//! - [`layer`]: the Tower layers, generic over small traits, knowing no
+//!   chain, sidecar or telemetry;
+//! - [`stack`]: the composition root — layers and parts put together, and
+//!   the default error classifier;
+//! - [`lifecycle`], [`submitter`], [`listener`], [`executor`], [`node`]: one
+//!   task's stages, the guarded chain calls, chain events in, the loop, and
+//!   the wiring of a whole node;
+//! - [`dev`], [`config`], [`telemetry`], [`checkpoint`], [`error`]: what the
+//!   binary is made of.
 //!
 //! ```
 //! use nsn_lane1::scheduler::Scheduler;

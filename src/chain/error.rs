@@ -201,7 +201,7 @@ pub enum InvalidTransaction {
     Other(String),
 }
 
-/// Why a submission did not produce an [`Inclusion`].
+/// Why a submission did not produce an [`Inclusion`](super::Inclusion).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SubmitError {

@@ -167,7 +167,7 @@ impl MarketEvent {
 }
 
 /// The id announced by the first `TaskCreated` among `events` (for example a
-/// `create_task_intent`'s [`Inclusion::events`]).
+/// `create_task_intent`'s [`Inclusion::events`](super::Inclusion::events)).
 pub fn created_task_id(events: &[MarketEvent]) -> Option<TaskId> {
     events.iter().find_map(|e| match e {
         MarketEvent::TaskCreated { task_id, .. } => Some(*task_id),

@@ -17,7 +17,7 @@ pub struct SidecarConfig {
     /// Added to a task's timeout to make the call's deadline, so the
     /// sidecar's own timeout answer can arrive first.
     pub timeout_grace: Duration,
-    /// How long [`SidecarClient::cancel`] waits for the sidecar to report the
+    /// How long [`SidecarClient::cancel`](super::SidecarClient::cancel) waits for the sidecar to report the
     /// task `cancelled`.
     pub cancel_wait: Duration,
     /// TLS, for a sidecar that is not on the same host.

@@ -2,7 +2,7 @@
 //! status, cancel, capability and health calls, over one lazily connected
 //! tonic channel.
 //!
-//! Errors are typed ([`SidecarError`]) and classified ([`ErrorClass`]):
+//! Errors are typed ([`SidecarError`]) and classified ([`ErrorClass`](crate::layer::retry::ErrorClass)):
 //! a failure the sidecar reports in the response body (`success = false`) is
 //! the model's verdict and permanent; a gRPC status means the call itself
 //! failed, and `UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `ABORTED`, a broken

@@ -63,7 +63,7 @@ pub struct ExecuteRequest {
     /// The model's parameters.
     pub parameters: Parameters,
     /// How long the sidecar may take (`None`: no limit). Sent as
-    /// `timeout_ms`; the call's deadline adds [`SidecarConfig::timeout_grace`].
+    /// `timeout_ms`; the call's deadline adds [`SidecarConfig::timeout_grace`](super::SidecarConfig::timeout_grace).
     pub timeout: Option<Duration>,
 }
 
