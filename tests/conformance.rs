@@ -1251,6 +1251,7 @@ async fn assignments_in_one_block_go_to_one_executor() {
         block_mode: BlockMode::Interval(std::time::Duration::from_millis(20)),
         auto_attest: None,
         max_pool: 1024,
+        finality_lag: None,
     })
     .expect("dev chain");
     let dev_blocks = burst(&dev.submitter(ALICE), 24).await;

@@ -687,7 +687,8 @@ async fn interval_mode_builds_blocks_on_schedule() {
     let chain =
         chain_with(|c| c.block_mode = BlockMode::Interval(std::time::Duration::from_secs(6)));
     let alice = chain.submitter(ALICE);
-    let mut blocks = chain.finalized_blocks(None);
+    // Blocks as they are built (finality trails them by two in this mode).
+    let mut blocks = chain.best_blocks(None);
     let a = send(&alice, create(Lane::Lane1, "sha256")).await;
     let b = send(&alice, create(Lane::Lane1, "sha256")).await;
     let start = tokio::time::Instant::now();
@@ -760,4 +761,58 @@ fn bad_genesis_is_refused() {
             }
         ))
     ));
+}
+
+#[tokio::test]
+async fn finality_trails_the_best_block_by_the_lag() {
+    let chain = chain_with(|c| {
+        c.block_mode = BlockMode::Manual;
+        c.finality_lag = Some(2);
+    });
+    let mut best = chain.best_blocks(Some(1));
+    let mut finalized = chain.finalized_blocks(Some(1));
+    // A transaction is included in the next best block, final two later.
+    let created = send(&chain.submitter(ALICE), create(Lane::Lane1, "sha256")).await;
+    chain.produce_block();
+    let inc = created.await.expect("included in a best block");
+    assert_eq!(inc.block.number, 1);
+    assert_eq!((chain.head_number(), chain.finalized_number()), (1, 0));
+    assert_eq!(chain.best_head().await.unwrap().number, 1);
+    assert_eq!(chain.finalized_head().await.unwrap().number, 0);
+    let id = created_id(&inc);
+    // The best block's state has the task; the finalized head's does not yet.
+    let fin = chain.finalized_head().await.unwrap();
+    assert_eq!(chain.task(fin.hash, id).await.unwrap(), None);
+    assert_eq!(
+        chain
+            .task(inc.block.hash, id)
+            .await
+            .unwrap()
+            .map(|t| t.status),
+        Some(TaskStatus::Open)
+    );
+    assert_eq!(best.next().await.unwrap().unwrap().number, 1);
+    chain.produce_blocks(2);
+    assert_eq!((chain.head_number(), chain.finalized_number()), (3, 1));
+    let first_final = finalized.next().await.unwrap().unwrap();
+    assert_eq!(
+        first_final.block_ref(),
+        inc.block,
+        "the same block, now final"
+    );
+    assert_eq!(best.next().await.unwrap().unwrap().number, 2);
+    assert_eq!(best.next().await.unwrap().unwrap().number, 3);
+    // Nothing past the finalized head on the finalized stream.
+    assert!(futures::FutureExt::now_or_never(finalized.next()).is_none());
+    assert_eq!(chain.finalize_to(3), 3);
+    assert_eq!(chain.head_number(), 5);
+}
+
+#[tokio::test]
+async fn interval_mode_finalizes_two_blocks_behind_by_default() {
+    let chain =
+        chain_with(|c| c.block_mode = BlockMode::Interval(std::time::Duration::from_millis(5)));
+    let mut finalized = chain.finalized_blocks(Some(1));
+    within("a finalized block", finalized.next()).await;
+    assert!(chain.head_number() >= chain.finalized_number() + 2);
 }

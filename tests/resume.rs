@@ -150,6 +150,12 @@ impl ChainPort for FlakyPort {
             futures::stream::once(async { Err(ChainError::Connection("connection reset".into())) });
         Box::pin(inner.take(1).chain(lost))
     }
+    fn best_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+        self.chain.best_blocks(from)
+    }
+    async fn best_head(&self) -> Result<BlockRef, ChainError> {
+        self.chain.best_head().await
+    }
     async fn finalized_head(&self) -> Result<BlockRef, ChainError> {
         self.chain.finalized_head().await
     }

@@ -1,4 +1,4 @@
-//! Blocks: hashes, references, and finalized blocks with their market events.
+//! Blocks: hashes, references, and blocks with their market events.
 
 use std::fmt;
 
@@ -32,9 +32,9 @@ pub struct BlockRef {
     pub hash: BlockHash,
 }
 
-/// A finalized block with its decoded task-market events.
+/// A block (best or finalized) with its decoded task-market events.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FinalizedBlock {
+pub struct Block {
     /// Its number.
     pub number: BlockNumber,
     /// Its hash.
@@ -45,7 +45,7 @@ pub struct FinalizedBlock {
     pub events: Vec<EventRecord>,
 }
 
-impl FinalizedBlock {
+impl Block {
     /// The block as a reference.
     pub fn block_ref(&self) -> BlockRef {
         BlockRef {

@@ -36,7 +36,7 @@ mod event;
 mod port;
 mod storage;
 
-pub use block::{BlockHash, BlockRef, FinalizedBlock};
+pub use block::{Block, BlockHash, BlockRef};
 pub use call::{Inclusion, MarketCall};
 pub use error::{
     ChainError, DispatchError, InvalidTransaction, MarketError, SubmitError, UnknownMarketError,

@@ -5,13 +5,13 @@ use std::pin::Pin;
 
 use futures::Stream;
 
-use super::{BlockHash, BlockRef, ChainError, FinalizedBlock, TaskIntent};
+use super::{Block, BlockHash, BlockRef, ChainError, TaskIntent};
 use crate::task::{AccountId, BlockNumber, TaskId};
 
-/// A stream of finalized blocks, in order, without gaps.
-pub type BlockStream = Pin<Box<dyn Stream<Item = Result<FinalizedBlock, ChainError>> + Send>>;
+/// A stream of blocks (finalized, or best), in order, without gaps.
+pub type BlockStream = Pin<Box<dyn Stream<Item = Result<Block, ChainError>> + Send>>;
 
-/// Reads from a chain: finalized blocks, task storage, nonces.
+/// Reads from a chain: finalized and best blocks, task storage, nonces.
 ///
 /// Storage reads take the block to read at, so that a task is read in the
 /// state of the block whose event mentioned it.
@@ -20,6 +20,16 @@ pub trait ChainPort: Clone + Send + Sync + 'static {
     /// when `from` is `None`. The stream has no gaps; it ends when the chain
     /// shuts down.
     fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream;
+
+    /// Best blocks from `from` (inclusive) on, or from the next new best
+    /// block when `from` is `None`: the chain as the node sees it now,
+    /// before finality. The stream has no gaps; after a reorganisation it
+    /// goes on with the new best chain's blocks. Events in best blocks are
+    /// hints: act on them only in ways that can be undone.
+    fn best_blocks(&self, from: Option<BlockNumber>) -> BlockStream;
+
+    /// The best block.
+    fn best_head(&self) -> impl Future<Output = Result<BlockRef, ChainError>> + Send;
 
     /// The latest finalized block.
     fn finalized_head(&self) -> impl Future<Output = Result<BlockRef, ChainError>> + Send;

@@ -24,6 +24,7 @@ pub fn chain_with(f: impl FnOnce(&mut DevConfig)) -> DevChain {
         block_mode: BlockMode::Instant,
         auto_attest: None,
         max_pool: 1024,
+        finality_lag: None,
     };
     f(&mut config);
     DevChain::new(config).expect("valid dev config")

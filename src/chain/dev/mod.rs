@@ -42,9 +42,8 @@ use parity_scale_codec::Encode;
 use tokio::sync::{oneshot, watch};
 
 use crate::chain::{
-    BlockHash, BlockRef, BlockStream, ChainError, ChainPort, DispatchError, EventRecord,
-    FinalizedBlock, Inclusion, InvalidTransaction, MarketCall, MarketEvent, Phase, SubmitError,
-    TaskIntent,
+    Block, BlockHash, BlockRef, BlockStream, ChainError, ChainPort, DispatchError, EventRecord,
+    Inclusion, InvalidTransaction, MarketCall, MarketEvent, Phase, SubmitError, TaskIntent,
 };
 use crate::task::{AccountId, BlockNumber, TaskId};
 
@@ -87,6 +86,21 @@ pub struct DevConfig {
     pub auto_attest: Option<u8>,
     /// Most transactions waiting in the pool.
     pub max_pool: usize,
+    /// How many blocks the finalized head trails the best head by (`None`:
+    /// 2 in [`BlockMode::Interval`], as a real chain's finality trails its
+    /// best block; 0 otherwise, where blocks come only with transactions or
+    /// by hand).
+    pub finality_lag: Option<u32>,
+}
+
+impl DevConfig {
+    /// The finality lag in effect.
+    pub fn finality_lag(&self) -> u32 {
+        self.finality_lag.unwrap_or(match self.block_mode {
+            BlockMode::Interval(_) => 2,
+            BlockMode::Instant | BlockMode::Manual => 0,
+        })
+    }
 }
 
 impl Default for DevConfig {
@@ -97,6 +111,7 @@ impl Default for DevConfig {
             block_mode: BlockMode::Instant,
             auto_attest: Some(90),
             max_pool: 8192,
+            finality_lag: None,
         }
     }
 }
@@ -149,7 +164,7 @@ impl<T> History<T> {
 
 struct State {
     market: Market,
-    blocks: Vec<FinalizedBlock>,
+    blocks: Vec<Block>,
     by_hash: HashMap<BlockHash, BlockNumber>,
     tasks: HashMap<TaskId, History<Option<TaskIntent>>>,
     /// Every change to `AssignedLane1Tasks`, in order: (block, task, added).
@@ -160,12 +175,22 @@ struct State {
     mode: BlockMode,
     auto_attest: Option<u8>,
     max_pool: usize,
+    finality_lag: u32,
+    /// The finalized head's number (`finality_lag` behind the best block).
+    finalized: BlockNumber,
     closed: bool,
+}
+
+/// The best and finalized heads' numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Heads {
+    best: BlockNumber,
+    finalized: BlockNumber,
 }
 
 struct Shared {
     state: Mutex<State>,
-    head: watch::Sender<BlockNumber>,
+    head: watch::Sender<Heads>,
 }
 
 /// A handle to the embedded dev chain. Clones share one chain.
@@ -177,7 +202,7 @@ pub struct DevChain {
 impl std::fmt::Debug for DevChain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DevChain")
-            .field("head", &*self.shared.head.borrow())
+            .field("heads", &*self.shared.head.borrow())
             .finish()
     }
 }
@@ -192,7 +217,7 @@ impl DevChain {
         }
         let mut market = config.genesis.build()?;
         let genesis_hash = BlockHash(blake2_256(b"nsn-lane1/dev-chain/genesis"));
-        let genesis = FinalizedBlock {
+        let genesis = Block {
             number: 0,
             hash: genesis_hash,
             parent_hash: BlockHash::default(),
@@ -210,9 +235,11 @@ impl DevChain {
             mode: config.block_mode,
             auto_attest: config.auto_attest,
             max_pool: config.max_pool,
+            finality_lag: config.finality_lag(),
+            finalized: 0,
             closed: false,
         };
-        let (head, _) = watch::channel(0);
+        let (head, _) = watch::channel(Heads::default());
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             head,
@@ -247,13 +274,13 @@ impl DevChain {
 
     /// Builds one block from the ready transactions in the pool (all of them,
     /// or one in instant mode) and returns it.
-    pub fn produce_block(&self) -> FinalizedBlock {
+    pub fn produce_block(&self) -> Block {
         let mut st = self.lock();
         produce_block(&self.shared, &mut st)
     }
 
     /// Builds `n` blocks; returns the last.
-    pub fn produce_blocks(&self, n: u32) -> Option<FinalizedBlock> {
+    pub fn produce_blocks(&self, n: u32) -> Option<Block> {
         let mut last = None;
         for _ in 0..n {
             last = Some(self.produce_block());
@@ -266,9 +293,24 @@ impl DevChain {
         f(&self.lock().market)
     }
 
-    /// The current (best = finalized) block number.
+    /// The best block's number.
     pub fn head_number(&self) -> BlockNumber {
-        *self.shared.head.borrow()
+        self.shared.head.borrow().best
+    }
+
+    /// The finalized head's number.
+    pub fn finalized_number(&self) -> BlockNumber {
+        self.shared.head.borrow().finalized
+    }
+
+    /// Builds blocks until block `number` is final; returns the finalized
+    /// head's number.
+    pub fn finalize_to(&self, number: BlockNumber) -> BlockNumber {
+        let mut st = self.lock();
+        while st.finalized < number {
+            produce_block(&self.shared, &mut st);
+        }
+        st.finalized
     }
 
     /// Transactions waiting in the pool.
@@ -402,7 +444,7 @@ type Reply = (
     Result<Inclusion, SubmitError>,
 );
 
-fn produce_block(shared: &Shared, st: &mut State) -> FinalizedBlock {
+fn produce_block(shared: &Shared, st: &mut State) -> Block {
     let parent = st.blocks.last().map(|b| (b.number, b.hash));
     let (parent_number, parent_hash) = parent.unwrap_or((0, BlockHash::default()));
     let number = parent_number + 1;
@@ -461,7 +503,7 @@ fn produce_block(shared: &Shared, st: &mut State) -> FinalizedBlock {
         st.assigned.push((number, id, added));
     }
 
-    let block = FinalizedBlock {
+    let block = Block {
         number,
         hash,
         parent_hash,
@@ -525,7 +567,11 @@ fn produce_block(shared: &Shared, st: &mut State) -> FinalizedBlock {
             (tx.reply, outcome)
         })
         .collect();
-    shared.head.send_replace(number);
+    st.finalized = number.saturating_sub(st.finality_lag).max(st.finalized);
+    shared.head.send_replace(Heads {
+        best: number,
+        finalized: st.finalized,
+    });
     for (reply, outcome) in replies {
         if let Some(reply) = reply {
             // The submitter may have been dropped; the block stands regardless.
@@ -535,39 +581,75 @@ fn produce_block(shared: &Shared, st: &mut State) -> FinalizedBlock {
     block
 }
 
-impl ChainPort for DevChain {
-    fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
-        let shared = self.shared.clone();
-        let rx = shared.head.subscribe();
-        let start = from.unwrap_or_else(|| *shared.head.borrow() + 1);
-        Box::pin(futures::stream::unfold(
-            (shared, rx, start),
-            |(shared, mut rx, next)| async move {
-                loop {
+/// Which head a block stream follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Follow {
+    Best,
+    Finalized,
+}
+
+impl Heads {
+    fn of(self, follow: Follow) -> BlockNumber {
+        match follow {
+            Follow::Best => self.best,
+            Follow::Finalized => self.finalized,
+        }
+    }
+}
+
+/// Blocks up to the followed head, from `from` (or the block after the head)
+/// on, without gaps.
+fn follow(shared: Arc<Shared>, from: Option<BlockNumber>, head: Follow) -> BlockStream {
+    let rx = shared.head.subscribe();
+    let start = from.unwrap_or_else(|| shared.head.borrow().of(head) + 1);
+    Box::pin(futures::stream::unfold(
+        (shared, rx, start),
+        move |(shared, mut rx, next)| async move {
+            loop {
+                {
+                    let st = lock(&shared);
+                    let top = shared.head.borrow().of(head);
+                    if next <= top
+                        && let Some(block) = st.blocks.get(next as usize)
                     {
-                        let st = lock(&shared);
-                        if let Some(block) = st.blocks.get(next as usize) {
-                            let block = block.clone();
-                            drop(st);
-                            return Some((Ok(block), (shared, rx, next + 1)));
-                        }
-                        if st.closed {
-                            return None;
-                        }
+                        let block = block.clone();
+                        drop(st);
+                        return Some((Ok(block), (shared, rx, next + 1)));
                     }
-                    if rx.changed().await.is_err() {
+                    if st.closed {
                         return None;
                     }
                 }
-            },
-        ))
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        },
+    ))
+}
+
+impl ChainPort for DevChain {
+    fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+        follow(self.shared.clone(), from, Follow::Finalized)
+    }
+
+    fn best_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+        follow(self.shared.clone(), from, Follow::Best)
     }
 
     async fn finalized_head(&self) -> Result<BlockRef, ChainError> {
         let st = self.lock();
         st.blocks
+            .get(st.finalized as usize)
+            .map(Block::block_ref)
+            .ok_or(ChainError::Closed)
+    }
+
+    async fn best_head(&self) -> Result<BlockRef, ChainError> {
+        let st = self.lock();
+        st.blocks
             .last()
-            .map(FinalizedBlock::block_ref)
+            .map(Block::block_ref)
             .ok_or(ChainError::Closed)
     }
 

@@ -15,9 +15,8 @@ use subxt::{OnlineClient, PolkadotConfig};
 use subxt::dynamic::Value;
 
 use crate::chain::{
-    BlockHash, BlockRef, BlockStream, ChainError, ChainPort, DispatchError, EventRecord,
-    FinalizedBlock, InvalidTransaction, MarketCall, MarketEvent, PALLET, Phase, SubmitError,
-    TaskIntent,
+    Block, BlockHash, BlockRef, BlockStream, ChainError, ChainPort, DispatchError, EventRecord,
+    InvalidTransaction, MarketCall, MarketEvent, PALLET, Phase, SubmitError, TaskIntent,
 };
 mod submitter;
 pub use submitter::SubxtSubmitter;
@@ -120,7 +119,7 @@ impl SubxtChain {
 
     /// The finalized block `number` with its task-market events, or `None`
     /// if the chain has no such block yet.
-    pub async fn block(&self, number: u32) -> Result<Option<FinalizedBlock>, ChainError> {
+    pub async fn block(&self, number: u32) -> Result<Option<Block>, ChainError> {
         let at = match self.api.at_block(u64::from(number)).await {
             Ok(at) => at,
             Err(subxt::error::OnlineClientAtBlockError::BlockNotFound { .. }) => return Ok(None),
@@ -141,7 +140,7 @@ impl SubxtChain {
                 });
             }
         }
-        Ok(Some(FinalizedBlock {
+        Ok(Some(Block {
             number,
             hash: BlockHash(at.block_hash().0),
             parent_hash: BlockHash(header.parent_hash.0),
@@ -314,6 +313,30 @@ impl SubxtChain {
         Ok(ids.into_iter().map(TaskId).collect())
     }
 
+    /// The node's best block (which may not be final yet).
+    pub async fn best_head(&self) -> Result<BlockRef, ChainError> {
+        let methods = subxt::rpcs::methods::LegacyRpcMethods::<
+            subxt::config::RpcConfigFor<PolkadotConfig>,
+        >::new(self.rpc.clone());
+        let hash = methods
+            .chain_get_block_hash(None)
+            .await
+            .map_err(conn)?
+            .ok_or_else(|| ChainError::Connection("the node has no best block".into()))?;
+        let header = methods
+            .chain_get_header(Some(hash))
+            .await
+            .map_err(conn)?
+            .ok_or_else(|| ChainError::Connection("the best block has no header".into()))?;
+        Ok(BlockRef {
+            number: u32::try_from(header.number).map_err(|e| ChainError::Decode {
+                what: "block number".into(),
+                reason: e.to_string(),
+            })?,
+            hash: BlockHash(hash.0),
+        })
+    }
+
     /// The number of the node's best block (which may not be final yet).
     pub async fn best_number(&self) -> Result<u32, ChainError> {
         let methods = subxt::rpcs::methods::LegacyRpcMethods::<
@@ -460,27 +483,44 @@ fn call_fields(call: &MarketCall) -> Vec<Value> {
     }
 }
 
-impl ChainPort for SubxtChain {
-    fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+/// Which head a block stream follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Head {
+    Best,
+    Finalized,
+}
+
+impl SubxtChain {
+    /// The followed head.
+    async fn head(&self, head: Head) -> Result<BlockRef, ChainError> {
+        match head {
+            Head::Best => self.best_head().await,
+            Head::Finalized => self.finalized_head().await,
+        }
+    }
+
+    /// Blocks by number up to the followed head, so a gap in the head
+    /// subscription (or a start in the past) is filled in.
+    fn follow(&self, from: Option<BlockNumber>, head: Head) -> BlockStream {
         struct Follow {
             chain: SubxtChain,
+            head: Head,
             next: Option<u32>,
             known_head: u32,
             heads: Option<subxt::client::Blocks<PolkadotConfig>>,
         }
         let state = Follow {
             chain: self.clone(),
+            head,
             next: from,
             known_head: 0,
             heads: None,
         };
-        // Blocks are fetched by number up to the newest finalized head, so a
-        // gap in the head subscription (or a start in the past) is filled in.
         Box::pin(futures::stream::unfold(state, |mut st| async move {
             loop {
                 let next = match st.next {
                     Some(n) => n,
-                    None => match st.chain.finalized_head().await {
+                    None => match st.chain.head(st.head).await {
                         Ok(head) => {
                             st.known_head = head.number;
                             st.next = Some(head.number + 1);
@@ -496,16 +536,18 @@ impl ChainPort for SubxtChain {
                             Some((Ok(block), st))
                         }
                         Ok(None) => Some((
-                            Err(ChainError::Connection(format!(
-                                "finalized block #{next} is missing"
-                            ))),
+                            Err(ChainError::Connection(format!("block #{next} is missing"))),
                             st,
                         )),
                         Err(e) => Some((Err(e), st)),
                     };
                 }
                 if st.heads.is_none() {
-                    match st.chain.api.stream_blocks().await {
+                    let subscribed = match st.head {
+                        Head::Best => st.chain.api.stream_best_blocks().await,
+                        Head::Finalized => st.chain.api.stream_blocks().await,
+                    };
+                    match subscribed {
                         Ok(s) => st.heads = Some(s),
                         Err(e) => return Some((Err(conn(e)), st)),
                     }
@@ -522,6 +564,20 @@ impl ChainPort for SubxtChain {
                 }
             }
         }))
+    }
+}
+
+impl ChainPort for SubxtChain {
+    fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+        self.follow(from, Head::Finalized)
+    }
+
+    fn best_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+        self.follow(from, Head::Best)
+    }
+
+    async fn best_head(&self) -> Result<BlockRef, ChainError> {
+        SubxtChain::best_head(self).await
     }
 
     async fn finalized_head(&self) -> Result<BlockRef, ChainError> {
