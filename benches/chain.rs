@@ -36,10 +36,9 @@ mod bench {
 
     use futures::StreamExt;
     use nsn_lane1::chain::subxt::{Backend, SubxtChain, SubxtSubmitter};
-    use nsn_lane1::chain::{MarketCall, MarketEvent};
+    use nsn_lane1::chain::{MarketCall, MarketEvent, SubmitExt};
     use nsn_lane1::task::{AccountId, Lane, Priority, TaskId, UNIT};
     use subxt_signer::sr25519::dev;
-    use tower::ServiceExt;
 
     const CID: &[u8] = b"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
 
@@ -59,7 +58,7 @@ mod bench {
     async fn all_at_once(submitter: &SubxtSubmitter, calls: Vec<MarketCall>) -> Vec<MarketEvent> {
         let n = calls.len();
         futures::stream::iter(calls)
-            .map(|call| submitter.clone().oneshot(call))
+            .map(|call| submitter.clone().submit(call))
             .buffered(n.max(1))
             .map(|r| r.expect("call lands").events)
             .collect::<Vec<_>>()
@@ -130,7 +129,7 @@ mod bench {
         } else {
             for id in ids {
                 for call in executor_calls(*id) {
-                    bob.clone().oneshot(call).await.expect("call lands");
+                    bob.clone().submit(call).await.expect("call lands");
                 }
             }
         }

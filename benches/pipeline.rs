@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
 use nsn_lane1::chain::dev::{DevChain, DevSubmitter};
-use nsn_lane1::chain::{MarketCall, created_task_id};
+use nsn_lane1::chain::{MarketCall, SubmitExt, created_task_id};
 use nsn_lane1::executor::ExecutorConfig;
 use nsn_lane1::layer::preempt::Preemptor;
 use nsn_lane1::layer::retry::RetryPolicy;
@@ -66,7 +66,7 @@ async fn post(requester: &DevSubmitter, input: &Cid, n: u64) {
             async move {
                 let inc = r
                     .clone()
-                    .oneshot(MarketCall::CreateTaskIntent {
+                    .submit(MarketCall::CreateTaskIntent {
                         lane: Lane::Lane1,
                         priority: Priority::Normal,
                         model_requirements: b"noop".to_vec(),
@@ -78,7 +78,7 @@ async fn post(requester: &DevSubmitter, input: &Cid, n: u64) {
                     .await
                     .expect("create");
                 let id = created_task_id(&inc.events).expect("TaskCreated");
-                r.oneshot(MarketCall::AcceptAssignment { task_id: id })
+                r.submit(MarketCall::AcceptAssignment { task_id: id })
                     .await
                     .expect("assign");
             }
@@ -180,6 +180,7 @@ fn original_plan(rt: &tokio::runtime::Runtime) -> OriginalPlan {
             chain.submitter(AccountId::BOB),
             chain.clone(),
             AccountId::BOB,
+            Default::default(),
         ));
         let client = sidecar.client();
         let (done, notify) = (done.clone(), notify.clone());

@@ -2,31 +2,38 @@
 //! by hand to the listener and the executor loop, on the embedded dev chain
 //! with the reference sidecar.
 //!
-//! Compared with the standard stack (`nsn_lane1::build_stack`), this one
+//! It keeps the standard shape — the concurrency limit and preemption wrap
+//! the *execute* stack (the sidecar), so the chain's waits never hold a
+//! sidecar slot — and changes the rest. Compared with the standard stack
+//! (`nsn_lane1::build_stack`), this one
 //! - logs every task it admits (a `map_request` layer of our own),
-//! - runs up to 4 tasks at once,
-//! - gives each execution 10 s and retries transient sidecar errors twice.
+//! - runs up to 4 models at once and starts 2 more tasks ahead,
+//! - gives each execution 10 s and retries transient sidecar errors twice,
+//! - logs each model run as it reaches the sidecar (another `map_request`,
+//!   inside the concurrency limit: it sees only runs that hold a slot).
 //!
 //! Run: `cargo run --example custom_stack`
 
 use std::time::Duration;
 
-use nsn_lane1::Executor;
 use nsn_lane1::chain::dev::{DevChain, DevConfig};
-use nsn_lane1::chain::{MarketCall, MarketEvent};
+use nsn_lane1::chain::{MarketCall, MarketEvent, SubmitExt};
 use nsn_lane1::executor::ExecutorConfig;
+use nsn_lane1::executor::{Executor, ExecutorParts};
 use nsn_lane1::layer::Lane1ServiceBuilderExt;
 use nsn_lane1::layer::preempt::Preemptor;
 use nsn_lane1::layer::retry::RetryPolicy;
-use nsn_lane1::lifecycle::{Lifecycle, TaskBoard, TaskOutcome};
+use nsn_lane1::lifecycle::{Lifecycle, LifecycleParts, TaskBoard, TaskOutcome};
 use nsn_lane1::listener::ChainListener;
+use nsn_lane1::sidecar::client::ExecuteRequest;
 use nsn_lane1::sidecar::client::{SidecarClient, SidecarConfig};
 use nsn_lane1::sidecar::server::ReferenceSidecar;
 use nsn_lane1::sidecar::store::BlobStore;
 use nsn_lane1::stack::{DefaultClassifier, submit_stack};
+use nsn_lane1::submitter::SentCalls;
 use nsn_lane1::task::{AccountId, Lane, Priority, Task, UNIT};
 use nsn_lane1::telemetry::metrics::Lane1Metrics;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceBuilder;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,6 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let account = AccountId::BOB;
     let config = ExecutorConfig {
         max_concurrent: 4,
+        prestart: Some(2),
         ..ExecutorConfig::default()
     };
     let metrics = Lane1Metrics::default();
@@ -50,7 +58,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let preemptor = Preemptor::new();
     let canceller = client.canceller();
     let execute = ServiceBuilder::new()
-        .task_timeout(Duration::from_secs(10), canceller.clone())
+        .concurrency_limit(config.max_concurrent)
+        .map_request(|run: ExecuteRequest| {
+            println!("running task {} on the sidecar", run.task_id);
+            run
+        })
+        .preempt(preemptor.clone(), canceller.clone())
+        .task_timeout(Duration::from_secs(10), canceller)
         .retry(RetryPolicy::new(
             2,
             Duration::from_millis(100),
@@ -58,21 +72,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             DefaultClassifier,
         ))
         .service(client.execute());
-    let submit = submit_stack(&config, chain.submitter(account), chain.clone(), account);
+    // One record of sent calls for the account, shared by both submit stacks.
+    let sent = SentCalls::default();
+    let submit = submit_stack(
+        &config,
+        chain.submitter(account),
+        chain.clone(),
+        account,
+        sent.clone(),
+    );
     let stack = ServiceBuilder::new()
         .lane1_metrics(metrics.clone())
         .map_request(|task: Task| {
             println!("admitting task {} ({})", task.id, task.model);
             task
         })
-        .concurrency_limit(config.max_concurrent)
-        .preempt(preemptor.clone(), canceller)
         .service(Lifecycle::new(
             execute,
             submit.clone(),
-            chain.clone(),
-            account,
-            board.clone(),
+            LifecycleParts {
+                port: chain.clone(),
+                account,
+                board: board.clone(),
+                preemptor: preemptor.clone(),
+                admit: config.admitted(),
+            },
         ));
 
     // The listener feeds the executor loop.
@@ -82,13 +106,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let executor = Executor::new(
         config,
         stack,
-        rx,
-        chain.clone(),
-        submit,
-        account,
-        board.clone(),
-        preemptor,
-        metrics.clone(),
+        ExecutorParts {
+            events: rx,
+            submit,
+            sent,
+            board: board.clone(),
+            preemptor,
+            metrics: metrics.clone(),
+        },
     );
     let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(executor.run(stop.clone().cancelled_owned()));
@@ -100,7 +125,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let input = store.put(format!("hello {i}").into_bytes())?;
         let created = requester
             .clone()
-            .oneshot(MarketCall::CreateTaskIntent {
+            .submit(MarketCall::CreateTaskIntent {
                 lane: Lane::Lane1,
                 priority: Priority::Normal,
                 model_requirements: b"uppercase".to_vec(),
@@ -115,7 +140,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         requester
             .clone()
-            .oneshot(MarketCall::AcceptAssignment { task_id: *task_id })
+            .submit(MarketCall::AcceptAssignment { task_id: *task_id })
             .await?;
         ids.push(*task_id);
     }

@@ -5,10 +5,10 @@
 //! Run: `cargo run --example dev_chain_lifecycle`
 
 use futures::StreamExt;
+use nsn_lane1::chain::SubmitExt;
 use nsn_lane1::chain::dev::{DevChain, DevConfig, Market};
 use nsn_lane1::chain::{ChainPort, MarketCall, MarketEvent, created_task_id};
 use nsn_lane1::task::{AccountId, Lane, Priority, UNIT};
-use tower::ServiceExt;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,7 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let escrow = 2 * UNIT;
     let created = requester
         .clone()
-        .oneshot(MarketCall::CreateTaskIntent {
+        .submit(MarketCall::CreateTaskIntent {
             lane: Lane::Lane1,
             priority: Priority::High,
             model_requirements: b"sha256".to_vec(),
@@ -35,15 +35,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     requester
         .clone()
-        .oneshot(MarketCall::AcceptAssignment { task_id })
+        .submit(MarketCall::AcceptAssignment { task_id })
         .await?;
     executor
         .clone()
-        .oneshot(MarketCall::StartTask { task_id })
+        .submit(MarketCall::StartTask { task_id })
         .await?;
     executor
         .clone()
-        .oneshot(MarketCall::SubmitResult {
+        .submit(MarketCall::SubmitResult {
             task_id,
             output_cid: b"bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku".to_vec(),
             attestation_cid: None,

@@ -21,10 +21,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::time::Instant;
-use tower::ServiceExt;
 
 use crate::chain::dev::{BlockMode, DevChain, DevChainError, DevConfig, DevGenesis, DevSubmitter};
-use crate::chain::{ChainPort, MarketCall, MarketEvent, created_task_id};
+use crate::chain::{ChainPort, MarketCall, MarketEvent, SubmitExt, created_task_id};
 use crate::executor::{ExecutorConfig, ExecutorReport};
 use crate::node::{Node, NodeError, NodeParts};
 use crate::sidecar::client::{SidecarClient, SidecarConfig, SidecarConfigError};
@@ -404,7 +403,7 @@ async fn post(
     if lane0 {
         let inc = requester
             .clone()
-            .oneshot(MarketCall::CreateTaskIntent {
+            .submit(MarketCall::CreateTaskIntent {
                 lane: Lane::Lane0,
                 priority: Priority::High,
                 model_requirements: crate::chain::dev::DEV_LANE0_MODEL.as_bytes().to_vec(),
@@ -419,7 +418,7 @@ async fn post(
     }
     let inc = requester
         .clone()
-        .oneshot(MarketCall::CreateTaskIntent {
+        .submit(MarketCall::CreateTaskIntent {
             lane: Lane::Lane1,
             priority: Priority::Normal,
             model_requirements: model.into_bytes(),
@@ -441,7 +440,7 @@ async fn post(
 async fn assign(requester: &DevSubmitter, id: TaskId) -> Result<bool, DevError> {
     match requester
         .clone()
-        .oneshot(MarketCall::AcceptAssignment { task_id: id })
+        .submit(MarketCall::AcceptAssignment { task_id: id })
         .await
     {
         Ok(_) => Ok(true),
@@ -459,18 +458,18 @@ async fn serve_lane0(
     let fail = |e: crate::chain::SubmitError| DevError::Requester(format!("lane 0 side: {e}"));
     requester
         .clone()
-        .oneshot(MarketCall::AcceptAssignment { task_id: id })
+        .submit(MarketCall::AcceptAssignment { task_id: id })
         .await
         .map_err(fail)?;
     let cid = BlobStore::cid_of(b"lane 0 frame");
     lane0_side
         .clone()
-        .oneshot(MarketCall::StartTask { task_id: id })
+        .submit(MarketCall::StartTask { task_id: id })
         .await
         .map_err(fail)?;
     lane0_side
         .clone()
-        .oneshot(MarketCall::SubmitResult {
+        .submit(MarketCall::SubmitResult {
             task_id: id,
             output_cid: cid.as_bytes().to_vec(),
             attestation_cid: Some(cid.as_bytes().to_vec()),

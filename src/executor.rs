@@ -9,16 +9,21 @@
 //!
 //! The stack it drives is composed in the `stack` module (`build_stack`).
 //!
-//! Preemption: a Lane 0 arrival preempts every running Lane 1 task; the
-//! sidecar confirms each cancel; a task whose `start_task` had not landed goes
-//! back to the queue (and waits until the Lane 0 work is taken), one that had
-//! is failed on chain with `Preempted`. A task the chain fails or expires is
-//! dropped from the queue, or preempted if it is running.
+//! Preemption: a Lane 0 arrival cancels every running Lane 1 model at the
+//! sidecar at once (the GPU is Lane 0's) and holds Lane 1 runs until all
+//! open Lane 0 work is settled. The executor never reports a preemption to
+//! the chain itself: `fail_task(Preempted)` slashes, and the chain's own hook
+//! decides what fails while Lane 0 work is open. A preempted task goes back
+//! to the queue; once Lane 0 is settled it runs again if the chain left it
+//! ours (a re-run: the earlier run was cancelled), and is dropped if the
+//! chain failed it. A submission is never preempted. A task the chain fails
+//! or expires is dropped from the queue, or its run cancelled.
 //!
 //! Shutdown: intake stops; in-flight tasks get [`ExecutorConfig::shutdown_grace`]
-//! to finish; then they are preempted (cancelled on the sidecar) and resolved
-//! on chain. Queued tasks stay assigned on chain and are resumed by the next
-//! start's reconciliation.
+//! to finish; then their runs are cancelled at the sidecar and they are left
+//! assigned on chain for the next start to resume (or failed with `Other`
+//! with [`ExecutorConfig::fail_unfinished_on_shutdown`]). Queued tasks stay
+//! assigned on chain and are resumed by the next start's reconciliation.
 
 use std::collections::{HashMap, HashSet};
 use std::future::{Future, poll_fn};
@@ -30,14 +35,14 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tower::{BoxError, Service};
 
-use crate::chain::{ChainPort, MarketCall};
+use crate::chain::{MarketCall, Pooled};
 use crate::layer::cause;
 use crate::layer::preempt::{PreemptReason, Preempted, Preemptor};
 use crate::lifecycle::{ExecutorState, LifecycleError, TaskBoard, TaskOutcome};
 use crate::listener::TaskEvent;
 use crate::scheduler::{Scheduler, SchedulerError};
-use crate::submitter::{MarketCalls, SubmissionError, Submitted};
-use crate::task::{AccountId, Balance, FailReason, Lane, Task, TaskId, TaskStatus};
+use crate::submitter::{GuardedOutcome, MarketCalls, SentCalls, SubmissionError};
+use crate::task::{Balance, FailReason, Lane, Task, TaskId, TaskStatus};
 use crate::telemetry::metrics::Lane1Metrics;
 
 /// The executor's settings. [`Default`] follows the original plan: a 300 s
@@ -46,8 +51,11 @@ use crate::telemetry::metrics::Lane1Metrics;
 pub struct ExecutorConfig {
     /// Longest a task may run on the sidecar.
     pub execution_timeout: Duration,
-    /// Most tasks in flight at the sidecar at once.
+    /// Most model runs at the sidecar at once.
     pub max_concurrent: usize,
+    /// Tasks started ahead while the sidecar is busy, so that the next run
+    /// begins the moment a slot frees (`None`: `max_concurrent`).
+    pub prestart: Option<usize>,
     /// Retries of a retryable sidecar error per task.
     pub retry_attempts: usize,
     /// Retries of a retryable chain submission error per call.
@@ -66,6 +74,23 @@ pub struct ExecutorConfig {
     /// Turn off when the node's Lane 0 side preempts through the
     /// [`Preemptor`] itself; the chain's preemption hook still applies.
     pub preempt_on_lane0: bool,
+    /// At shutdown, fail tasks whose runs did not finish in the grace period
+    /// with `fail_task(Other)` (refunding their requesters) instead of
+    /// leaving them assigned for the next start to resume.
+    pub fail_unfinished_on_shutdown: bool,
+}
+
+impl ExecutorConfig {
+    /// Tasks started ahead while the sidecar is busy.
+    pub fn prestart(&self) -> usize {
+        self.prestart.unwrap_or(self.max_concurrent.max(1))
+    }
+
+    /// Most tasks in the start and execute stages at once: those at the
+    /// sidecar and those started ahead.
+    pub fn admitted(&self) -> usize {
+        self.max_concurrent.max(1) + self.prestart()
+    }
 }
 
 impl Default for ExecutorConfig {
@@ -73,6 +98,7 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             execution_timeout: Duration::from_secs(300),
             max_concurrent: 1,
+            prestart: None,
             retry_attempts: 0,
             submit_retry_attempts: 0,
             retry_base: Duration::from_millis(200),
@@ -81,6 +107,7 @@ impl Default for ExecutorConfig {
             shutdown_grace: Duration::from_secs(30),
             claim_assignments: false,
             preempt_on_lane0: true,
+            fail_unfinished_on_shutdown: false,
         }
     }
 }
@@ -94,7 +121,7 @@ pub struct ExecutorReport {
     pub failed: u64,
     /// Tasks with nothing to do (the chain had moved on, or not ours).
     pub skipped: u64,
-    /// Preemptions.
+    /// Runs cancelled by a preemption (Lane 0, the chain, shutdown).
     pub preempted: u64,
     /// Tasks put back in the queue.
     pub requeued: u64,
@@ -117,9 +144,8 @@ pub enum ExecutorError {
     Stack(BoxError),
 }
 
-/// How a preempted task ended up.
+/// How a chain call made by the executor itself ended.
 enum Resolution {
-    Requeue(Task),
     Done(TaskOutcome),
     Error(TaskId, SubmissionError),
     Nothing,
@@ -132,7 +158,7 @@ type Completion = Pin<Box<dyn Future<Output = (TaskId, Result<TaskOutcome, BoxEr
 /// given up (logged and counted in [`ExecutorReport::errors`]).
 const MAX_LIFECYCLE_ATTEMPTS: u32 = 3;
 
-struct Core<P, C> {
+struct Core<C> {
     scheduler: Scheduler<Task>,
     held: HashMap<TaskId, (Task, u32)>,
     attempts: HashMap<TaskId, u32>,
@@ -142,25 +168,44 @@ struct Core<P, C> {
     board: TaskBoard,
     preemptor: Preemptor,
     metrics: Lane1Metrics,
-    port: P,
     submitter: MarketCalls<C>,
-    account: AccountId,
+    sent: SentCalls,
     claim: bool,
     preempt_on_lane0: bool,
+    fail_on_shutdown: bool,
+    shutting_down: bool,
     resolving: FuturesUnordered<ResolveFuture>,
     report: ExecutorReport,
     checkpoint: Option<crate::checkpoint::Checkpoint>,
 }
 
+/// What an executor works with besides its stack.
+#[derive(Debug)]
+pub struct ExecutorParts<C> {
+    /// Chain events from the listener.
+    pub events: mpsc::Receiver<TaskEvent>,
+    /// The submit stack for our account (claims, and failing tasks that
+    /// cannot run), sharing its record of sent calls with the lifecycle's.
+    pub submit: C,
+    /// That record: tasks whose end is final are forgotten from it.
+    pub sent: SentCalls,
+    /// Where task states are published.
+    pub board: TaskBoard,
+    /// Cancels runs (the execute stack's preempt layer listens to it).
+    pub preemptor: Preemptor,
+    /// Where metrics go.
+    pub metrics: Lane1Metrics,
+}
+
 /// The executor; see the [module docs](self).
-pub struct Executor<S, P, C> {
+pub struct Executor<S, C> {
     stack: S,
     events: mpsc::Receiver<TaskEvent>,
     config: ExecutorConfig,
-    core: Core<P, C>,
+    core: Core<C>,
 }
 
-impl<S, P, C> std::fmt::Debug for Executor<S, P, C> {
+impl<S, C> std::fmt::Debug for Executor<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Executor")
             .field("config", &self.config)
@@ -169,33 +214,20 @@ impl<S, P, C> std::fmt::Debug for Executor<S, P, C> {
     }
 }
 
-impl<S, P, C> Executor<S, P, C>
+impl<S, C> Executor<S, C>
 where
     S: Service<Task, Response = TaskOutcome, Error = BoxError>,
     S::Future: Send + 'static,
-    P: ChainPort,
-    C: Service<MarketCall, Response = Submitted> + Clone + Send + Sync + 'static,
+    C: Service<MarketCall, Response = Pooled<GuardedOutcome>> + Clone + Send + Sync + 'static,
     C::Error: Into<BoxError>,
     C::Future: Send,
 {
-    /// An executor that runs tasks through `stack`, hears about them on
-    /// `events`, and resolves preempted tasks through `submit` (a submit
-    /// stack for our account).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        config: ExecutorConfig,
-        stack: S,
-        events: mpsc::Receiver<TaskEvent>,
-        port: P,
-        submit: C,
-        account: AccountId,
-        board: TaskBoard,
-        preemptor: Preemptor,
-        metrics: Lane1Metrics,
-    ) -> Self {
+    /// An executor that runs tasks through `stack` and hears about them
+    /// through `parts.events`.
+    pub fn new(config: ExecutorConfig, stack: S, parts: ExecutorParts<C>) -> Self {
         Executor {
             stack,
-            events,
+            events: parts.events,
             core: Core {
                 scheduler: Scheduler::new(config.queue_capacity),
                 held: HashMap::new(),
@@ -203,14 +235,15 @@ where
                 deferred: Vec::new(),
                 lane0_open: HashSet::new(),
                 lane0_wait: false,
-                board,
-                preemptor,
-                metrics,
-                port,
-                submitter: MarketCalls::new(submit),
-                account,
+                board: parts.board,
+                preemptor: parts.preemptor,
+                metrics: parts.metrics,
+                submitter: MarketCalls::new(parts.submit),
+                sent: parts.sent,
                 claim: config.claim_assignments,
                 preempt_on_lane0: config.preempt_on_lane0,
+                fail_on_shutdown: config.fail_unfinished_on_shutdown,
+                shutting_down: false,
                 resolving: FuturesUnordered::new(),
                 report: ExecutorReport::default(),
                 checkpoint: None,
@@ -277,6 +310,7 @@ where
         }
 
         // Graceful shutdown: intake has stopped.
+        core.shutting_down = true;
         tracing::info!(
             in_flight = in_flight.len(),
             "shutting down; letting in-flight tasks finish"
@@ -291,7 +325,6 @@ where
                     core.on_done(task_id, result);
                 }
                 Some(resolution) = core.resolving.next(), if !core.resolving.is_empty() => {
-                    // Requeues are moot now: the task stays assigned on chain.
                     core.on_resolution(resolution);
                 }
                 () = &mut grace, if !preempted => {
@@ -306,10 +339,9 @@ where
     }
 }
 
-impl<P, C> Core<P, C>
+impl<C> Core<C>
 where
-    P: ChainPort,
-    C: Service<MarketCall, Response = Submitted> + Clone + Send + Sync + 'static,
+    C: Service<MarketCall, Response = Pooled<GuardedOutcome>> + Clone + Send + Sync + 'static,
     C::Error: Into<BoxError>,
     C::Future: Send,
 {
@@ -366,6 +398,9 @@ where
                 if !self.preempt_on_lane0 {
                     return;
                 }
+                // Runs of Lane 1 stop now and none starts until Lane 0 is
+                // settled; the chain decides what fails meanwhile.
+                self.preemptor.hold(Lane::Lane1);
                 let preempted = self
                     .preemptor
                     .preempt_lane(Lane::Lane1, PreemptReason::Lane0);
@@ -375,27 +410,44 @@ where
             }
             TaskEvent::Lane0Settled { task_id } => {
                 self.lane0_open.remove(&task_id);
+                if self.lane0_open.is_empty() {
+                    self.preemptor.release(Lane::Lane1);
+                }
             }
             TaskEvent::Failed { task_id, .. } | TaskEvent::Expired { task_id } => {
+                let reason = if matches!(event, TaskEvent::Expired { .. }) {
+                    PreemptReason::ChainExpired
+                } else {
+                    PreemptReason::ChainFailed
+                };
+                self.sent.forget(task_id);
                 self.deferred.retain(|t| t.id != task_id);
                 if self.scheduler.cancel(task_id).is_ok() {
+                    let status = match reason {
+                        PreemptReason::ChainExpired => TaskStatus::Expired,
+                        _ => TaskStatus::Failed,
+                    };
                     self.board.set(
                         task_id,
                         ExecutorState::Done(TaskOutcome::AlreadyResolved {
                             task_id,
-                            status: None,
+                            status: Some(status),
                         }),
                     );
                     self.report.skipped += 1;
                 } else if self.held.contains_key(&task_id) {
-                    self.preemptor.preempt(task_id, PreemptReason::ChainFailed);
+                    // Running: cancel it; on its way to the sidecar: it
+                    // never gets there.
+                    self.preemptor.forbid(task_id, reason);
                 }
             }
-            TaskEvent::Verified { payment, .. } => {
+            TaskEvent::Verified { task_id, payment } => {
+                self.sent.forget(task_id);
                 self.report.verified += 1;
                 self.report.paid = self.report.paid.saturating_add(payment);
             }
             TaskEvent::Rejected { task_id } => {
+                self.sent.forget(task_id);
                 if self.board.get(task_id).is_some() {
                     self.report.rejected += 1;
                 }
@@ -424,18 +476,13 @@ where
             tracing::error!(%task_id, "completion for a task not in flight");
             return;
         };
+        self.preemptor.allow(task_id);
         match result {
             Ok(outcome) => self.finish(outcome),
             Err(error) => {
                 if let Some(p) = cause::<Preempted>(error.as_ref()) {
                     self.report.preempted += 1;
-                    let reason = p.reason;
-                    let port = self.port.clone();
-                    let submitter = self.submitter.clone();
-                    let account = self.account;
-                    self.resolving.push(Box::pin(resolve_preempted(
-                        task, reason, port, submitter, account,
-                    )));
+                    self.preempted(task, p.reason);
                     return;
                 }
                 let _ = self.scheduler.fail(task_id);
@@ -491,18 +538,53 @@ where
         self.board.set(task_id, ExecutorState::Done(outcome));
     }
 
+    /// A run cancelled by a preemption. Nothing is reported to the chain:
+    /// the task goes back to the queue and runs again when it may (the chain
+    /// may have failed it meanwhile; the re-run then finds it so). At
+    /// shutdown it stays assigned for the next start, or is failed with
+    /// `Other` if configured so.
+    fn preempted(&mut self, task: Task, reason: PreemptReason) {
+        let task_id = task.id;
+        if self.shutting_down || reason == PreemptReason::Shutdown {
+            let _ = self.scheduler.fail(task_id);
+            if self.fail_on_shutdown {
+                self.resolve_fail(task_id, FailReason::Other, reason.as_str().to_owned());
+            } else {
+                self.board.set(
+                    task_id,
+                    ExecutorState::Done(TaskOutcome::Unresolved {
+                        task_id,
+                        cause: "left assigned at shutdown; the next start resumes it".into(),
+                    }),
+                );
+            }
+            return;
+        }
+        let ended = match reason {
+            PreemptReason::ChainFailed => Some(TaskStatus::Failed),
+            PreemptReason::ChainExpired => Some(TaskStatus::Expired),
+            _ => None,
+        };
+        if let Some(status) = ended {
+            // The chain ended it (in a finalized block): nothing to run again.
+            let _ = self.scheduler.fail(task_id);
+            self.finish(TaskOutcome::AlreadyResolved {
+                task_id,
+                status: Some(status),
+            });
+            return;
+        }
+        self.report.requeued += 1;
+        if let Err(rejected) = self.scheduler.requeue(task) {
+            tracing::error!(%task_id, error = %rejected.error, "requeue refused");
+            self.enqueue(rejected.item);
+        } else {
+            self.board.set(task_id, ExecutorState::Queued);
+        }
+    }
+
     fn on_resolution(&mut self, resolution: Resolution) {
         match resolution {
-            Resolution::Requeue(task) => {
-                let task_id = task.id;
-                self.report.requeued += 1;
-                if let Err(rejected) = self.scheduler.requeue(task) {
-                    tracing::error!(%task_id, error = %rejected.error, "requeue refused");
-                    self.enqueue(rejected.item);
-                } else {
-                    self.board.set(task_id, ExecutorState::Queued);
-                }
-            }
             Resolution::Done(outcome) => self.finish(outcome),
             Resolution::Error(task_id, error) => {
                 tracing::error!(%task_id, %error, "could not resolve task on chain");
@@ -529,64 +611,5 @@ where
                 Err(e) => Resolution::Error(task_id, e),
             }
         }));
-    }
-}
-
-/// Decides what becomes of a preempted task, from its on-chain status: back to
-/// the queue if `start_task` had not landed (not at shutdown), failed with
-/// `Preempted` if it had (`Other` at shutdown), nothing if the chain already
-/// ended it.
-async fn resolve_preempted<P, C>(
-    task: Task,
-    reason: PreemptReason,
-    port: P,
-    submitter: MarketCalls<C>,
-    account: AccountId,
-) -> Resolution
-where
-    P: ChainPort,
-    C: Service<MarketCall, Response = Submitted> + Clone,
-    C::Error: Into<BoxError>,
-{
-    let task_id = task.id;
-    let read = async {
-        let head = port.finalized_head().await?;
-        port.task(head.hash, task_id).await
-    };
-    let intent = match read.await {
-        Ok(i) => i,
-        Err(e) => return Resolution::Error(task_id, SubmissionError::Read(e)),
-    };
-    let Some(intent) = intent else {
-        return Resolution::Done(TaskOutcome::AlreadyResolved {
-            task_id,
-            status: None,
-        });
-    };
-    if intent.executor != Some(account) {
-        return Resolution::Done(TaskOutcome::NotOurs { task_id });
-    }
-    let shutdown = reason == PreemptReason::Shutdown;
-    let fail_with = match intent.status {
-        TaskStatus::Assigned if !shutdown => return Resolution::Requeue(task),
-        TaskStatus::Assigned | TaskStatus::Executing if shutdown => FailReason::Other,
-        TaskStatus::Executing => FailReason::Preempted,
-        status => {
-            return Resolution::Done(TaskOutcome::AlreadyResolved {
-                task_id,
-                status: Some(status),
-            });
-        }
-    };
-    match submitter.fail_task(task_id, fail_with).await {
-        Ok(_) => Resolution::Done(TaskOutcome::Failed {
-            task_id,
-            reason: fail_with,
-            cause: reason.as_str().to_owned(),
-        }),
-        Err(SubmissionError::Inapplicable { status, .. }) => {
-            Resolution::Done(TaskOutcome::AlreadyResolved { task_id, status })
-        }
-        Err(e) => Resolution::Error(task_id, e),
     }
 }

@@ -1,32 +1,49 @@
-//! The per-task service: `start_task` → `ExecuteTask` → `submit_result`, or
-//! `fail_task` with the right [`FailReason`].
+//! The life of one task, as stages that overlap across tasks:
 //!
-//! It is idempotent. Before anything, it reads the task at the finalized head
-//! and runs it only if the task is assigned to this executor and still
-//! `Assigned` or `Executing` (a restart resumes an `Executing` task without a
-//! second `start_task`). Every chain call goes through the submit stack's
-//! [`StatusGuard`](crate::submitter::StatusGuard) service, which checks the on-chain
-//! status again before sending, so a result is never submitted twice and a
-//! task the chain has already failed or expired is never failed again.
+//! - **start**: the task is read at the finalized head (is it ours, still
+//!   to do?) and `start_task` is sent; the model run begins as soon as the
+//!   pool has accepted it — it does not wait for the block (optimistic
+//!   start). If the chain then refuses the start (`Lane0Priority`, the task
+//!   taken away or failed), the run is cancelled and nothing is submitted. A
+//!   task resumed after a restart (`Executing` already) skips this stage.
+//! - **execute**: the only stage that holds a sidecar slot — the execute
+//!   stack's concurrency limit is acquired just before the run and released
+//!   when it ends.
+//! - **submit**: `submit_result` once the output exists and the start is in
+//!   a block (or `fail_task` with the reason that is true); the sidecar slot
+//!   is already free for the next task.
+//!
+//! [`Lifecycle`] is a `tower::Service<Task>` whose readiness is an
+//! admission gate: at most `max_concurrent + prestart` tasks are in the
+//! start and execute stages at once, so while the sidecar is busy the next
+//! tasks are started ahead and a run begins the moment a slot frees. Tasks
+//! in the submit stage do not count: the chain's waits never hold the GPU.
+//!
+//! Every chain call goes through the submit stack's
+//! [`StatusGuard`](crate::submitter::StatusGuard): nothing is sent twice for
+//! a task, nothing the chain no longer allows. A preempted run is never
+//! failed here: the error goes back to the executor, which requeues the task.
 //!
 //! Each task's progress is published on a [`TaskBoard`].
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_util::sync::PollSemaphore;
 use tower::{BoxError, Service, ServiceExt};
 use tracing::Instrument;
 
-use crate::chain::{BlockRef, ChainPort, MarketError};
+use crate::chain::{BlockRef, ChainPort, MarketCall, MarketError};
 use crate::layer::cause;
 use crate::layer::metrics::Outcome;
+use crate::layer::preempt::{PreemptReason, Preemptor};
 use crate::layer::timeout::Elapsed;
 use crate::sidecar::client::{ExecuteRequest, ExecutionResult, SidecarError};
-use crate::submitter::{MarketCalls, SubmissionError, Submitted};
+use crate::submitter::{GuardedOutcome, MarketCalls, PooledCall, SubmissionError, Submitted};
 use crate::task::{AccountId, Cid, FailReason, Task, TaskId, TaskStatus};
 
 /// Where a task is in this executor.
@@ -241,36 +258,66 @@ pub fn fail_reason(error: &BoxError) -> FailReason {
 #[derive(Debug)]
 pub struct Lifecycle<E, C, P> {
     execute: E,
-    submitter: MarketCalls<C>,
+    calls: MarketCalls<C>,
     port: P,
     account: AccountId,
     board: TaskBoard,
+    preemptor: Preemptor,
+    gate: PollSemaphore,
+    admitted: Option<OwnedSemaphorePermit>,
 }
 
 impl<E: Clone, C: Clone, P: Clone> Clone for Lifecycle<E, C, P> {
+    /// A clone shares the gate, but not a place reserved by `poll_ready`.
     fn clone(&self) -> Self {
         Lifecycle {
             execute: self.execute.clone(),
-            submitter: self.submitter.clone(),
+            calls: self.calls.clone(),
             port: self.port.clone(),
             account: self.account,
             board: self.board.clone(),
+            preemptor: self.preemptor.clone(),
+            gate: self.gate.clone(),
+            admitted: None,
         }
     }
 }
 
+/// What a [`Lifecycle`] is made of besides its services.
+#[derive(Clone, Debug)]
+pub struct LifecycleParts<P> {
+    /// Chain reads.
+    pub port: P,
+    /// Our account.
+    pub account: AccountId,
+    /// Where task states are published.
+    pub board: TaskBoard,
+    /// Cancels runs (the same one the execute stack's preempt layer uses).
+    pub preemptor: Preemptor,
+    /// Most tasks in the start and execute stages at once
+    /// (`max_concurrent + prestart`).
+    pub admit: usize,
+}
+
 impl<E, C, P> Lifecycle<E, C, P> {
-    /// A lifecycle that executes through `execute`, submits through
-    /// `submit` (signing as `account`), reads state from `port`, and
-    /// publishes task states on `board`.
-    pub fn new(execute: E, submit: C, port: P, account: AccountId, board: TaskBoard) -> Self {
+    /// A lifecycle that runs models through the `execute` stack, sends calls
+    /// through the `submit` stack, and admits `parts.admit` tasks at once.
+    pub fn new(execute: E, submit: C, parts: LifecycleParts<P>) -> Self {
         Lifecycle {
             execute,
-            submitter: MarketCalls::new(submit),
-            port,
-            account,
-            board,
+            calls: MarketCalls::new(submit),
+            port: parts.port,
+            account: parts.account,
+            board: parts.board,
+            preemptor: parts.preemptor,
+            gate: PollSemaphore::new(std::sync::Arc::new(Semaphore::new(parts.admit.max(1)))),
+            admitted: None,
         }
+    }
+
+    /// Places left at the gate.
+    pub fn available(&self) -> usize {
+        self.gate.available_permits()
     }
 }
 
@@ -282,7 +329,11 @@ where
     E: Service<ExecuteRequest, Response = ExecutionResult> + Clone + Send + 'static,
     E::Error: Into<BoxError>,
     E::Future: Send,
-    C: Service<crate::chain::MarketCall, Response = Submitted> + Clone + Send + Sync + 'static,
+    C: Service<MarketCall, Response = crate::chain::Pooled<GuardedOutcome>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     C::Error: Into<BoxError>,
     C::Future: Send,
     P: ChainPort,
@@ -291,119 +342,249 @@ where
     type Error = BoxError;
     type Future = LifecycleFuture;
 
+    /// Ready when the gate admits another task (the execute stack's own
+    /// readiness is awaited inside, just before the run).
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // The sidecar's readiness is the stack's backpressure.
-        self.execute.poll_ready(cx).map_err(Into::into)
+        if self.admitted.is_none() {
+            let permit = ready!(self.gate.poll_acquire(cx));
+            // The gate's semaphore is never closed.
+            self.admitted = permit;
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, task: Task) -> Self::Future {
-        let fresh = self.execute.clone();
-        let execute = std::mem::replace(&mut self.execute, fresh);
-        let submitter = self.submitter.clone();
-        let port = self.port.clone();
-        let account = self.account;
-        let board = self.board.clone();
+        let admitted = self.admitted.take();
+        let execute = self.execute.clone();
+        let stage = Stages {
+            calls: self.calls.clone(),
+            port: self.port.clone(),
+            account: self.account,
+            board: self.board.clone(),
+            preemptor: self.preemptor.clone(),
+        };
         let span = tracing::info_span!("task", task_id = %task.id, model = %task.model);
-        Box::pin(run(task, execute, submitter, port, account, board).instrument(span))
+        Box::pin(stage.run(task, execute, admitted).instrument(span))
     }
 }
 
-async fn run<E, C, P>(
-    task: Task,
-    mut execute: E,
-    submitter: MarketCalls<C>,
+/// One task's way through the stages.
+struct Stages<C, P> {
+    calls: MarketCalls<C>,
     port: P,
     account: AccountId,
     board: TaskBoard,
-) -> Result<TaskOutcome, BoxError>
+    preemptor: Preemptor,
+}
+
+/// How the start stage ended.
+enum Start {
+    /// `start_task` is in the pool; its block is still to come.
+    Pooled(PooledCall),
+    /// No `start_task` to wait for: the task was started already (resumed,
+    /// or our earlier start landed).
+    Started,
+    /// Our one `start_task` for this task was refused by the chain before
+    /// because Lane 0 work was open; the task is still assigned, and
+    /// `submit_result` is allowed from `Assigned`: the run goes on without a
+    /// second start.
+    RefusedBefore,
+}
+
+impl<C, P> Stages<C, P>
 where
-    E: Service<ExecuteRequest, Response = ExecutionResult>,
-    E::Error: Into<BoxError>,
-    C: Service<crate::chain::MarketCall, Response = Submitted> + Clone,
+    C: Service<MarketCall, Response = crate::chain::Pooled<GuardedOutcome>> + Clone,
     C::Error: Into<BoxError>,
     P: ChainPort,
 {
-    let task_id = task.id;
-    board.set(task_id, ExecutorState::Starting);
+    async fn run<E>(
+        self,
+        task: Task,
+        mut execute: E,
+        admitted: Option<OwnedSemaphorePermit>,
+    ) -> Result<TaskOutcome, BoxError>
+    where
+        E: Service<ExecuteRequest, Response = ExecutionResult>,
+        E::Error: Into<BoxError>,
+    {
+        let task_id = task.id;
+        self.board.set(task_id, ExecutorState::Starting);
+        let start = match self.start(task_id).await? {
+            Ok(start) => start,
+            Err(outcome) => return Ok(outcome),
+        };
 
-    // The chain is the truth: is the task ours, and still to do?
-    let head = port.finalized_head().await?;
-    let Some(on_chain) = port.task(head.hash, task_id).await? else {
-        return Ok(TaskOutcome::AlreadyResolved {
-            task_id,
-            status: None,
-        });
-    };
-    if on_chain.executor != Some(account) {
-        tracing::warn!(%task_id, "task is not assigned to us; not running it");
-        return Ok(TaskOutcome::NotOurs { task_id });
+        // The run begins while the start is on its way into a block.
+        self.board.set(task_id, ExecutorState::Executing);
+        let request = ExecuteRequest::for_task(&task, None);
+        let run = async move {
+            let svc = execute.ready().await.map_err(Into::into)?;
+            svc.call(request).await.map_err(Into::into)
+        };
+        tokio::pin!(run);
+        let mut start = match start {
+            Start::Pooled(pooled) => Some(pooled.into_future()),
+            Start::Started | Start::RefusedBefore => None,
+        };
+        let mut refused: Option<SubmissionError> = None;
+        let result: Result<ExecutionResult, BoxError> = loop {
+            tokio::select! {
+                biased;
+                included = async { start.as_mut().expect("pending start").await }, if start.is_some() => {
+                    start = None;
+                    if let Err(e) = included {
+                        tracing::info!(%task_id, error = %e, "start refused; cancelling the run");
+                        self.preemptor.preempt(task_id, PreemptReason::StartRefused);
+                        refused = Some(e);
+                    }
+                }
+                result = &mut run => break result,
+            }
+        };
+        // The run is over: its sidecar slot is free, and so is its place at
+        // the gate — the submit stage holds neither.
+        drop(admitted);
+        let result = match result {
+            // Preempted: back to the executor now. A start still on its way
+            // stays on the guard's record; the re-run waits for it there.
+            Err(error) if refused.is_none() && is_preempted(&error) => return Err(error),
+            result => result,
+        };
+        if refused.is_none()
+            && let Some(pending) = start
+        {
+            // The model finished first: the result waits for the start.
+            if let Err(e) = pending.await {
+                refused = Some(e);
+            }
+        }
+        if let Some(e) = refused {
+            return start_refused(task_id, e);
+        }
+
+        self.board.set(task_id, ExecutorState::Submitting);
+        match result {
+            Ok(output) => self.submit(task_id, output).await,
+            // Never failed on chain from here: the executor requeues it.
+            Err(error) if is_preempted(&error) => Err(error),
+            Err(error) => self.fail(task_id, error).await,
+        }
     }
-    match on_chain.status {
-        TaskStatus::Assigned => match submitter.start_task(task_id).await {
-            Ok(_) => {}
-            Err(e) if e.market_error() == Some(MarketError::Lane0Priority) => {
-                return Err(LifecycleError::Lane0Priority { task_id }.into());
-            }
-            Err(SubmissionError::Inapplicable { status, .. }) => {
-                return Ok(TaskOutcome::AlreadyResolved { task_id, status });
-            }
-            Err(source) => return Err(LifecycleError::Submission { task_id, source }.into()),
-        },
-        // Resuming after a restart: it was started already.
-        TaskStatus::Executing => {}
-        status => {
-            return Ok(TaskOutcome::AlreadyResolved {
+
+    /// The start stage: the chain's word on the task, then `start_task` in
+    /// the pool. `Err` is an outcome that ends the task here.
+    async fn start(&self, task_id: TaskId) -> Result<Result<Start, TaskOutcome>, BoxError> {
+        // The chain is the truth: is the task ours, and still to do?
+        let head = self.port.finalized_head().await?;
+        let Some(on_chain) = self.port.task(head.hash, task_id).await? else {
+            return Ok(Err(TaskOutcome::AlreadyResolved {
+                task_id,
+                status: None,
+            }));
+        };
+        if on_chain.executor != Some(self.account) {
+            tracing::warn!(%task_id, "task is not assigned to us; not running it");
+            return Ok(Err(TaskOutcome::NotOurs { task_id }));
+        }
+        match on_chain.status {
+            TaskStatus::Assigned => match self.calls.start_task_pooled(task_id).await {
+                Ok(pooled) => Ok(Ok(Start::Pooled(pooled))),
+                Err(e) => match resolution(task_id, e) {
+                    Resolved::Outcome(outcome) => Ok(Err(outcome)),
+                    Resolved::Lane0 => Ok(Ok(Start::RefusedBefore)),
+                    Resolved::Error(e) => Err(e),
+                },
+            },
+            // Resuming after a restart: it was started already.
+            TaskStatus::Executing => Ok(Ok(Start::Started)),
+            status => Ok(Err(TaskOutcome::AlreadyResolved {
                 task_id,
                 status: Some(status),
-            });
+            })),
         }
     }
 
-    board.set(task_id, ExecutorState::Executing);
-    let request = ExecuteRequest::for_task(&task, None);
-    let ready: Result<&mut E, BoxError> = execute.ready().await.map_err(Into::into);
-    let result = match ready {
-        Ok(svc) => svc.call(request).await.map_err(Into::into),
-        Err(e) => Err(e),
-    };
+    async fn submit(
+        &self,
+        task_id: TaskId,
+        output: ExecutionResult,
+    ) -> Result<TaskOutcome, BoxError> {
+        match self
+            .calls
+            .submit_result(task_id, &output.output_cid, None)
+            .await
+        {
+            Ok(Submitted::Included(inc)) => Ok(TaskOutcome::Submitted {
+                task_id,
+                output_cid: output.output_cid,
+                block: Some(inc.block),
+            }),
+            Ok(Submitted::AlreadyApplied { .. }) => Ok(TaskOutcome::Submitted {
+                task_id,
+                output_cid: output.output_cid,
+                block: None,
+            }),
+            Err(SubmissionError::Inapplicable { status, .. }) => {
+                Ok(TaskOutcome::AlreadyResolved { task_id, status })
+            }
+            Err(source) => Err(LifecycleError::Submission { task_id, source }.into()),
+        }
+    }
 
-    board.set(task_id, ExecutorState::Submitting);
-    match result {
-        Ok(output) => {
-            match submitter
-                .submit_result(task_id, &output.output_cid, None)
-                .await
-            {
-                Ok(Submitted::Included(inc)) => Ok(TaskOutcome::Submitted {
-                    task_id,
-                    output_cid: output.output_cid,
-                    block: Some(inc.block),
-                }),
-                Ok(Submitted::AlreadyApplied { .. }) => Ok(TaskOutcome::Submitted {
-                    task_id,
-                    output_cid: output.output_cid,
-                    block: None,
-                }),
-                Err(SubmissionError::Inapplicable { status, .. }) => {
-                    Ok(TaskOutcome::AlreadyResolved { task_id, status })
-                }
-                Err(source) => Err(LifecycleError::Submission { task_id, source }.into()),
+    async fn fail(&self, task_id: TaskId, error: BoxError) -> Result<TaskOutcome, BoxError> {
+        let reason = fail_reason(&error);
+        tracing::warn!(%task_id, %error, ?reason, "execution failed");
+        match self.calls.fail_task(task_id, reason).await {
+            Ok(_) => Ok(TaskOutcome::Failed {
+                task_id,
+                reason,
+                cause: error.to_string(),
+            }),
+            Err(SubmissionError::Inapplicable { status, .. }) => {
+                Ok(TaskOutcome::AlreadyResolved { task_id, status })
+            }
+            Err(source) => Err(LifecycleError::Submission { task_id, source }.into()),
+        }
+    }
+}
+
+fn is_preempted(error: &BoxError) -> bool {
+    cause::<crate::layer::preempt::Preempted>(error.as_ref()).is_some()
+}
+
+/// What a refused or failed start means for the task.
+enum Resolved {
+    /// The task ends here.
+    Outcome(TaskOutcome),
+    /// Our start was refused for open Lane 0 work; the task stays assigned.
+    Lane0,
+    /// Something to retry later.
+    Error(BoxError),
+}
+
+fn resolution(task_id: TaskId, e: SubmissionError) -> Resolved {
+    match e {
+        SubmissionError::Inapplicable { status, .. } => {
+            Resolved::Outcome(TaskOutcome::AlreadyResolved { task_id, status })
+        }
+        SubmissionError::NotOurs { .. } => Resolved::Outcome(TaskOutcome::NotOurs { task_id }),
+        e if e.market_error() == Some(MarketError::Lane0Priority) => {
+            if matches!(e, SubmissionError::AlreadySent { .. }) {
+                Resolved::Lane0
+            } else {
+                Resolved::Error(LifecycleError::Lane0Priority { task_id }.into())
             }
         }
-        Err(error) => {
-            let reason = fail_reason(&error);
-            tracing::warn!(%task_id, %error, ?reason, "execution failed");
-            match submitter.fail_task(task_id, reason).await {
-                Ok(_) => Ok(TaskOutcome::Failed {
-                    task_id,
-                    reason,
-                    cause: error.to_string(),
-                }),
-                Err(SubmissionError::Inapplicable { status, .. }) => {
-                    Ok(TaskOutcome::AlreadyResolved { task_id, status })
-                }
-                Err(source) => Err(LifecycleError::Submission { task_id, source }.into()),
-            }
-        }
+        source => Resolved::Error(LifecycleError::Submission { task_id, source }.into()),
+    }
+}
+
+/// A run cancelled because the chain refused its start.
+fn start_refused(task_id: TaskId, e: SubmissionError) -> Result<TaskOutcome, BoxError> {
+    match resolution(task_id, e) {
+        Resolved::Outcome(outcome) => Ok(outcome),
+        // Refused for Lane 0 (now, or before): wait until it is settled.
+        Resolved::Lane0 => Err(LifecycleError::Lane0Priority { task_id }.into()),
+        Resolved::Error(e) => Err(e),
     }
 }

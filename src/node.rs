@@ -32,14 +32,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use crate::chain::{ChainPort, Inclusion, MarketCall, SubmitError};
+use crate::chain::{ChainPort, MarketCall, Pooled, SubmitError};
 use crate::checkpoint::Checkpoint;
-use crate::executor::{Executor, ExecutorConfig, ExecutorError, ExecutorReport};
+use crate::executor::{Executor, ExecutorConfig, ExecutorError, ExecutorParts, ExecutorReport};
 use crate::layer::preempt::Preemptor;
 use crate::lifecycle::TaskBoard;
 use crate::listener::{ChainListener, ListenerError};
 use crate::sidecar::client::SidecarClient;
 use crate::stack::{StackParts, build_stack, submit_stack};
+use crate::submitter::SentCalls;
 use crate::task::{AccountId, Lane, ModelId};
 use crate::telemetry::metrics::Lane1Metrics;
 
@@ -123,7 +124,7 @@ impl Node {
     pub fn spawn<P, C>(config: ExecutorConfig, parts: NodeParts<P, C>) -> Node
     where
         P: ChainPort,
-        C: Service<MarketCall, Response = Inclusion, Error = SubmitError>
+        C: Service<MarketCall, Response = Pooled, Error = SubmitError>
             + Clone
             + Send
             + Sync
@@ -132,6 +133,9 @@ impl Node {
     {
         let board = TaskBoard::default();
         let preemptor = Preemptor::new();
+        // One record of sent calls for the account: the lifecycle's and the
+        // executor's submit stacks never send the same call twice between them.
+        let sent = SentCalls::default();
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let listener_port = parts.port.clone();
         let listener_metrics = parts.metrics.clone();
@@ -149,19 +153,27 @@ impl Node {
                 board: board.clone(),
                 preemptor: preemptor.clone(),
                 metrics: parts.metrics.clone(),
+                sent: sent.clone(),
             },
         );
-        let resolve = submit_stack(&config, parts.submit, parts.port.clone(), parts.account);
+        let submit = submit_stack(
+            &config,
+            parts.submit,
+            parts.port.clone(),
+            parts.account,
+            sent.clone(),
+        );
         let executor = Executor::new(
             config,
             stack,
-            rx,
-            parts.port,
-            resolve,
-            parts.account,
-            board.clone(),
-            preemptor.clone(),
-            parts.metrics.clone(),
+            ExecutorParts {
+                events: rx,
+                submit,
+                sent,
+                board: board.clone(),
+                preemptor: preemptor.clone(),
+                metrics: parts.metrics.clone(),
+            },
         );
         let checkpoint = parts.checkpoint;
         let executor = match checkpoint.clone() {

@@ -7,10 +7,17 @@
 //! The standard stack ([`build_stack`]), outermost first:
 //!
 //! ```text
-//! metrics → concurrency limit → in-flight gauge → preempt → lifecycle
-//!     lifecycle ─ execute stack: timeout → retry → sidecar client
-//!               └ submit stack:  retry → status guard → chain submitter
+//! metrics → lifecycle (admission gate: max_concurrent + prestart tasks)
+//!   lifecycle ─ execute stack: concurrency limit → in-flight gauge → preempt
+//!             │                → timeout → retry → sidecar client
+//!             └ submit stack:  retry → status guard → chain submitter
 //! ```
+//!
+//! The concurrency limit, the in-flight gauge and preemption wrap the
+//! execute stack only: a sidecar slot is held while a model runs, never while
+//! the chain is waited for, and a preemption cancels a model run, never a
+//! submission. The submit stack's backpressure is the submitter's own bound
+//! on transactions in flight.
 //!
 //! A node builder who wants another shape builds it from the same layers
 //! (`examples/custom_stack.rs`).
@@ -27,9 +34,9 @@ use crate::layer::preempt::{Preempt, Preemptor};
 use crate::layer::retry::{Classify, ErrorClass, RetryPolicy};
 use crate::layer::timeout::Timeout;
 use crate::layer::{Canceller, Lane1ServiceBuilderExt, cause};
-use crate::lifecycle::{Lifecycle, TaskBoard};
+use crate::lifecycle::{Lifecycle, LifecycleParts, TaskBoard};
 use crate::sidecar::client::SidecarError;
-use crate::submitter::{StatusGuard, SubmissionError};
+use crate::submitter::{SentCalls, StatusGuard, SubmissionError};
 use crate::task::AccountId;
 use crate::telemetry::metrics::{Gauge, Lane1Metrics};
 
@@ -103,17 +110,18 @@ pub fn classify_submit(e: &SubmitError) -> ErrorClass {
     }
 }
 
-/// The execute stack: timeout → retry → `X` (the sidecar client).
-pub type ExecuteStack<X> = Timeout<Retry<RetryPolicy<DefaultClassifier>, X>>;
+/// The execute stack: concurrency limit → in-flight gauge → preempt →
+/// timeout → retry → `X` (the sidecar client).
+pub type ExecuteStack<X> =
+    ConcurrencyLimit<InFlight<Preempt<Timeout<Retry<RetryPolicy<DefaultClassifier>, X>>>, Gauge>>;
 
 /// The submit stack: retry → status guard → `C` (a chain submitter).
 pub type SubmitStack<C, P> = Retry<RetryPolicy<DefaultClassifier>, StatusGuard<C, P>>;
 
-/// The standard lifecycle stack.
-pub type Lane1Stack<X, C, P> = Metrics<
-    ConcurrencyLimit<InFlight<Preempt<Lifecycle<ExecuteStack<X>, SubmitStack<C, P>, P>>, Gauge>>,
-    Lane1Metrics,
->;
+/// The standard stack: metrics → lifecycle over the execute and submit
+/// stacks.
+pub type Lane1Stack<X, C, P> =
+    Metrics<Lifecycle<ExecuteStack<X>, SubmitStack<C, P>, P>, Lane1Metrics>;
 
 /// The parts a stack is built from.
 #[derive(Clone, Debug)]
@@ -134,15 +142,19 @@ pub struct StackParts<X, C, P> {
     pub preemptor: Preemptor,
     /// Where metrics go.
     pub metrics: Lane1Metrics,
+    /// The record of calls sent for our account (shared by every submit
+    /// stack of the account).
+    pub sent: SentCalls,
 }
 
-/// The submit stack on its own (also used by the executor to resolve
-/// preempted tasks and to claim candidates).
+/// The submit stack on its own (the executor's, for claims and for failing
+/// tasks it cannot run), sharing the record `sent` with the others.
 pub fn submit_stack<C, P>(
     config: &ExecutorConfig,
     submit: C,
     port: P,
     account: AccountId,
+    sent: SentCalls,
 ) -> SubmitStack<C, P> {
     ServiceBuilder::new()
         .retry(RetryPolicy::new(
@@ -151,7 +163,7 @@ pub fn submit_stack<C, P>(
             config.retry_max,
             DefaultClassifier,
         ))
-        .service(StatusGuard::new(submit, port, account))
+        .service(StatusGuard::with_record(submit, port, account, sent))
 }
 
 /// Builds the standard stack (see the [module docs](self)).
@@ -164,7 +176,10 @@ where
     P: Clone,
 {
     let execute = ServiceBuilder::new()
-        .task_timeout(config.execution_timeout, parts.canceller.clone())
+        .concurrency_limit(config.max_concurrent.max(1))
+        .in_flight(parts.metrics.in_flight.with(&[]))
+        .preempt(parts.preemptor.clone(), parts.canceller.clone())
+        .task_timeout(config.execution_timeout, parts.canceller)
         .retry(RetryPolicy::new(
             config.retry_attempts,
             config.retry_base,
@@ -172,12 +187,25 @@ where
             DefaultClassifier,
         ))
         .service(parts.execute);
-    let submit = submit_stack(config, parts.submit, parts.port.clone(), parts.account);
-    let lifecycle = Lifecycle::new(execute, submit, parts.port, parts.account, parts.board);
+    let submit = submit_stack(
+        config,
+        parts.submit,
+        parts.port.clone(),
+        parts.account,
+        parts.sent,
+    );
+    let lifecycle = Lifecycle::new(
+        execute,
+        submit,
+        LifecycleParts {
+            port: parts.port,
+            account: parts.account,
+            board: parts.board,
+            preemptor: parts.preemptor,
+            admit: config.admitted(),
+        },
+    );
     ServiceBuilder::new()
-        .lane1_metrics(parts.metrics.clone())
-        .concurrency_limit(config.max_concurrent.max(1))
-        .in_flight(parts.metrics.in_flight.with(&[]))
-        .preempt(parts.preemptor, parts.canceller)
+        .lane1_metrics(parts.metrics)
         .service(lifecycle)
 }

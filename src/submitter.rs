@@ -1,44 +1,65 @@
-//! Chain submission for one account: the [`StatusGuard`] service that checks a
-//! task's on-chain status before every send (so a retry never re-sends a call
-//! whose effect has landed), and [`MarketCalls`], the typed front of the
-//! submit stack (`start_task`, `submit_result`, `fail_task`).
+//! Chain submission for one account: the [`StatusGuard`] service in front of
+//! every `start_task`, `submit_result` and `fail_task`, and [`MarketCalls`],
+//! the typed front of the submit stack.
+//!
+//! The guard makes two promises. **Nothing is sent twice for one task**: it
+//! keeps a record of the calls it has sent ([`SentCalls`]) — pooled, in a
+//! best block, landed or refused — so a second `start_task`,
+//! `submit_result` or `fail_task` for the same task waits for the first one's
+//! outcome instead of being sent (a retry, a requeued task, a resumed run
+//! all meet the record). **Nothing is sent that the chain no longer
+//! allows**: before a first send it reads the task at the finalized head; a
+//! call whose effect is already there answers [`Submitted::AlreadyApplied`]
+//! without sending, and one the state no longer allows fails with
+//! [`SubmissionError::Inapplicable`] — in particular `fail_task` for a task
+//! that has a result (ours, on chain or on its way). A dispatch failure is
+//! judged again at the block it happened in (a hook or another signer may
+//! have moved the task meanwhile).
+//!
+//! Submission has two steps, as the chain has: the guard answers when the
+//! pool has accepted the call, with a [`Pooled`] that resolves to what the
+//! call achieved once it is in a block.
 //!
 //! ```
 //! use nsn_lane1::chain::dev::{DevChain, DevConfig};
-//! use nsn_lane1::submitter::{StatusGuard, MarketCalls};
+//! use nsn_lane1::submitter::{MarketCalls, StatusGuard};
 //! use nsn_lane1::task::{AccountId, TaskId};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let chain = DevChain::new(DevConfig::default()).unwrap();
 //! let guarded = StatusGuard::new(chain.submitter(AccountId::BOB), chain.clone(), AccountId::BOB);
-//! let submitter = MarketCalls::new(guarded);
+//! let calls = MarketCalls::new(guarded);
 //! // There is no task 9: the guard refuses before anything is sent.
-//! let err = submitter.start_task(TaskId(9)).await.unwrap_err();
+//! let err = calls.start_task(TaskId(9)).await.unwrap_err();
 //! assert!(err.to_string().contains("not found"));
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
+use tokio::sync::watch;
 use tower::{BoxError, Service, ServiceExt};
 
 use crate::chain::{
-    ChainError, ChainPort, Inclusion, MarketCall, MarketError, SubmitError, TaskIntent,
+    ChainError, ChainPort, Inclusion, MarketCall, MarketError, Pooled, SubmitError, TaskIntent,
 };
 use crate::task::{AccountId, Cid, FailReason, TaskId, TaskStatus};
 
 /// What a guarded submission achieved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Submitted {
-    /// The call was included and dispatched.
+    /// The call was included (in a best block) and dispatched.
     Included(Inclusion),
-    /// The chain already shows the call's effect; nothing was sent.
+    /// The chain already shows the call's effect, or the same call sent
+    /// before has landed; nothing was sent.
     AlreadyApplied {
         /// The task.
         task_id: TaskId,
-        /// Its status on chain.
+        /// Its status on chain (as the call leaves it).
         status: TaskStatus,
     },
 }
@@ -48,7 +69,7 @@ pub enum Submitted {
 #[non_exhaustive]
 pub enum SubmissionError {
     /// The chain's state no longer allows the call (the task was failed,
-    /// expired, taken by another executor, …); nothing was sent.
+    /// expired, has a result, …); nothing was sent.
     #[error("{call} for task {task_id} no longer applies: task is {}", status.map_or("not found".to_owned(), |s| format!("{s:?}")))]
     Inapplicable {
         /// The call.
@@ -64,6 +85,19 @@ pub enum SubmissionError {
         /// The task.
         task_id: TaskId,
     },
+    /// The same call was sent for this task before and did not take effect
+    /// (the chain refused it in a block); it is not sent again.
+    #[error("{call} for task {task_id} was sent once and refused ({error}); not sent again")]
+    AlreadySent {
+        /// The call.
+        call: &'static str,
+        /// The task.
+        task_id: TaskId,
+        /// The task-market error the first one met, if it was one.
+        error: String,
+        /// That error by variant, if it was a task-market error.
+        market: Option<MarketError>,
+    },
     /// The chain refused or failed the call.
     #[error(transparent)]
     Chain(#[from] SubmitError),
@@ -76,10 +110,12 @@ pub enum SubmissionError {
 }
 
 impl SubmissionError {
-    /// The task-market error behind a dispatch failure, if that is what this is.
+    /// The task-market error behind a dispatch failure (this call's, or the
+    /// first one's for [`AlreadySent`](Self::AlreadySent)).
     pub fn market_error(&self) -> Option<MarketError> {
         match self {
             SubmissionError::Chain(e) => e.market_error(),
+            SubmissionError::AlreadySent { market, .. } => *market,
             _ => None,
         }
     }
@@ -101,7 +137,99 @@ impl SubmissionError {
     }
 }
 
-/// What the guard decided.
+/// The kinds of call the guard keeps a record of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Start,
+    Submit,
+    Fail,
+}
+
+impl Kind {
+    fn of(call: &MarketCall) -> Option<(TaskId, Kind)> {
+        match call {
+            MarketCall::StartTask { task_id } => Some((*task_id, Kind::Start)),
+            MarketCall::SubmitResult { task_id, .. } => Some((*task_id, Kind::Submit)),
+            MarketCall::FailTask { task_id, .. } => Some((*task_id, Kind::Fail)),
+            _ => None,
+        }
+    }
+}
+
+/// Where a sent call stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Sent {
+    /// In the pool or on its way there.
+    InFlight,
+    /// In a block, dispatched; the task is left in this status.
+    Landed(TaskStatus),
+    /// In a block, refused by the chain.
+    Refused {
+        error: String,
+        market: Option<MarketError>,
+    },
+}
+
+/// The calls a guard has sent, by task and kind. Clones share one record;
+/// every guard for an account must share it (a node builds one).
+#[derive(Clone, Debug, Default)]
+pub struct SentCalls {
+    calls: Arc<Mutex<HashMap<(TaskId, Kind), watch::Sender<Sent>>>>,
+}
+
+impl SentCalls {
+    fn lock(&self) -> MutexGuard<'_, HashMap<(TaskId, Kind), watch::Sender<Sent>>> {
+        // Each critical section is one map operation: never half-done.
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets a task whose end is final (verified, rejected, failed or
+    /// expired in a finalized block): nothing more will be sent for it.
+    pub fn forget(&self, task_id: TaskId) {
+        self.lock().retain(|(t, _), _| *t != task_id);
+    }
+
+    /// Tasks with a record.
+    pub fn len(&self) -> usize {
+        let mut tasks: Vec<TaskId> = self.lock().keys().map(|(t, _)| *t).collect();
+        tasks.sort();
+        tasks.dedup();
+        tasks.len()
+    }
+
+    /// True when no call is on record.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// True when a result for the task was sent and has not been refused.
+    fn has_result(&self, task_id: TaskId) -> bool {
+        self.lock()
+            .get(&(task_id, Kind::Submit))
+            .is_some_and(|s| !matches!(*s.borrow(), Sent::Refused { .. }))
+    }
+
+    /// Claims the right to send: `Ok` with the record's sender if nothing
+    /// was sent yet for this task and kind, or the record of the earlier one.
+    fn claim(&self, key: (TaskId, Kind)) -> Result<watch::Sender<Sent>, watch::Receiver<Sent>> {
+        let mut calls = self.lock();
+        if let Some(sent) = calls.get(&key) {
+            return Err(sent.subscribe());
+        }
+        let (tx, _) = watch::channel(Sent::InFlight);
+        calls.insert(key, tx.clone());
+        Ok(tx)
+    }
+
+    /// Gives the claim back: nothing reached a block.
+    fn release(&self, key: (TaskId, Kind)) {
+        self.lock().remove(&key);
+    }
+}
+
+/// What the guard decided from the task's state.
 enum Precondition {
     Send,
     Applied(TaskStatus),
@@ -132,33 +260,52 @@ fn precondition(call: &MarketCall, task: Option<&TaskIntent>, account: AccountId
         },
         MarketCall::FailTask { .. } => match status {
             TaskStatus::Failed => Precondition::Applied(status),
-            s if s.is_terminal() => Precondition::Refuse(Some(s)),
+            // A task with a result is never failed by us: the result stands.
+            s if s.is_terminal() || s.has_result() => Precondition::Refuse(Some(s)),
             _ => Precondition::Send,
         },
         _ => Precondition::Send,
     }
 }
 
-/// Checks the task's on-chain status (at the finalized head) before sending
-/// `start_task`, `submit_result` or `fail_task`: a call whose effect is
-/// already on chain answers [`Submitted::AlreadyApplied`] without sending,
-/// and a call the chain's state no longer allows fails with
-/// [`SubmissionError::Inapplicable`]. Other calls pass straight through.
+/// The status a call leaves its task in when it lands.
+fn status_after(call: &MarketCall) -> TaskStatus {
+    match call {
+        MarketCall::StartTask { .. } => TaskStatus::Executing,
+        MarketCall::SubmitResult { .. } => TaskStatus::Submitted,
+        _ => TaskStatus::Failed,
+    }
+}
+
+/// The guard in front of every chain call; see the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct StatusGuard<S, P> {
     inner: S,
     port: P,
     account: AccountId,
+    sent: SentCalls,
 }
 
 impl<S, P> StatusGuard<S, P> {
-    /// Guards `inner`, which signs as `account`, reading state from `port`.
+    /// Guards `inner`, which signs as `account`, reading state from `port`,
+    /// with a record of its own.
     pub fn new(inner: S, port: P, account: AccountId) -> Self {
+        StatusGuard::with_record(inner, port, account, SentCalls::default())
+    }
+
+    /// Guards `inner` with a record shared with other guards of the account.
+    pub fn with_record(inner: S, port: P, account: AccountId, sent: SentCalls) -> Self {
         StatusGuard {
             inner,
             port,
             account,
+            sent,
         }
+    }
+
+    /// The record of sent calls.
+    pub fn sent(&self) -> &SentCalls {
+        &self.sent
     }
 
     /// The inner service.
@@ -177,16 +324,20 @@ impl<S, P> StatusGuard<S, P> {
     }
 }
 
-/// The future of a [`StatusGuard`] submission.
-pub type StatusGuardFuture = Pin<Box<dyn Future<Output = Result<Submitted, BoxError>> + Send>>;
+/// What a guarded call achieved, once it is in a block.
+pub type GuardedOutcome = Result<Submitted, BoxError>;
+
+/// The future of a [`StatusGuard`] submission: the pool's verdict.
+pub type StatusGuardFuture =
+    Pin<Box<dyn Future<Output = Result<Pooled<GuardedOutcome>, BoxError>> + Send>>;
 
 impl<S, P> Service<MarketCall> for StatusGuard<S, P>
 where
-    S: Service<MarketCall, Response = Inclusion, Error = SubmitError> + Clone + Send + 'static,
+    S: Service<MarketCall, Response = Pooled, Error = SubmitError> + Clone + Send + 'static,
     S::Future: Send,
     P: ChainPort,
 {
-    type Response = Submitted;
+    type Response = Pooled<GuardedOutcome>;
     type Error = BoxError;
     type Future = StatusGuardFuture;
 
@@ -196,85 +347,205 @@ where
 
     fn call(&mut self, call: MarketCall) -> Self::Future {
         let fresh = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, fresh);
+        // `ready` was polled ready by this service's `poll_ready`.
+        let ready = std::mem::replace(&mut self.inner, fresh);
         let port = self.port.clone();
         let account = self.account;
-        Box::pin(async move {
-            if let (
-                Some(task_id),
-                MarketCall::StartTask { .. }
-                | MarketCall::SubmitResult { .. }
-                | MarketCall::FailTask { .. },
-            ) = (call.task_id(), &call)
-            {
-                let head = port.finalized_head().await?;
-                let task = port.task(head.hash, task_id).await?;
-                match precondition(&call, task.as_ref(), account) {
-                    Precondition::Send => {}
-                    Precondition::Applied(status) => {
-                        tracing::debug!(%task_id, call = call.name(), ?status, "already on chain");
-                        return Ok(Submitted::AlreadyApplied { task_id, status });
-                    }
-                    Precondition::Refuse(status) => {
-                        return Err(SubmissionError::Inapplicable {
-                            call: call.name(),
-                            task_id,
-                            status,
-                        }
-                        .into());
-                    }
-                    Precondition::NotOurs => {
-                        return Err(SubmissionError::NotOurs { task_id }.into());
-                    }
-                }
-            }
-            // `ready` was polled ready by this service's `poll_ready`.
-            let task_id = call.task_id();
-            let name = call.name();
-            match ready.call(call.clone()).await {
-                Ok(inclusion) => Ok(Submitted::Included(inclusion)),
-                Err(SubmitError::Dispatch {
-                    error,
-                    block,
-                    call: c,
-                }) => {
-                    let Some(task_id) = task_id else {
-                        return Err(SubmissionError::Chain(SubmitError::Dispatch {
-                            call: c,
-                            error,
-                            block,
-                        })
-                        .into());
-                    };
-                    // The state may have changed between the check and the
-                    // block (a hook, another signer): judge again at that block.
-                    let task = port.task(block.hash, task_id).await?;
-                    match precondition(&call, task.as_ref(), account) {
-                        Precondition::Applied(status) => {
-                            Ok(Submitted::AlreadyApplied { task_id, status })
-                        }
-                        Precondition::Refuse(status) => Err(SubmissionError::Inapplicable {
-                            call: name,
-                            task_id,
-                            status,
-                        }
-                        .into()),
-                        Precondition::NotOurs => Err(SubmissionError::NotOurs { task_id }.into()),
-                        Precondition::Send => Err(SubmissionError::Chain(SubmitError::Dispatch {
-                            call: c,
-                            error,
-                            block,
-                        })
-                        .into()),
-                    }
-                }
-                Err(e) => Err(SubmissionError::Chain(e).into()),
-            }
-        })
+        let sent = self.sent.clone();
+        Box::pin(guarded(call, ready, port, account, sent))
     }
 }
 
-/// The typed front of a submit stack: the calls an executor makes.
+async fn guarded<S, P>(
+    call: MarketCall,
+    mut ready: S,
+    port: P,
+    account: AccountId,
+    sent: SentCalls,
+) -> Result<Pooled<GuardedOutcome>, BoxError>
+where
+    S: Service<MarketCall, Response = Pooled, Error = SubmitError> + Send + 'static,
+    S::Future: Send,
+    P: ChainPort,
+{
+    let Some((task_id, kind)) = Kind::of(&call) else {
+        let pooled = ready.call(call).await?;
+        return Ok(pooled.map(|r| r.map(Submitted::Included).map_err(Into::into)));
+    };
+    let name = call.name();
+    if kind == Kind::Fail && sent.has_result(task_id) {
+        return Err(SubmissionError::Inapplicable {
+            call: name,
+            task_id,
+            status: Some(TaskStatus::Submitted),
+        }
+        .into());
+    }
+    let record = match sent.claim((task_id, kind)) {
+        Ok(record) => record,
+        Err(earlier) => {
+            tracing::debug!(%task_id, call = name, "sent before: waiting for that one");
+            return Ok(Pooled::ready(()).then(move |()| join(earlier, name, task_id)));
+        }
+    };
+    let release = |e: BoxError| {
+        sent.release((task_id, kind));
+        e
+    };
+    let head = port.finalized_head().await.map_err(|e| release(e.into()))?;
+    let task = port
+        .task(head.hash, task_id)
+        .await
+        .map_err(|e| release(e.into()))?;
+    match precondition(&call, task.as_ref(), account) {
+        Precondition::Send => {}
+        Precondition::Applied(status) => {
+            tracing::debug!(%task_id, call = name, ?status, "already on chain");
+            sent.release((task_id, kind));
+            return Ok(Pooled::ready(Ok(Submitted::AlreadyApplied {
+                task_id,
+                status,
+            })));
+        }
+        Precondition::Refuse(status) => {
+            return Err(release(
+                SubmissionError::Inapplicable {
+                    call: name,
+                    task_id,
+                    status,
+                }
+                .into(),
+            ));
+        }
+        Precondition::NotOurs => return Err(release(SubmissionError::NotOurs { task_id }.into())),
+    }
+    let pooled = match ready.call(call.clone()).await {
+        Ok(p) => p,
+        Err(e) => return Err(release(SubmissionError::Chain(e).into())),
+    };
+    // What the call achieves is judged and recorded by a task of its own,
+    // so the record is kept whether or not the caller waits for it.
+    let nonce = pooled.nonce();
+    let (tell, told) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let outcome = judge(&call, task_id, pooled.await, &port, account).await;
+        match &outcome {
+            Ok(Submitted::Included(_)) => {
+                record.send_replace(Sent::Landed(status_after(&call)));
+            }
+            Ok(Submitted::AlreadyApplied { status, .. }) => {
+                record.send_replace(Sent::Landed(*status));
+            }
+            Err(e) => match SubmissionError::from_box_ref(e) {
+                Some((error, market)) => {
+                    record.send_replace(Sent::Refused { error, market });
+                }
+                // Not in any block: the call may be sent again.
+                None => sent.release((task_id, kind)),
+            },
+        }
+        // The caller may have stopped waiting; the record is kept anyway.
+        let _ = tell.send(outcome);
+    });
+    Ok(Pooled::new(nonce, async move {
+        told.await
+            .unwrap_or_else(|_| Err(SubmissionError::Chain(SubmitError::Closed).into()))
+    }))
+}
+
+impl SubmissionError {
+    /// A dispatch failure's description and market error, if the boxed
+    /// error is one (the call reached a block and was refused there).
+    fn from_box_ref(e: &BoxError) -> Option<(String, Option<MarketError>)> {
+        let dispatch = |e: &SubmitError| match e {
+            SubmitError::Dispatch { .. } => Some((e.to_string(), e.market_error())),
+            _ => None,
+        };
+        if let Some(e) = e.downcast_ref::<SubmitError>() {
+            return dispatch(e);
+        }
+        match e.downcast_ref::<SubmissionError>()? {
+            SubmissionError::Chain(e) => dispatch(e),
+            SubmissionError::Inapplicable { .. } | SubmissionError::NotOurs { .. } => {
+                Some((e.to_string(), None))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Waits for the outcome of a call sent before, and answers for it.
+async fn join(
+    mut earlier: watch::Receiver<Sent>,
+    call: &'static str,
+    task_id: TaskId,
+) -> GuardedOutcome {
+    let sent = match earlier.wait_for(|s| !matches!(s, Sent::InFlight)).await {
+        Ok(s) => s.clone(),
+        // The earlier call was given back (it reached no block): the caller
+        // may try again.
+        Err(_) => {
+            return Err(SubmissionError::Chain(SubmitError::Dropped { call }).into());
+        }
+    };
+    match sent {
+        Sent::Landed(status) => Ok(Submitted::AlreadyApplied { task_id, status }),
+        Sent::Refused { error, market } => Err(SubmissionError::AlreadySent {
+            call,
+            task_id,
+            error,
+            market,
+        }
+        .into()),
+        Sent::InFlight => Err(SubmissionError::Chain(SubmitError::Dropped { call }).into()),
+    }
+}
+
+/// What an included call achieved. A dispatch failure is judged again in
+/// the state of its block: its effect may be there already (a retried call),
+/// or the task moved on (a hook, the requester).
+async fn judge<P: ChainPort>(
+    call: &MarketCall,
+    task_id: TaskId,
+    included: Result<Inclusion, SubmitError>,
+    port: &P,
+    account: AccountId,
+) -> GuardedOutcome {
+    let name = call.name();
+    match included {
+        Ok(inclusion) => Ok(Submitted::Included(inclusion)),
+        Err(SubmitError::Dispatch {
+            error,
+            block,
+            call: c,
+        }) => {
+            let refused = || SubmitError::Dispatch {
+                call: c,
+                error: error.clone(),
+                block,
+            };
+            let task = match port.task(block.hash, task_id).await {
+                Ok(t) => t,
+                Err(_) => return Err(SubmissionError::Chain(refused()).into()),
+            };
+            match precondition(call, task.as_ref(), account) {
+                Precondition::Applied(status) => Ok(Submitted::AlreadyApplied { task_id, status }),
+                Precondition::Refuse(status) => Err(SubmissionError::Inapplicable {
+                    call: name,
+                    task_id,
+                    status,
+                }
+                .into()),
+                Precondition::NotOurs => Err(SubmissionError::NotOurs { task_id }.into()),
+                Precondition::Send => Err(SubmissionError::Chain(refused()).into()),
+            }
+        }
+        Err(e) => Err(SubmissionError::Chain(e).into()),
+    }
+}
+
+/// The typed front of a submit stack: the calls an executor makes, each in
+/// two steps (pooled, then in a block) or in one.
 #[derive(Clone, Debug)]
 pub struct MarketCalls<S> {
     stack: S,
@@ -287,38 +558,56 @@ impl<S> MarketCalls<S> {
     }
 }
 
+/// A call the pool accepted, resolving to what it achieved in its block.
+pub type PooledCall = Pooled<Result<Submitted, SubmissionError>>;
+
 impl<S> MarketCalls<S>
 where
-    S: Service<MarketCall, Response = Submitted> + Clone,
+    S: Service<MarketCall, Response = Pooled<GuardedOutcome>> + Clone,
     S::Error: Into<BoxError>,
 {
-    async fn send(&self, call: MarketCall) -> Result<Submitted, SubmissionError> {
+    /// Sends `call` and answers once the pool has it.
+    pub async fn send(&self, call: MarketCall) -> Result<PooledCall, SubmissionError> {
         let name = call.name();
-        let result = self
-            .stack
-            .clone()
-            .oneshot(call)
-            .await
-            .map_err(|e| SubmissionError::from_box(e.into()));
-        if let Err(e) = &result {
-            tracing::debug!(call = name, error = %e, "submission failed");
+        match self.stack.clone().oneshot(call).await {
+            Ok(pooled) => Ok(pooled.map(move |r| {
+                r.map_err(|e| {
+                    let e = SubmissionError::from_box(e);
+                    tracing::debug!(call = name, error = %e, "call failed in its block");
+                    e
+                })
+            })),
+            Err(e) => {
+                let e = SubmissionError::from_box(e.into());
+                tracing::debug!(call = name, error = %e, "submission failed");
+                Err(e)
+            }
         }
-        result
     }
 
-    /// `start_task(task_id)`.
-    pub async fn start_task(&self, task_id: TaskId) -> Result<Submitted, SubmissionError> {
+    /// Sends `call` and waits until it is in a block.
+    pub async fn send_included(&self, call: MarketCall) -> Result<Submitted, SubmissionError> {
+        self.send(call).await?.await
+    }
+
+    /// `start_task(task_id)`, answered once the pool has it.
+    pub async fn start_task_pooled(&self, task_id: TaskId) -> Result<PooledCall, SubmissionError> {
         self.send(MarketCall::StartTask { task_id }).await
     }
 
-    /// `submit_result(task_id, output_cid, attestation_cid)`.
+    /// `start_task(task_id)`, in a block.
+    pub async fn start_task(&self, task_id: TaskId) -> Result<Submitted, SubmissionError> {
+        self.send_included(MarketCall::StartTask { task_id }).await
+    }
+
+    /// `submit_result(task_id, output_cid, attestation_cid)`, in a block.
     pub async fn submit_result(
         &self,
         task_id: TaskId,
         output_cid: &Cid,
         attestation_cid: Option<&Cid>,
     ) -> Result<Submitted, SubmissionError> {
-        self.send(MarketCall::SubmitResult {
+        self.send_included(MarketCall::SubmitResult {
             task_id,
             output_cid: output_cid.as_bytes().to_vec(),
             attestation_cid: attestation_cid.map(|c| c.as_bytes().to_vec()),
@@ -326,17 +615,19 @@ where
         .await
     }
 
-    /// `fail_task(task_id, reason)`.
+    /// `fail_task(task_id, reason)`, in a block.
     pub async fn fail_task(
         &self,
         task_id: TaskId,
         reason: FailReason,
     ) -> Result<Submitted, SubmissionError> {
-        self.send(MarketCall::FailTask { task_id, reason }).await
+        self.send_included(MarketCall::FailTask { task_id, reason })
+            .await
     }
 
     /// `accept_assignment(task_id)`: asks the chain to pick an executor.
     pub async fn accept_assignment(&self, task_id: TaskId) -> Result<Submitted, SubmissionError> {
-        self.send(MarketCall::AcceptAssignment { task_id }).await
+        self.send_included(MarketCall::AcceptAssignment { task_id })
+            .await
     }
 }

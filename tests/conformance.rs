@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 use nsn_lane1::chain::dev::{BlockMode, DevChain, DevConfig, DevGenesis};
 use nsn_lane1::chain::subxt::{Backend, SubxtChain, SubxtSubmitter};
 use nsn_lane1::chain::{
-    ChainPort, DispatchError, Inclusion, MarketCall, MarketEvent, SubmitError, created_task_id,
+    ChainPort, DispatchError, Inclusion, MarketCall, MarketEvent, Pooled, SubmitError, SubmitExt,
+    created_task_id,
 };
 use nsn_lane1::task::{AccountId, FailReason, Lane, Priority, TaskId, TaskStatus, UNIT};
 use parity_scale_codec::Decode;
@@ -38,7 +39,7 @@ const OUTPUT: &[u8] = b"QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
 /// A chain the scenarios run on.
 trait Chain {
     /// Signs calls as one account (or as root).
-    type Signer: Service<MarketCall, Response = Inclusion, Error = SubmitError> + Clone;
+    type Signer: Service<MarketCall, Response = Pooled, Error = SubmitError> + Clone;
     /// A signer for `who`.
     fn signer(&self, who: AccountId) -> Self::Signer;
     /// A signer with root origin.
@@ -265,9 +266,9 @@ fn relative(inc: &Inclusion) -> Vec<MarketEvent> {
 
 async fn call<S>(who: &S, call: MarketCall) -> (Step, Option<Inclusion>)
 where
-    S: Service<MarketCall, Response = Inclusion, Error = SubmitError> + Clone,
+    S: Service<MarketCall, Response = Pooled, Error = SubmitError> + Clone,
 {
-    match who.clone().oneshot(call).await {
+    match who.clone().submit(call).await {
         Ok(inc) => (Ok(relative(&inc)), Some(inc)),
         Err(e) => (
             Err(match (&e, e.market_error()) {
@@ -289,7 +290,7 @@ where
 /// Runs a call and records its outcome under `what`.
 async fn step<S>(t: &mut Transcript, what: &str, who: &S, c: MarketCall) -> Option<Inclusion>
 where
-    S: Service<MarketCall, Response = Inclusion, Error = SubmitError> + Clone,
+    S: Service<MarketCall, Response = Pooled, Error = SubmitError> + Clone,
 {
     let (step, inc) = call(who, c).await;
     t.record(what, step);
@@ -1188,33 +1189,54 @@ async fn the_dev_chain_and_the_runtime_follow_the_same_rules() {
 
 /// The draw's subject is a fixed string, so every assignment in one block
 /// goes to the same executor. On three executors (the `multi-executor`
-/// genesis), a burst of assignments lands in few blocks, and within each
-/// block they share one executor.
+/// genesis), a burst of assignments goes into one block built by hand, and
+/// they all share one executor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assignments_in_one_block_go_to_one_executor() {
-    async fn burst<S>(alice: &S, n: usize) -> BTreeMap<u32, Vec<AccountId>>
+    /// Pools all `calls` (each accepted before the next is sent), builds one
+    /// block, and returns their inclusions.
+    async fn in_one_block<S, F>(
+        who: &S,
+        calls: Vec<MarketCall>,
+        new_block: impl Fn() -> F,
+    ) -> Vec<Inclusion>
     where
-        S: Service<MarketCall, Response = Inclusion, Error = SubmitError> + Clone,
+        S: Service<MarketCall, Response = Pooled, Error = SubmitError> + Clone,
+        F: std::future::Future<Output = ()>,
     {
-        let mut ids = Vec::new();
-        for _ in 0..n {
-            let inc = alice
-                .clone()
-                .oneshot(create(Lane::Lane1, "sha256"))
-                .await
-                .expect("create");
-            ids.push(created_task_id(&inc.events).expect("created"));
+        let mut pooled = Vec::new();
+        for call in calls {
+            pooled.push(who.clone().oneshot(call).await.expect("pooled"));
         }
-        // All sent before any is awaited, so they can share blocks.
-        let mut pending = Vec::new();
-        for id in ids {
-            let mut s = alice.clone();
-            s.ready().await.expect("ready");
-            pending.push(s.call(assign(id)));
+        new_block().await;
+        let mut included = Vec::new();
+        for p in pooled {
+            included.push(p.await.expect("included"));
         }
+        included
+    }
+    async fn burst<S, F>(
+        alice: &S,
+        n: usize,
+        new_block: impl Fn() -> F,
+    ) -> BTreeMap<u32, Vec<AccountId>>
+    where
+        S: Service<MarketCall, Response = Pooled, Error = SubmitError> + Clone,
+        F: std::future::Future<Output = ()>,
+    {
+        let created = in_one_block(
+            alice,
+            (0..n).map(|_| create(Lane::Lane1, "sha256")).collect(),
+            &new_block,
+        )
+        .await;
+        let ids: Vec<TaskId> = created
+            .iter()
+            .map(|inc| created_task_id(&inc.events).expect("created"))
+            .collect();
+        let assigned = in_one_block(alice, ids.into_iter().map(assign).collect(), &new_block).await;
         let mut by_block: BTreeMap<u32, Vec<AccountId>> = BTreeMap::new();
-        for p in pending {
-            let inc = p.await.expect("assigned");
+        for inc in assigned {
             for e in &inc.events {
                 if let MarketEvent::TaskAssigned { executor, .. } = e {
                     by_block
@@ -1226,20 +1248,16 @@ async fn assignments_in_one_block_go_to_one_executor() {
         }
         by_block
     }
-    fn check(name: &str, by_block: &BTreeMap<u32, Vec<AccountId>>) {
+    fn check(name: &str, by_block: &BTreeMap<u32, Vec<AccountId>>, n: usize) {
+        assert_eq!(by_block.len(), 1, "{name}: one block: {by_block:?}");
+        let executors = by_block.values().next().expect("a block");
+        assert_eq!(executors.len(), n, "{name}: every task assigned");
         assert!(
-            by_block.values().any(|v| v.len() >= 2),
-            "{name}: some block holds several assignments: {by_block:?}"
+            executors.iter().all(|e| *e == executors[0]),
+            "{name}: one block, several executors: {executors:?}"
         );
-        for (block, executors) in by_block {
-            assert!(
-                executors.iter().all(|e| *e == executors[0]),
-                "{name}: block {block} assigned to several executors: {executors:?}"
-            );
-        }
     }
 
-    // The embedded chain: blocks built by hand, several calls each.
     let mut genesis = DevGenesis::development();
     for who in [CHARLIE, AccountId::FERDIE] {
         genesis
@@ -1248,19 +1266,26 @@ async fn assignments_in_one_block_go_to_one_executor() {
     }
     let dev = DevChain::new(DevConfig {
         genesis,
-        block_mode: BlockMode::Interval(std::time::Duration::from_millis(20)),
+        block_mode: BlockMode::Manual,
         auto_attest: None,
         max_pool: 1024,
         finality_lag: None,
     })
     .expect("dev chain");
-    let dev_blocks = burst(&dev.submitter(ALICE), 24).await;
-    check("embedded", &dev_blocks);
+    let dev_blocks = burst(&dev.submitter(ALICE), 12, || {
+        dev.produce_block();
+        std::future::ready(())
+    })
+    .await;
+    check("embedded", &dev_blocks, 12);
 
-    let node = support::chopsticks_with("Batch", "nsn-dev-spec-multi.json").await;
-    let chain = SubxtChain::connect(&node.url, Backend::Legacy)
-        .await
-        .expect("connects");
-    let real_blocks = burst(&chain.submitter(keypair(ALICE)), 24).await;
-    check("runtime", &real_blocks);
+    let node = support::chopsticks_with("Manual", "nsn-dev-spec-multi.json").await;
+    let real = Real(
+        SubxtChain::connect(&node.url, Backend::Legacy)
+            .await
+            .expect("connects"),
+        Default::default(),
+    );
+    let real_blocks = burst(&real.signer(ALICE), 12, || real.new_blocks(1)).await;
+    check("runtime", &real_blocks, 12);
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use nsn_lane1::chain::dev::{BlockMode, Market};
-use nsn_lane1::chain::{ChainPort, MarketCall, MarketEvent, SubmitError};
+use nsn_lane1::chain::{ChainPort, MarketCall, MarketEvent, Pooled, SubmitError};
 use nsn_lane1::executor::ExecutorConfig;
 use nsn_lane1::layer::preempt::PreemptReason;
 use nsn_lane1::lifecycle::{ExecutorState, TaskOutcome};
@@ -126,11 +126,16 @@ async fn a_lost_answer_is_retried_without_submitting_twice() {
                 let counter = counter.clone();
                 async move {
                     let is_submit = matches!(call, MarketCall::SubmitResult { .. });
-                    let result = sub.oneshot(call).await;
-                    if is_submit && result.is_ok() && counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let pooled = sub.oneshot(call).await?;
+                    if !is_submit {
+                        return Ok(pooled);
+                    }
+                    // Wait for the block, then lose the answer (once).
+                    let included = pooled.await;
+                    if included.is_ok() && counter.fetch_add(1, Ordering::SeqCst) == 0 {
                         return Err(SubmitError::Connection("connection reset".into()));
                     }
-                    result
+                    Ok(Pooled::ready(included))
                 }
             })
         },
@@ -207,17 +212,36 @@ async fn lane0_arrival_preempts_running_lane1_work() {
     .await;
     assert_eq!(h.status(id), TaskStatus::Executing);
     ok(&h.requester, create(Lane::Lane0, "video-render")).await;
+    // The GPU is freed at once: the run is cancelled at the sidecar.
+    within(
+        "run cancelled",
+        h.sidecar
+            .sidecar
+            .wait_for(&id.to_string(), RunState::Cancelled),
+    )
+    .await;
+    // The node reports nothing itself (`fail_task(Preempted)` slashes): the
+    // chain's hook decides, in the next block, while Lane 0 is still open.
+    wait_state(&h, id, |s| matches!(s, ExecutorState::Queued)).await;
+    assert_eq!(h.status(id), TaskStatus::Executing);
+    h.chain.produce_block();
     match h.done(id).await {
-        TaskOutcome::Failed { reason, .. } => assert_eq!(reason, FailReason::Preempted),
+        TaskOutcome::AlreadyResolved { status, .. } => assert_eq!(status, Some(TaskStatus::Failed)),
         other => panic!("{other:?}"),
     }
+    assert_eq!(calls_on_chain(&h.chain, AccountId::BOB, "fail_task", id), 0);
     assert_eq!(
-        h.sidecar.sidecar.state(&id.to_string()),
-        Some(RunState::Cancelled)
+        own_slashes(&h.chain, AccountId::BOB),
+        0,
+        "no slash of our own doing"
     );
-    assert_eq!(h.status(id), TaskStatus::Failed);
+    assert_eq!(
+        rule_slashes(&h.chain, AccountId::BOB),
+        1,
+        "the pallet's hook slashed"
+    );
     let report = h.node.stop().await.unwrap();
-    assert_eq!(report.preempted, 1);
+    assert_eq!((report.preempted, report.failed), (1, 0));
 }
 
 #[tokio::test]
@@ -230,7 +254,7 @@ async fn a_preempted_task_whose_start_had_not_landed_goes_back_to_the_queue() {
         MarketCall::CreateTaskIntent {
             lane: Lane::Lane1,
             priority: Priority::Normal,
-            model_requirements: b"noop".to_vec(),
+            model_requirements: b"sleep".to_vec(),
             input_cid: cid.as_bytes().to_vec(),
             compute_budget: 0,
             deadline_blocks: 1_000,
@@ -243,13 +267,16 @@ async fn a_preempted_task_whose_start_had_not_landed_goes_back_to_the_queue() {
     let assign = send(&h.requester, MarketCall::AcceptAssignment { task_id: id }).await;
     h.chain.produce_block();
     assign.await.unwrap();
-    // The executor hears of it and sends start_task, which waits in the pool.
-    wait_state(&h, id, |s| matches!(s, ExecutorState::Starting)).await;
-    within("start_task in the pool", async {
-        while h.chain.pool_len() == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
+    // The executor hears of it and sends start_task, which waits in the
+    // pool; the run (`sleep`, 1 s) begins before it lands.
+    wait_state(&h, id, |s| matches!(s, ExecutorState::Executing)).await;
+    assert_eq!(h.chain.pool_len(), 1, "start_task in the pool");
+    within(
+        "the optimistic run",
+        h.sidecar
+            .sidecar
+            .wait_for(&id.to_string(), RunState::Running),
+    )
     .await;
     // The node's Lane 0 side preempts before start_task lands.
     assert_eq!(
@@ -258,15 +285,25 @@ async fn a_preempted_task_whose_start_had_not_landed_goes_back_to_the_queue() {
             .preempt_lane(Lane::Lane1, PreemptReason::Lane0),
         vec![id]
     );
-    // No block was built since: the chain still has it assigned, not started,
-    // so the task is requeued and runs again — its second start_task joins
-    // the first in the pool.
-    within("the requeued task to start again", async {
-        while h.chain.pool_len() < 2 {
-            tokio::task::yield_now().await;
-        }
-    })
+    // No block was built since: the chain still has it assigned, not
+    // started, so the task is requeued and runs again. Its start_task is
+    // still in the pool: the re-run waits for that one instead of sending a
+    // second.
+    within(
+        "the preempted run cancelled",
+        h.sidecar
+            .sidecar
+            .wait_for(&id.to_string(), RunState::Cancelled),
+    )
     .await;
+    within(
+        "the re-run",
+        h.sidecar
+            .sidecar
+            .wait_for(&id.to_string(), RunState::Running),
+    )
+    .await;
+    assert_eq!(h.chain.pool_len(), 1, "one start_task in the pool, not two");
     assert_eq!(h.status(id), TaskStatus::Assigned, "start never landed");
     // Blocks go on: the pending start lands, and the requeued task runs to the end.
     let done = tokio::spawn({
@@ -287,6 +324,15 @@ async fn a_preempted_task_whose_start_had_not_landed_goes_back_to_the_queue() {
         matches!(outcome, TaskOutcome::Submitted { .. }),
         "{outcome:?}"
     );
+    assert_eq!(
+        calls_on_chain(&h.chain, AccountId::BOB, "start_task", id),
+        1
+    );
+    assert_eq!(
+        calls_on_chain(&h.chain, AccountId::BOB, "submit_result", id),
+        1
+    );
+    assert_eq!(own_slashes(&h.chain, AccountId::BOB), 0);
     let report = h.node.stop().await.unwrap();
     assert_eq!(
         (report.preempted, report.requeued, report.submitted),
@@ -345,6 +391,13 @@ async fn a_chain_side_preemption_stops_the_sidecar_task() {
         TaskOutcome::AlreadyResolved { status, .. } => assert_eq!(status, Some(TaskStatus::Failed)),
         other => panic!("{other:?}"),
     }
+    assert_eq!(calls_on_chain(&h.chain, AccountId::BOB, "fail_task", id), 0);
+    assert_eq!(own_slashes(&h.chain, AccountId::BOB), 0);
+    assert_eq!(
+        rule_slashes(&h.chain, AccountId::BOB),
+        1,
+        "the hook's own slash"
+    );
 }
 
 #[tokio::test]
@@ -445,12 +498,44 @@ async fn shutdown_cancels_work_that_outlasts_the_grace_period() {
     .await;
     let report = within("stop", h.node.stop()).await.unwrap();
     assert_eq!(report.preempted, 1, "{report:?}");
-    assert_eq!(report.failed, 1);
+    assert_eq!(
+        h.sidecar.sidecar.state(&id.to_string()),
+        Some(RunState::Cancelled)
+    );
+    // Left assigned for the next start to resume: nothing sent for it.
+    assert_eq!(report.failed, 0);
+    assert_eq!(chain_status(&h.chain, id), TaskStatus::Executing);
+    assert_eq!(calls_on_chain(&h.chain, AccountId::BOB, "fail_task", id), 0);
+}
+
+#[tokio::test]
+async fn shutdown_can_fail_unfinished_work_instead() {
+    let h = Harness::start(
+        ExecutorConfig {
+            shutdown_grace: Duration::from_millis(100),
+            execution_timeout: Duration::from_secs(120),
+            fail_unfinished_on_shutdown: true,
+            ..config()
+        },
+        |_| {},
+    );
+    let (id, _) = h.post("sleep", b"long").await;
+    within(
+        "run",
+        h.sidecar
+            .sidecar
+            .wait_for(&id.to_string(), RunState::Running),
+    )
+    .await;
+    let report = within("stop", h.node.stop()).await.unwrap();
+    assert_eq!((report.preempted, report.failed), (1, 1), "{report:?}");
     assert_eq!(
         h.sidecar.sidecar.state(&id.to_string()),
         Some(RunState::Cancelled)
     );
     assert_eq!(chain_status(&h.chain, id), TaskStatus::Failed);
+    // `Other` refunds the requester and slashes no one.
+    assert_eq!(own_slashes(&h.chain, AccountId::BOB), 0);
 }
 
 #[tokio::test]

@@ -256,9 +256,9 @@ async fn dispatch_errors_come_back_by_variant_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_submitter_owns_the_nonce_and_pipelines_calls() {
     use futures::StreamExt;
+    use nsn_lane1::chain::SubmitExt;
     use nsn_lane1::chain::{ChainPort, MarketCall};
     use nsn_lane1::task::{AccountId, Lane, Priority, UNIT};
-    use tower::ServiceExt;
 
     let node = chopsticks().await;
     let chain = SubxtChain::connect(&node.url, Backend::Legacy)
@@ -276,7 +276,7 @@ async fn the_submitter_owns_the_nonce_and_pipelines_calls() {
     });
     // All five are sent before any is final.
     let results: Vec<_> = futures::stream::iter(calls)
-        .map(|call| submitter.clone().oneshot(call))
+        .map(|call| submitter.clone().submit(call))
         .buffer_unordered(5)
         .collect()
         .await;
@@ -305,12 +305,12 @@ async fn post_and_assign(
     inputs: Vec<Vec<u8>>,
 ) -> Vec<TaskId> {
     use nsn_lane1::chain::MarketCall;
+    use nsn_lane1::chain::SubmitExt;
     use nsn_lane1::task::{Lane, Priority, UNIT};
-    use tower::ServiceExt;
     let alice = chain.submitter(subxt_signer::sr25519::dev::alice());
     let creates = inputs.into_iter().map(|input| {
         let cid = sidecar.sidecar.store().put(input).unwrap();
-        alice.clone().oneshot(MarketCall::CreateTaskIntent {
+        alice.clone().submit(MarketCall::CreateTaskIntent {
             lane: Lane::Lane1,
             priority: Priority::Normal,
             model_requirements: model.as_bytes().to_vec(),
@@ -327,7 +327,7 @@ async fn post_and_assign(
     let accepts = ids.iter().map(|id| {
         alice
             .clone()
-            .oneshot(MarketCall::AcceptAssignment { task_id: *id })
+            .submit(MarketCall::AcceptAssignment { task_id: *id })
     });
     for r in futures::future::join_all(accepts).await {
         r.expect("assigned");
@@ -368,10 +368,10 @@ async fn wait_for_events(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_runs_n_tasks_to_verified_on_the_real_runtime() {
+    use nsn_lane1::chain::SubmitExt;
     use nsn_lane1::chain::{MarketCall, MarketEvent};
     use nsn_lane1::task::TaskStatus;
     use subxt_signer::sr25519::dev;
-    use tower::ServiceExt;
 
     const N: usize = 6;
     let node = chopsticks().await;
@@ -418,7 +418,7 @@ async fn the_binary_runs_n_tasks_to_verified_on_the_real_runtime() {
     for v in [dev::dave(), dev::eve()] {
         let s = chain.submitter(v);
         for id in &ids {
-            attests.push(s.clone().oneshot(MarketCall::SubmitAttestation {
+            attests.push(s.clone().submit(MarketCall::SubmitAttestation {
                 task_id: *id,
                 score: 90,
                 attestation_cid: None,
@@ -470,9 +470,9 @@ async fn within_secs<F: std::future::Future>(secs: u64, f: F) -> F::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_batch_mode_many_calls_from_one_account_share_blocks_and_all_land() {
+    use nsn_lane1::chain::SubmitExt;
     use nsn_lane1::chain::{ChainPort, MarketCall};
     use nsn_lane1::task::{AccountId, Lane, Priority, UNIT};
-    use tower::ServiceExt;
 
     const CALLS: u64 = 16;
     let node = support::chopsticks_in("Batch").await;
@@ -482,7 +482,7 @@ async fn in_batch_mode_many_calls_from_one_account_share_blocks_and_all_land() {
     let before = chain.finalized_head().await.unwrap().number;
     let submitter = chain.submitter(subxt_signer::sr25519::dev::alice());
     let calls = (0..CALLS).map(|i| {
-        submitter.clone().oneshot(MarketCall::CreateTaskIntent {
+        submitter.clone().submit(MarketCall::CreateTaskIntent {
             lane: Lane::Lane1,
             priority: Priority::Normal,
             model_requirements: b"noop".to_vec(),

@@ -2,7 +2,10 @@
 
 use parity_scale_codec::{Decode, Encode};
 
-use super::{BlockRef, MarketEvent};
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+
+use super::{BlockRef, MarketEvent, SubmitError};
 use crate::task::{Balance, BlockNumber, FailReason, Lane, Priority, TaskId};
 
 /// A call into the task-market pallet. It SCALE-encodes as the pallet's call
@@ -146,4 +149,92 @@ pub struct Inclusion {
     pub nonce: u64,
     /// The task-market events it emitted.
     pub events: Vec<MarketEvent>,
+}
+
+/// The inclusion (or failure) a [`Pooled`] transaction is waiting for.
+pub type InclusionResult = Result<Inclusion, SubmitError>;
+
+/// A transaction the pool has accepted, on its way into a block: `.await`
+/// it for what became of it (by default its [`Inclusion`] in a best block,
+/// or why it was not included).
+///
+/// Submitters answer in two steps, because the chain answers in two: the
+/// pool's verdict comes at once, inclusion a block later and finality
+/// blocks after that. A caller that only needs the pool's acceptance (to
+/// start a model run optimistically) goes on at the first step; one that
+/// needs the call's effect awaits the second. The inclusion is tracked
+/// whether or not the `Pooled` is awaited: dropping it only stops waiting.
+pub struct Pooled<T = InclusionResult> {
+    nonce: Option<u64>,
+    outcome: Pin<Box<dyn Future<Output = T> + Send>>,
+}
+
+impl<T: Send + 'static> Pooled<T> {
+    /// A pooled transaction with `nonce` whose outcome `outcome` resolves to.
+    pub fn new(nonce: Option<u64>, outcome: impl Future<Output = T> + Send + 'static) -> Self {
+        Pooled {
+            nonce,
+            outcome: Box::pin(outcome),
+        }
+    }
+
+    /// An outcome known already (nothing was sent, or it is final).
+    pub fn ready(outcome: T) -> Self {
+        Pooled::new(None, std::future::ready(outcome))
+    }
+
+    /// The nonce it was signed with (`None` when nothing was sent).
+    pub fn nonce(&self) -> Option<u64> {
+        self.nonce
+    }
+
+    /// The same transaction, its outcome passed through `f` once known.
+    pub fn map<U: Send + 'static>(self, f: impl FnOnce(T) -> U + Send + 'static) -> Pooled<U> {
+        let outcome = self.outcome;
+        Pooled::new(self.nonce, async move { f(outcome.await) })
+    }
+
+    /// The same transaction, its outcome passed through the async `f`.
+    pub fn then<U, F>(self, f: impl FnOnce(T) -> F + Send + 'static) -> Pooled<U>
+    where
+        U: Send + 'static,
+        F: Future<Output = U> + Send + 'static,
+    {
+        let outcome = self.outcome;
+        Pooled::new(self.nonce, async move { f(outcome.await).await })
+    }
+}
+
+impl<T> std::fmt::Debug for Pooled<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pooled")
+            .field("nonce", &self.nonce)
+            .finish()
+    }
+}
+
+impl<T> IntoFuture for Pooled<T> {
+    type Output = T;
+    type IntoFuture = Pin<Box<dyn Future<Output = T> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        self.outcome
+    }
+}
+
+/// A submitter's two steps in one: the pool's verdict, then the inclusion.
+pub trait SubmitExt:
+    tower::Service<MarketCall, Response = Pooled, Error = SubmitError> + Sized
+{
+    /// Submits `call` once the submitter is ready and waits for its
+    /// inclusion (or the reason there is none).
+    fn submit(self, call: MarketCall) -> impl Future<Output = InclusionResult> {
+        use tower::ServiceExt;
+        async move { self.oneshot(call).await?.await }
+    }
+}
+
+impl<S> SubmitExt for S where
+    S: tower::Service<MarketCall, Response = Pooled, Error = SubmitError> + Sized
+{
 }

@@ -37,7 +37,7 @@ mod port;
 mod storage;
 
 pub use block::{Block, BlockHash, BlockRef};
-pub use call::{Inclusion, MarketCall};
+pub use call::{Inclusion, InclusionResult, MarketCall, Pooled, SubmitExt};
 pub use error::{
     ChainError, DispatchError, InvalidTransaction, MarketError, SubmitError, UnknownMarketError,
 };

@@ -2,7 +2,9 @@
 #![allow(dead_code, unreachable_pub)]
 
 use nsn_lane1::chain::dev::{BlockMode, DevChain, DevConfig, DevGenesis, DevSubmitter};
-use nsn_lane1::chain::{Inclusion, MarketCall, MarketError, MarketEvent, SubmitError};
+use nsn_lane1::chain::{
+    Inclusion, MarketCall, MarketError, MarketEvent, Pooled, SubmitError, SubmitExt,
+};
 use nsn_lane1::task::Balance;
 pub use nsn_lane1::task::{Lane, Priority, TaskId, UNIT};
 use tower::ServiceExt;
@@ -51,7 +53,7 @@ pub fn create_with(lane: Lane, model: &str, deadline_blocks: u32, escrow: Balanc
 /// Submits and expects inclusion.
 pub async fn ok(sub: &DevSubmitter, call: MarketCall) -> Inclusion {
     let name = call.name();
-    match sub.clone().oneshot(call).await {
+    match sub.clone().submit(call).await {
         Ok(inc) => inc,
         Err(e) => panic!("{name} failed: {e}"),
     }
@@ -60,7 +62,7 @@ pub async fn ok(sub: &DevSubmitter, call: MarketCall) -> Inclusion {
 /// Submits and expects a task-market dispatch error.
 pub async fn err(sub: &DevSubmitter, call: MarketCall) -> MarketError {
     let name = call.name();
-    match sub.clone().oneshot(call).await {
+    match sub.clone().submit(call).await {
         Ok(inc) => panic!("{name} succeeded: {inc:?}"),
         Err(e) => e
             .market_error()
@@ -70,7 +72,7 @@ pub async fn err(sub: &DevSubmitter, call: MarketCall) -> MarketError {
 
 /// Submits and returns the raw error.
 pub async fn submit_err(sub: &DevSubmitter, call: MarketCall) -> SubmitError {
-    match sub.clone().oneshot(call).await {
+    match sub.clone().submit(call).await {
         Ok(inc) => panic!("succeeded: {inc:?}"),
         Err(e) => e,
     }
@@ -81,13 +83,13 @@ pub fn created_id(inc: &Inclusion) -> TaskId {
     nsn_lane1::chain::created_task_id(&inc.events).expect("a TaskCreated event")
 }
 
-/// Puts a call into the pool (after the submitter is ready) and returns the
-/// future of its inclusion, without waiting for a block.
-pub async fn send(sub: &DevSubmitter, call: MarketCall) -> nsn_lane1::chain::dev::SubmitFuture {
-    use tower::Service;
-    let mut sub = sub.clone();
-    sub.ready().await.expect("submitter ready");
-    sub.call(call)
+/// Puts a call into the pool (after the submitter is ready) and returns it,
+/// pooled, without waiting for a block; `.await` it for its inclusion.
+pub async fn send(sub: &DevSubmitter, call: MarketCall) -> Pooled {
+    sub.clone()
+        .oneshot(call)
+        .await
+        .expect("accepted by the pool")
 }
 
 /// A reference sidecar served by tonic on a loopback port, on its own
@@ -202,7 +204,7 @@ impl Harness {
         wrap: impl FnOnce(DevSubmitter) -> W,
     ) -> Self
     where
-        W: tower::Service<MarketCall, Response = nsn_lane1::chain::Inclusion, Error = SubmitError>
+        W: tower::Service<MarketCall, Response = Pooled, Error = SubmitError>
             + Clone
             + Send
             + Sync
@@ -276,6 +278,52 @@ impl Harness {
     pub async fn done(&self, id: TaskId) -> nsn_lane1::lifecycle::TaskOutcome {
         within("task to finish", self.node.board.wait_done(id)).await
     }
+}
+
+/// Slashes of `who` that its own calls caused (a `fail_task` with a
+/// slashing reason it sent), counted by the chain.
+pub fn own_slashes(chain: &DevChain, who: nsn_lane1::task::AccountId) -> u32 {
+    chain.with_market(|m| m.slashes_by_own_calls(&who))
+}
+
+/// Slashes of `who` by the pallet's own rules (its preemption hook, a
+/// missed verification deadline, a low score), counted by the chain.
+pub fn rule_slashes(chain: &DevChain, who: nsn_lane1::task::AccountId) -> u32 {
+    use nsn_lane1::chain::dev::SlashCause;
+    chain.with_market(|m| {
+        m.slashes(&who)
+            .iter()
+            .filter(|(cause, _)| {
+                matches!(
+                    cause,
+                    SlashCause::PreemptionHook
+                        | SlashCause::VerificationTimeout
+                        | SlashCause::LowScore
+                )
+            })
+            .map(|(_, n)| *n)
+            .sum()
+    })
+}
+
+/// The extrinsics `who` sent for `task` with the call `name`, counted from
+/// the chain's blocks (refused ones included).
+pub fn calls_on_chain(
+    chain: &DevChain,
+    who: nsn_lane1::task::AccountId,
+    name: &str,
+    task: TaskId,
+) -> usize {
+    use nsn_lane1::chain::dev::Origin;
+    chain
+        .extrinsics()
+        .iter()
+        .filter(|x| {
+            x.origin == Origin::Signed(who)
+                && x.call.name() == name
+                && x.call.task_id() == Some(task)
+        })
+        .count()
 }
 
 /// A task's status on the dev chain.

@@ -131,6 +131,21 @@ pub enum DevChainError {
     InvalidScore(u8),
 }
 
+/// An extrinsic the dev chain included in a block, with its outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extrinsic {
+    /// The block it is in.
+    pub block: BlockNumber,
+    /// Its index in the block.
+    pub index: u32,
+    /// Who made it.
+    pub origin: Origin,
+    /// The call.
+    pub call: MarketCall,
+    /// Its dispatch result.
+    pub result: Result<(), DispatchError>,
+}
+
 /// A transaction waiting in the pool.
 struct PoolTx {
     origin: Origin,
@@ -172,6 +187,8 @@ struct State {
     assigned: Vec<(BlockNumber, TaskId, bool)>,
     nonces: HashMap<AccountId, u64>,
     pool: VecDeque<PoolTx>,
+    /// Every extrinsic included, in order.
+    extrinsics: Vec<Extrinsic>,
     mode: BlockMode,
     auto_attest: Option<u8>,
     max_pool: usize,
@@ -232,6 +249,7 @@ impl DevChain {
             assigned: Vec::new(),
             nonces: HashMap::new(),
             pool: VecDeque::new(),
+            extrinsics: Vec::new(),
             mode: config.block_mode,
             auto_attest: config.auto_attest,
             max_pool: config.max_pool,
@@ -318,6 +336,12 @@ impl DevChain {
         self.lock().pool.len()
     }
 
+    /// Every extrinsic included so far, in block order: the chain's own
+    /// record of who sent what (tests count calls with it).
+    pub fn extrinsics(&self) -> Vec<Extrinsic> {
+        self.lock().extrinsics.clone()
+    }
+
     /// Stops the chain: pending transactions fail with
     /// [`SubmitError::Closed`], streams end, new submissions are refused.
     pub fn shutdown(&self) {
@@ -385,7 +409,7 @@ impl State {
         call: MarketCall,
         nonce: Option<u64>,
         reply: Option<oneshot::Sender<Result<Inclusion, SubmitError>>>,
-    ) -> Result<(), SubmitError> {
+    ) -> Result<u64, SubmitError> {
         let name = call.name();
         let invalid = |reason| SubmitError::Invalid { call: name, reason };
         if self.closed {
@@ -419,7 +443,7 @@ impl State {
             nonce,
             reply,
         });
-        Ok(())
+        Ok(nonce)
     }
 
     /// True when the transaction can go into the next block.
@@ -475,6 +499,13 @@ fn produce_block(shared: &Shared, st: &mut State) -> Block {
         if let Origin::Signed(who) = tx.origin {
             *st.nonces.entry(who).or_insert(0) += 1;
         }
+        st.extrinsics.push(Extrinsic {
+            block: number,
+            index,
+            origin: tx.origin,
+            call: tx.call.clone(),
+            result: result.clone(),
+        });
         applied.push((tx, result, index, events));
         index += 1;
         if one_per_block {

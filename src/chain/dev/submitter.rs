@@ -9,12 +9,13 @@ use tokio::sync::oneshot;
 
 use super::pallet::Origin;
 use super::{BlockMode, Shared, lock, produce_block};
-use crate::chain::{Inclusion, MarketCall, SubmitError};
+use crate::chain::{Inclusion, MarketCall, Pooled, SubmitError};
 use crate::task::AccountId;
 
 /// Submits calls to the dev chain as one origin: a
-/// `tower::Service<MarketCall>` that answers with the call's [`Inclusion`] or
-/// why it failed. Nonces are assigned by the chain's pool (the account's next
+/// `tower::Service<MarketCall>` that answers with the pool's verdict — a
+/// [`Pooled`] transaction, awaited for its [`Inclusion`] — or why the pool
+/// refused it. Nonces are assigned by the chain's pool (the account's next
 /// index); [`submit_with_nonce`](Self::submit_with_nonce) sets one by hand.
 #[derive(Clone)]
 pub struct DevSubmitter {
@@ -44,34 +45,33 @@ impl DevSubmitter {
         }
     }
 
-    /// Submits with an explicit nonce.
+    /// Submits with an explicit nonce and waits for the inclusion.
     pub fn submit_with_nonce(&self, call: MarketCall, nonce: u64) -> SubmitFuture {
-        self.submit(call, Some(nonce))
+        let pooled = self.pool(call, Some(nonce));
+        Box::pin(async move { pooled?.await })
     }
 
-    fn submit(&self, call: MarketCall, nonce: Option<u64>) -> SubmitFuture {
+    /// Puts a call into the pool; in instant mode, builds its block.
+    fn pool(&self, call: MarketCall, nonce: Option<u64>) -> Result<Pooled, SubmitError> {
         let (tx, rx) = oneshot::channel();
         let mut st = lock(&self.shared);
-        if let Err(e) = st.push(self.origin, call, nonce, Some(tx)) {
-            return SubmitFuture {
-                inner: SubmitState::Failed(Some(e)),
-            };
-        }
+        let nonce = st.push(self.origin, call, nonce, Some(tx))?;
         if st.mode == BlockMode::Instant {
             while st.has_ready() {
                 produce_block(&self.shared, &mut st);
             }
         }
-        SubmitFuture {
-            inner: SubmitState::Waiting(rx),
-        }
+        let nonce = matches!(self.origin, Origin::Signed(_)).then_some(nonce);
+        Ok(Pooled::new(nonce, async move {
+            rx.await.unwrap_or(Err(SubmitError::Closed))
+        }))
     }
 }
 
 impl tower::Service<MarketCall> for DevSubmitter {
-    type Response = Inclusion;
+    type Response = Pooled;
     type Error = SubmitError;
-    type Future = SubmitFuture;
+    type Future = std::future::Ready<Result<Pooled, SubmitError>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if lock(&self.shared).closed {
@@ -80,35 +80,14 @@ impl tower::Service<MarketCall> for DevSubmitter {
         Poll::Ready(Ok(()))
     }
 
+    /// Answers at once with the pool's verdict (the dev pool validates
+    /// synchronously); the [`Pooled`] resolves when the transaction's block
+    /// is built.
     fn call(&mut self, call: MarketCall) -> Self::Future {
-        self.submit(call, None)
+        std::future::ready(self.pool(call, None))
     }
 }
 
-/// The future of a dev-chain submission: resolves when the transaction's
-/// block is built.
-#[derive(Debug)]
-pub struct SubmitFuture {
-    inner: SubmitState,
-}
-
-#[derive(Debug)]
-enum SubmitState {
-    Waiting(oneshot::Receiver<Result<Inclusion, SubmitError>>),
-    Failed(Option<SubmitError>),
-}
-
-impl Future for SubmitFuture {
-    type Output = Result<Inclusion, SubmitError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.inner {
-            SubmitState::Waiting(rx) => match Pin::new(rx).poll(cx) {
-                Poll::Ready(Ok(result)) => Poll::Ready(result),
-                Poll::Ready(Err(_)) => Poll::Ready(Err(SubmitError::Closed)),
-                Poll::Pending => Poll::Pending,
-            },
-            SubmitState::Failed(e) => Poll::Ready(Err(e.take().unwrap_or(SubmitError::Closed))),
-        }
-    }
-}
+/// A whole dev-chain submission with a nonce set by hand: the pool's
+/// verdict, then the inclusion.
+pub type SubmitFuture = Pin<Box<dyn Future<Output = Result<Inclusion, SubmitError>> + Send>>;

@@ -19,7 +19,7 @@ use crate::chain::{
     InvalidTransaction, MarketCall, MarketEvent, PALLET, Phase, SubmitError, TaskIntent,
 };
 mod submitter;
-pub use submitter::SubxtSubmitter;
+pub use submitter::{MAX_OUTSTANDING, SubxtSubmitter};
 
 use crate::task::TaskId;
 use crate::task::{AccountId, BlockNumber};

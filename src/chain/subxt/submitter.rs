@@ -4,12 +4,19 @@
 //! Each call is signed offline with the next nonce and a mortal era, then
 //! queued — under the nonce lock, so in nonce order — to an *outbox*: a
 //! connection of its own that sends each request without waiting for the
-//! answer to the one before (`author_submitExtrinsic`). The call waits for
-//! the pool's answer (a refusal resyncs the nonce from the chain), then for
-//! its transaction to be final. That is watched *without* a per-transaction
-//! subscription: one tracker task per submitter reads each new finalized
-//! block once, finds the extrinsics it waits for by hash and hands each
-//! caller its block, index, events or dispatch error.
+//! answer to the one before (`author_submitExtrinsic`). The call answers
+//! with the pool's verdict (a refusal resyncs the nonce from the chain): a
+//! [`Pooled`] transaction, which resolves once it is in a best block. That
+//! is watched *without* a per-transaction subscription: one tracker task per
+//! submitter reads each new best block once, finds the extrinsics it waits
+//! for by hash and hands each caller its block, index, events or dispatch
+//! error. What happens after the pool's verdict runs as a task of its own,
+//! so a caller that stops waiting never leaves a dropped transaction
+//! un-resent.
+//!
+//! The submitter's readiness is its backpressure: at most
+//! [`MAX_OUTSTANDING`] transactions are between the pool and a block at
+//! once; `poll_ready` waits for a free place.
 //!
 //! A transaction can leave a pool without being included. The tracker asks
 //! the pool about transactions that wait long, and sends one it is sure was
@@ -31,7 +38,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::{MORTALITY, SubxtChain, call_fields, pool_rejection};
 use crate::chain::{
     BlockRef, ChainPort, DispatchError, Inclusion, InvalidTransaction, MarketCall, MarketEvent,
-    PALLET, SubmitError,
+    PALLET, Pooled, SubmitError,
 };
 use crate::layer::retry::backoff;
 use crate::task::AccountId;
@@ -40,7 +47,10 @@ use tower::retry::backoff::Backoff as _;
 /// An extrinsic hash.
 pub(super) type TxHash = [u8; 32];
 
-/// A watched extrinsic found in a finalized block.
+/// Most transactions a submitter has between the pool and a block at once.
+pub const MAX_OUTSTANDING: usize = 256;
+
+/// A watched extrinsic found in a best block.
 #[derive(Debug)]
 pub(super) struct Found {
     pub block: BlockRef,
@@ -156,7 +166,7 @@ impl Tracker {
             .collect()
     }
 
-    /// Reads finalized blocks as long as someone waits, resolving waiters.
+    /// Reads best blocks as long as someone waits, resolving waiters.
     async fn run(
         self: Arc<Self>,
         chain: SubxtChain,
@@ -176,7 +186,7 @@ impl Tracker {
                 }
             }
             let step = async {
-                let head = chain.finalized_head().await?.number;
+                let head = chain.best_number().await?;
                 let mut n = match (next, self.first_after()) {
                     (Some(n), _) => n,
                     (None, Some(after)) => after + 1,
@@ -211,13 +221,13 @@ impl Tracker {
             if self.lock().is_empty() {
                 continue;
             }
-            // Wait for the next finalized head, asking the pool about
+            // Wait for the next best head, asking the pool about
             // long-waiting transactions when none comes.
             if heads.is_none() {
-                match chain.api.stream_blocks().await {
+                match chain.api.stream_best_blocks().await {
                     Ok(s) => heads = Some(s),
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot follow finalized heads; retrying");
+                        tracing::warn!(error = %e, "cannot follow best heads; retrying");
                         tokio::select! {
                             () = stop.cancelled() => return,
                             () = retry_delay.next_backoff() => continue,
@@ -233,7 +243,7 @@ impl Tracker {
                 item = stream.next() => match item {
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "finalized head subscription failed; resubscribing");
+                        tracing::warn!(error = %e, "best head subscription failed; resubscribing");
                         heads = None;
                     }
                     None => heads = None,
@@ -408,9 +418,23 @@ fn hex(bytes: &[u8]) -> String {
 /// Submits task-market calls as one account: a `tower::Service<MarketCall>`
 /// like the dev chain's, and the one owner of the account's nonce. See the
 /// module documentation for how transactions are pipelined and watched.
-#[derive(Clone)]
 pub struct SubxtSubmitter {
     inner: Arc<Inner>,
+    /// Places for transactions between the pool and a block.
+    places: tokio_util::sync::PollSemaphore,
+    /// The place `poll_ready` reserved for the next call.
+    place: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Clone for SubxtSubmitter {
+    /// A clone shares the places, but not one reserved by `poll_ready`.
+    fn clone(&self) -> Self {
+        SubxtSubmitter {
+            inner: self.inner.clone(),
+            places: self.places.clone(),
+            place: None,
+        }
+    }
 }
 
 struct Inner {
@@ -459,6 +483,10 @@ impl SubxtSubmitter {
     ) -> Self {
         let stop = CancellationToken::new();
         SubxtSubmitter {
+            places: tokio_util::sync::PollSemaphore::new(Arc::new(tokio::sync::Semaphore::new(
+                MAX_OUTSTANDING,
+            ))),
+            place: None,
             inner: Arc::new(Inner {
                 chain,
                 account: AccountId(signer.public_key().0),
@@ -479,9 +507,14 @@ impl SubxtSubmitter {
         self.inner.account
     }
 
-    /// Transactions handed to the pool and not yet seen final.
+    /// Transactions handed to the pool and not yet seen in a block.
     pub fn in_flight(&self) -> usize {
         self.inner.tracker.lock().len()
+    }
+
+    /// Places left for transactions between the pool and a block.
+    pub fn free_places(&self) -> usize {
+        self.places.available_permits()
     }
 }
 
@@ -616,7 +649,14 @@ impl Inner {
         Err(result)
     }
 
-    async fn submit(&self, call: MarketCall) -> Result<Inclusion, SubmitError> {
+    /// Signs `call` with the next nonce and hands it to the pool; answers
+    /// with the pool's verdict. What follows (the block, a re-send after a
+    /// drop) runs as a task of its own holding `place`.
+    async fn pool(
+        self: Arc<Self>,
+        call: MarketCall,
+        place: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Pooled, SubmitError> {
         let name = call.name();
         // Nonces are assigned, signed and sent in order under the lock; the
         // lock is released as soon as the request is on its way, so several
@@ -639,9 +679,30 @@ impl Inner {
             }
         };
         *next = Some(nonce + 1);
-        let (mut fate, sent) = self.send(&signed);
+        let (fate, sent) = self.send(&signed);
         drop(next);
         self.verdict(name, nonce, sent).await?;
+        let (done, outcome) = oneshot::channel();
+        tokio::spawn(async move {
+            let included = self.include(call, nonce, fate).await;
+            drop(place);
+            // The caller may have stopped waiting; the block stands regardless.
+            let _ = done.send(included);
+        });
+        Ok(Pooled::new(Some(nonce), async move {
+            outcome.await.unwrap_or(Err(SubmitError::Closed))
+        }))
+    }
+
+    /// Waits for a pooled transaction's block, re-signing it with the same
+    /// nonce if it left the pool unincluded while the nonce is still free.
+    async fn include(
+        &self,
+        call: MarketCall,
+        nonce: u64,
+        mut fate: oneshot::Receiver<Fate>,
+    ) -> Result<Inclusion, SubmitError> {
+        let name = call.name();
         let mut resubmits = 0;
         loop {
             let outcome = fate.await.map_err(|_| SubmitError::Closed)?;
@@ -706,21 +767,30 @@ impl Inner {
 }
 
 impl tower::Service<MarketCall> for SubxtSubmitter {
-    type Response = Inclusion;
+    type Response = Pooled;
     type Error = SubmitError;
     type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Inclusion, SubmitError>> + Send>>;
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Pooled, SubmitError>> + Send>>;
 
+    /// Ready when there is a place for one more transaction between the
+    /// pool and a block ([`MAX_OUTSTANDING`] in all).
     fn poll_ready(
         &mut self,
-        _cx: &mut std::task::Context<'_>,
+        cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
+        if self.place.is_none() {
+            match std::task::ready!(self.places.poll_acquire(cx)) {
+                Some(place) => self.place = Some(place),
+                None => return std::task::Poll::Ready(Err(SubmitError::Closed)),
+            }
+        }
         std::task::Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, call: MarketCall) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { this.inner.submit(call).await })
+        let inner = self.inner.clone();
+        let place = self.place.take();
+        Box::pin(inner.pool(call, place))
     }
 }
 
@@ -746,8 +816,8 @@ impl SubxtChain {
         signer: &subxt_signer::sr25519::Keypair,
         call: &MarketCall,
     ) -> Result<crate::chain::BlockHash, SubmitError> {
-        use tower::ServiceExt;
-        let inclusion = self.submitter(signer.clone()).oneshot(call.clone()).await?;
+        use crate::chain::SubmitExt;
+        let inclusion = self.submitter(signer.clone()).submit(call.clone()).await?;
         Ok(inclusion.block.hash)
     }
 }

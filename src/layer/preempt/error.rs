@@ -15,6 +15,9 @@ pub enum PreemptReason {
     ChainExpired,
     /// The executor is shutting down.
     Shutdown,
+    /// The chain refused the task's `start_task` (the run had begun
+    /// optimistically, before the start was in a block).
+    StartRefused,
     /// Asked for by the node.
     Requested,
 }
@@ -27,6 +30,7 @@ impl PreemptReason {
             PreemptReason::ChainFailed => "task failed on chain",
             PreemptReason::ChainExpired => "task expired on chain",
             PreemptReason::Shutdown => "executor shutting down",
+            PreemptReason::StartRefused => "the chain refused the task's start",
             PreemptReason::Requested => "preempted on request",
         }
     }

@@ -36,6 +36,8 @@ enum State<F> {
     Cancelling {
         cancel: CancelFuture,
     },
+    /// Preempted before it was made (its lane was held): nothing ran.
+    Refused,
 }
 
 impl<F> std::fmt::Debug for State<F> {
@@ -43,11 +45,21 @@ impl<F> std::fmt::Debug for State<F> {
         f.write_str(match self {
             State::Running { .. } => "Running",
             State::Cancelling { .. } => "Cancelling",
+            State::Refused => "Refused",
         })
     }
 }
 
 impl<F> ResponseFuture<F> {
+    /// A call that is not made: its lane is held.
+    pub(super) fn refused(registration: Registration) -> Self {
+        ResponseFuture {
+            state: State::Refused,
+            task_id: registration.task_id,
+            registration: Some(registration),
+        }
+    }
+
     pub(super) fn new(inner: F, registration: Registration, canceller: Canceller) -> Self {
         ResponseFuture {
             state: State::Running {
@@ -92,6 +104,20 @@ where
                     let cancel = canceller.cancel(task_id, reason.as_str());
                     // Replacing the state drops the inner call.
                     this.state.set(State::Cancelling { cancel });
+                }
+                Proj::Refused => {
+                    let task_id = *this.task_id;
+                    let reason = this
+                        .registration
+                        .take()
+                        .map_or(super::PreemptReason::Requested, |r| r.reason());
+                    tracing::info!(%task_id, reason = reason.as_str(), "not started: its lane is held");
+                    return Poll::Ready(Err(Preempted {
+                        task_id,
+                        reason,
+                        sidecar_confirmed: true,
+                    }
+                    .into()));
                 }
                 Proj::Cancelling { cancel } => {
                     let confirmed = ready!(cancel.as_mut().poll(cx));

@@ -18,7 +18,7 @@
 //! # let _ = layer;
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -49,6 +49,10 @@ struct Entry {
 struct Registry {
     tasks: HashMap<TaskId, Entry>,
     next_generation: u64,
+    /// Lanes whose calls are preempted as soon as they are made.
+    held: HashSet<Lane>,
+    /// Tasks whose next call is preempted as soon as it is made.
+    forbidden: HashMap<TaskId, PreemptReason>,
 }
 
 /// Fires the cancel signals of running tasks. Cheap to clone; clones share
@@ -106,6 +110,39 @@ impl Preemptor {
         ids
     }
 
+    /// Holds a lane: its running calls should be preempted (see
+    /// [`preempt_lane`](Self::preempt_lane)), and every call of it made
+    /// until [`release`](Self::release) is preempted at once, with
+    /// [`PreemptReason::Lane0`]. (A task that waited for a sidecar slot while
+    /// Lane 0 work arrived does not start then.)
+    pub fn hold(&self, lane: Lane) {
+        self.lock().held.insert(lane);
+    }
+
+    /// Lets calls of a held lane run again.
+    pub fn release(&self, lane: Lane) {
+        self.lock().held.remove(&lane);
+    }
+
+    /// True while `lane` is held.
+    pub fn is_held(&self, lane: Lane) -> bool {
+        self.lock().held.contains(&lane)
+    }
+
+    /// Preempts a task now if it is running, or else its next call as soon
+    /// as it is made (for a task on its way to the sidecar that must not get
+    /// there: the chain ended it). Undone by [`allow`](Self::allow).
+    pub fn forbid(&self, id: TaskId, reason: PreemptReason) {
+        if !self.preempt(id, reason) {
+            self.lock().forbidden.insert(id, reason);
+        }
+    }
+
+    /// Forgets a [`forbid`](Self::forbid) mark.
+    pub fn allow(&self, id: TaskId) {
+        self.lock().forbidden.remove(&id);
+    }
+
     /// Tasks currently running in the stack.
     pub fn running(&self) -> Vec<TaskId> {
         let mut ids: Vec<TaskId> = self.lock().tasks.keys().copied().collect();
@@ -118,12 +155,19 @@ impl Preemptor {
         let mut reg = self.lock();
         let generation = reg.next_generation;
         reg.next_generation += 1;
+        let reason = reg
+            .forbidden
+            .remove(&task_id)
+            .or_else(|| reg.held.contains(&lane).then_some(PreemptReason::Lane0));
+        if reason.is_some() {
+            token.cancel();
+        }
         reg.tasks.insert(
             task_id,
             Entry {
                 lane,
                 token: token.clone(),
-                reason: None,
+                reason,
                 generation,
             },
         );
@@ -219,6 +263,10 @@ where
 
     fn call(&mut self, req: R) -> Self::Future {
         let registration = self.preemptor.register(req.task_id(), req.lane());
+        if registration.token.is_cancelled() {
+            // Its lane is held: the call is not made at all.
+            return ResponseFuture::refused(registration);
+        }
         ResponseFuture::new(self.inner.call(req), registration, self.canceller.clone())
     }
 }
