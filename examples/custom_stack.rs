@@ -96,6 +96,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 board: board.clone(),
                 preemptor: preemptor.clone(),
                 admit: config.admitted(),
+                parameters: config.model_parameters.clone(),
             },
         ));
 

@@ -43,6 +43,9 @@ pub struct DevOptions {
     pub tasks: Option<u64>,
     /// Block time (`None`: a block per transaction).
     pub block_time: Option<Duration>,
+    /// Blocks the finalized head trails the best block by (`None`: 2 with a
+    /// block time, 0 without).
+    pub finality_lag: Option<u32>,
     /// Models to post tasks for, in turn.
     pub models: Vec<String>,
     /// Post a Lane 0 task after every this many Lane 1 tasks.
@@ -64,6 +67,7 @@ impl Default for DevOptions {
         DevOptions {
             tasks: None,
             block_time: None,
+            finality_lag: None,
             models: ["sha256", "uppercase", "mandelbrot", "noop"]
                 .map(String::from)
                 .to_vec(),
@@ -134,6 +138,43 @@ pub struct DevSummary {
     pub elapsed: Duration,
     /// What the executor reported.
     pub executor: ExecutorReport,
+    /// The sidecar's runs: how long each took, and when the first began and
+    /// the last ended.
+    pub runs: SidecarRuns,
+}
+
+/// How busy the sidecar was.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SidecarRuns {
+    /// Runs that ended.
+    pub count: u64,
+    /// Their summed run time.
+    pub busy: Duration,
+    /// From the first run's start to the last run's end.
+    pub span: Duration,
+}
+
+impl SidecarRuns {
+    /// Measures the runs in `history`.
+    pub fn of(history: &[crate::sidecar::server::RunRecord]) -> Self {
+        let (Some(first), Some(last)) = (
+            history.iter().map(|r| r.started).min(),
+            history.iter().map(|r| r.ended).max(),
+        ) else {
+            return SidecarRuns::default();
+        };
+        SidecarRuns {
+            count: history.len() as u64,
+            busy: history.iter().map(|r| r.ended - r.started).sum(),
+            span: last - first,
+        }
+    }
+
+    /// Σ run time ÷ (last run end − first run start): 1.0 when a model was
+    /// always running (with one slot), `None` before any run.
+    pub fn busy_fraction(&self) -> Option<f64> {
+        (!self.span.is_zero()).then(|| self.busy.as_secs_f64() / self.span.as_secs_f64())
+    }
 }
 
 impl DevSummary {
@@ -178,6 +219,12 @@ impl DevSummary {
             ("  preempted", self.preempted().to_string()),
             ("expired", self.expired.to_string()),
             ("lane 0 posted", self.lane0.to_string()),
+            (
+                "sidecar busy",
+                self.runs
+                    .busy_fraction()
+                    .map_or("-".to_owned(), |f| format!("{:.1} %", f * 100.0)),
+            ),
             ("latency p50", ms(self.percentile(0.5))),
             ("latency p99", ms(self.percentile(0.99))),
             ("elapsed", format!("{:.2} s", self.elapsed.as_secs_f64())),
@@ -215,6 +262,7 @@ pub async fn run_dev(
         block_mode: opts
             .block_time
             .map_or(BlockMode::Instant, BlockMode::Interval),
+        finality_lag: opts.finality_lag,
         ..DevConfig::default()
     })?;
 
@@ -226,6 +274,7 @@ pub async fn run_dev(
         .local_addr()
         .map_err(|e| DevError::Sidecar(e.to_string()))?;
     let sidecar = ReferenceSidecar::new(BlobStore::in_memory());
+    let runs = sidecar.clone();
     let store = sidecar.store().clone();
     let stop_sidecar = tokio_util::sync::CancellationToken::new();
     let sidecar_task =
@@ -270,6 +319,7 @@ pub async fn run_dev(
     stop_sidecar.cancel();
     let _ = sidecar_task.await;
     summary.elapsed = started.elapsed();
+    summary.runs = SidecarRuns::of(&runs.run_history());
     if opts.progress && std::io::stderr().is_terminal() {
         eprintln!();
     }

@@ -74,6 +74,10 @@ pub struct ExecutorConfig {
     /// Turn off when the node's Lane 0 side preempts through the
     /// [`Preemptor`] itself; the chain's preemption hook still applies.
     pub preempt_on_lane0: bool,
+    /// Parameters sent to the sidecar with every run of a model (chain tasks
+    /// carry none: these are the node's choice, e.g. a sampler's settings).
+    pub model_parameters:
+        std::collections::BTreeMap<crate::task::ModelId, crate::sidecar::client::Parameters>,
     /// At shutdown, fail tasks whose runs did not finish in the grace period
     /// with `fail_task(Other)` (refunding their requesters) instead of
     /// leaving them assigned for the next start to resume.
@@ -108,6 +112,7 @@ impl Default for ExecutorConfig {
             claim_assignments: false,
             preempt_on_lane0: true,
             fail_unfinished_on_shutdown: false,
+            model_parameters: Default::default(),
         }
     }
 }

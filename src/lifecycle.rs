@@ -26,7 +26,7 @@
 //!
 //! Each task's progress is published on a [`TaskBoard`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,9 +42,9 @@ use crate::layer::cause;
 use crate::layer::metrics::Outcome;
 use crate::layer::preempt::{PreemptReason, Preemptor};
 use crate::layer::timeout::Elapsed;
-use crate::sidecar::client::{ExecuteRequest, ExecutionResult, SidecarError};
+use crate::sidecar::client::{ExecuteRequest, ExecutionResult, Parameters, SidecarError};
 use crate::submitter::{GuardedOutcome, MarketCalls, PooledCall, SubmissionError, Submitted};
-use crate::task::{AccountId, Cid, FailReason, Task, TaskId, TaskStatus};
+use crate::task::{AccountId, Cid, FailReason, ModelId, Task, TaskId, TaskStatus};
 
 /// Where a task is in this executor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -263,6 +263,7 @@ pub struct Lifecycle<E, C, P> {
     account: AccountId,
     board: TaskBoard,
     preemptor: Preemptor,
+    parameters: Arc<BTreeMap<ModelId, Parameters>>,
     gate: PollSemaphore,
     admitted: Option<OwnedSemaphorePermit>,
 }
@@ -277,6 +278,7 @@ impl<E: Clone, C: Clone, P: Clone> Clone for Lifecycle<E, C, P> {
             account: self.account,
             board: self.board.clone(),
             preemptor: self.preemptor.clone(),
+            parameters: self.parameters.clone(),
             gate: self.gate.clone(),
             admitted: None,
         }
@@ -297,6 +299,8 @@ pub struct LifecycleParts<P> {
     /// Most tasks in the start and execute stages at once
     /// (`max_concurrent + prestart`).
     pub admit: usize,
+    /// Parameters sent with every run of a model.
+    pub parameters: BTreeMap<ModelId, Parameters>,
 }
 
 impl<E, C, P> Lifecycle<E, C, P> {
@@ -310,6 +314,7 @@ impl<E, C, P> Lifecycle<E, C, P> {
             account: parts.account,
             board: parts.board,
             preemptor: parts.preemptor,
+            parameters: Arc::new(parts.parameters),
             gate: PollSemaphore::new(std::sync::Arc::new(Semaphore::new(parts.admit.max(1)))),
             admitted: None,
         }
@@ -356,6 +361,11 @@ where
     fn call(&mut self, task: Task) -> Self::Future {
         let admitted = self.admitted.take();
         let execute = self.execute.clone();
+        let parameters = self
+            .parameters
+            .get(&task.model)
+            .cloned()
+            .unwrap_or_default();
         let stage = Stages {
             calls: self.calls.clone(),
             port: self.port.clone(),
@@ -364,7 +374,11 @@ where
             preemptor: self.preemptor.clone(),
         };
         let span = tracing::info_span!("task", task_id = %task.id, model = %task.model);
-        Box::pin(stage.run(task, execute, admitted).instrument(span))
+        Box::pin(
+            stage
+                .run(task, parameters, execute, admitted)
+                .instrument(span),
+        )
     }
 }
 
@@ -400,6 +414,7 @@ where
     async fn run<E>(
         self,
         task: Task,
+        parameters: Parameters,
         mut execute: E,
         admitted: Option<OwnedSemaphorePermit>,
     ) -> Result<TaskOutcome, BoxError>
@@ -416,7 +431,8 @@ where
 
         // The run begins while the start is on its way into a block.
         self.board.set(task_id, ExecutorState::Executing);
-        let request = ExecuteRequest::for_task(&task, None);
+        let mut request = ExecuteRequest::for_task(&task, None);
+        request.parameters = parameters;
         let run = async move {
             let svc = execute.ready().await.map_err(Into::into)?;
             svc.call(request).await.map_err(Into::into)

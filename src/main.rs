@@ -44,6 +44,15 @@ struct DevArgs {
     /// Block time in milliseconds (0: a block per transaction).
     #[arg(long, default_value_t = 0)]
     block_ms: u64,
+    /// Blocks the finalized head trails the best block by (default: 2 with
+    /// a block time, 0 without).
+    #[arg(long, value_name = "N")]
+    finality_lag: Option<u32>,
+    /// A model to post tasks for, with the parameters the node runs it with
+    /// (repeatable; tasks take the models in turn): `sleep`, or
+    /// `sleep:{"duration_ms":200}`.
+    #[arg(long = "model", value_name = "NAME[:JSON]")]
+    models: Vec<String>,
     /// Tasks in flight at the sidecar at once.
     #[arg(long)]
     concurrency: Option<usize>,
@@ -158,18 +167,60 @@ async fn dev(config: Config, args: DevArgs) -> CliResult {
         }
         executor.max_concurrent = c;
     }
+    let mut models = Vec::new();
+    for spec in &args.models {
+        let (name, parameters) = parse_model(spec)?;
+        if let Some(p) = parameters {
+            let id = nsn_lane1::task::ModelId::new(&name)
+                .map_err(|e| format!("--model {spec:?}: {e}"))?;
+            match executor.model_parameters.get(&id) {
+                Some(old) if *old != p => {
+                    return Err(format!(
+                        "--model {spec:?}: {name} was given other parameters already"
+                    )
+                    .into());
+                }
+                _ => {
+                    executor.model_parameters.insert(id, p);
+                }
+            }
+        }
+        models.push(name);
+    }
+    let defaults = DevOptions::default();
     let options = DevOptions {
         telemetry_listen: args.telemetry_listen.or(config.telemetry.listen),
         tasks: args.tasks,
         block_time: (args.block_ms > 0).then(|| Duration::from_millis(args.block_ms)),
+        finality_lag: args.finality_lag,
+        models: if models.is_empty() {
+            defaults.models.clone()
+        } else {
+            models
+        },
         lane0_every: args.lane0_every,
         executor,
         progress: true,
-        ..DevOptions::default()
+        ..defaults
     };
     let summary = run_dev(options, ctrl_c()).await?;
     print!("{}", summary.table());
     Ok(())
+}
+
+/// `NAME` or `NAME:JSON` → the model and its parameters (checked JSON).
+fn parse_model(
+    spec: &str,
+) -> Result<(String, Option<nsn_lane1::sidecar::client::Parameters>), Box<dyn std::error::Error>> {
+    match spec.split_once(':') {
+        None => Ok((spec.to_owned(), None)),
+        Some((name, json)) => {
+            let parameters =
+                nsn_lane1::sidecar::client::Parameters::from_bytes(json.as_bytes().to_vec())
+                    .map_err(|e| format!("--model {spec:?}: {e}"))?;
+            Ok((name.to_owned(), Some(parameters)))
+        }
+    }
 }
 
 async fn run(mut config: Config, args: RunArgs) -> CliResult {

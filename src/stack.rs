@@ -203,6 +203,7 @@ where
             board: parts.board,
             preemptor: parts.preemptor,
             admit: config.admitted(),
+            parameters: config.model_parameters.clone(),
         },
     );
     ServiceBuilder::new()

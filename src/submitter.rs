@@ -170,15 +170,18 @@ enum Sent {
     },
 }
 
+/// Each sent call's record, by task and kind.
+type Records = HashMap<(TaskId, Kind), watch::Sender<Sent>>;
+
 /// The calls a guard has sent, by task and kind. Clones share one record;
 /// every guard for an account must share it (a node builds one).
 #[derive(Clone, Debug, Default)]
 pub struct SentCalls {
-    calls: Arc<Mutex<HashMap<(TaskId, Kind), watch::Sender<Sent>>>>,
+    calls: Arc<Mutex<Records>>,
 }
 
 impl SentCalls {
-    fn lock(&self) -> MutexGuard<'_, HashMap<(TaskId, Kind), watch::Sender<Sent>>> {
+    fn lock(&self) -> MutexGuard<'_, Records> {
         // Each critical section is one map operation: never half-done.
         self.calls
             .lock()

@@ -65,6 +65,21 @@ struct Runs {
     running: usize,
     /// Finished runs, oldest first, for eviction.
     finished: VecDeque<String>,
+    /// When each finished run ran, oldest first (the last [`FINISHED_KEPT`]).
+    history: VecDeque<RunRecord>,
+}
+
+/// When one run ran at the sidecar, and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRecord {
+    /// The task id.
+    pub task_id: String,
+    /// How it ended.
+    pub state: RunState,
+    /// When the run began.
+    pub started: Instant,
+    /// When it ended.
+    pub ended: Instant,
 }
 
 /// How many finished runs the sidecar remembers for `GetTaskStatus`.
@@ -124,6 +139,7 @@ impl ReferenceSidecar {
                     by_id: HashMap::new(),
                     running: 0,
                     finished: VecDeque::new(),
+                    history: VecDeque::new(),
                 }),
                 changed,
                 started: Instant::now(),
@@ -158,6 +174,12 @@ impl ReferenceSidecar {
             .add_service(self.into_service())
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
+    }
+
+    /// When the finished runs ran (the last ten thousand), oldest first: to
+    /// measure how busy the sidecar was.
+    pub fn run_history(&self) -> Vec<RunRecord> {
+        self.runs().history.iter().cloned().collect()
     }
 
     /// The most runs that have been running at once since start.
@@ -244,6 +266,7 @@ impl ReferenceSidecar {
         let mut runs = self.runs();
         if let Some(run) = runs.by_id.get_mut(task_id) {
             let was_running = run.state == RunState::Running;
+            let started = run.started;
             run.state = state;
             run.error = error;
             if state == RunState::Completed {
@@ -252,6 +275,16 @@ impl ReferenceSidecar {
             run.stage = state.as_str();
             if was_running {
                 runs.running -= 1;
+                let record = RunRecord {
+                    task_id: task_id.to_owned(),
+                    state,
+                    started,
+                    ended: Instant::now(),
+                };
+                runs.history.push_back(record);
+                if runs.history.len() > FINISHED_KEPT {
+                    runs.history.pop_front();
+                }
             }
             runs.finished.push_back(task_id.to_owned());
             while runs.finished.len() > FINISHED_KEPT {
