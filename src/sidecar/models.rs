@@ -290,12 +290,17 @@ async fn sleep(
     let total = Duration::from_millis(p.duration_ms);
     let steps = 20u32;
     let step = total / steps;
+    // Each step ends at its own point in time, so the timer's granularity
+    // does not add up over the steps: the run takes `duration_ms`.
+    let start = tokio::time::Instant::now();
     progress(0.0, "sleeping");
     for i in 1..=steps {
         tokio::select! {
             biased;
             () = cancel.cancelled() => return Err(ModelError::Cancelled),
-            () = tokio::time::sleep(step) => progress(i as f32 / steps as f32, "sleeping"),
+            () = tokio::time::sleep_until(start + step * i) => {
+                progress(i as f32 / steps as f32, "sleeping");
+            }
         }
     }
     Ok(input.to_vec())
