@@ -41,11 +41,18 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 /// The development chain without validators attesting (results are
 /// rejected by the verification-deadline hook instead, which keeps the
-/// pending-verification list short without adding transactions).
+/// pending-verification list short without adding transactions). That
+/// rejection slashes the executor (the deployed pallet's rule), so Bob
+/// stakes nearly all he has: enough for every task a run posts.
 fn bench_chain() -> DevChain {
     chain_with(|c| {
         c.max_pool = 1 << 16;
         c.auto_attest = None;
+        c.genesis.executors = vec![(
+            AccountId::BOB,
+            999_000 * UNIT,
+            vec![Lane::Lane0, Lane::Lane1],
+        )];
     })
 }
 

@@ -97,6 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 preemptor: preemptor.clone(),
                 admit: config.admitted(),
                 parameters: config.model_parameters.clone(),
+                admission: nsn_lane1::admission::Admission::new(config.admission.clone()),
             },
         ));
 

@@ -3,8 +3,10 @@
 //! event is lost while the process was down.
 //!
 //! The file holds the block number as decimal text and a newline. It is
-//! replaced atomically (written beside, then renamed), so a crash leaves
-//! either the old or the new number, never a torn one.
+//! replaced atomically and durably — written beside, flushed to disk,
+//! renamed, and the directory flushed too — so a crash or a power loss
+//! leaves either the old or the new number, never a torn one. The executor
+//! saves it off its event loop ([`Checkpoint::spawn_writer`]).
 
 use std::path::{Path, PathBuf};
 
@@ -77,14 +79,62 @@ impl Checkpoint {
             })
     }
 
-    /// Records `block` as handled.
+    /// Records `block` as handled (blocking: file I/O with fsync).
     pub fn save(&self, block: BlockNumber) -> Result<(), CheckpointError> {
+        use std::io::Write;
         let io = |source| CheckpointError::Io {
             path: self.path.clone(),
             source,
         };
-        std::fs::write(&self.temp, format!("{block}\n")).map_err(io)?;
-        std::fs::rename(&self.temp, &self.path).map_err(io)
+        let mut file = std::fs::File::create(&self.temp).map_err(io)?;
+        file.write_all(format!("{block}\n").as_bytes())
+            .map_err(io)?;
+        file.sync_all().map_err(io)?;
+        drop(file);
+        std::fs::rename(&self.temp, &self.path).map_err(io)?;
+        // The rename is durable once the directory is.
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
+    }
+
+    /// Saves the blocks sent on the returned channel, the newest first when
+    /// they come faster than the disk, on the blocking pool (never on the
+    /// caller's event loop). The task ends, after saving the last, when the
+    /// sender is dropped; join it to be sure the last is on disk.
+    pub fn spawn_writer(
+        self,
+    ) -> (
+        tokio::sync::watch::Sender<Option<BlockNumber>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, mut rx) = tokio::sync::watch::channel(None::<BlockNumber>);
+        let writer = tokio::spawn(async move {
+            let mut saved = None;
+            loop {
+                let closed = rx.changed().await.is_err();
+                let latest = *rx.borrow_and_update();
+                if latest.is_some() && latest != saved {
+                    let cp = self.clone();
+                    let block = latest.unwrap_or_default();
+                    match tokio::task::spawn_blocking(move || cp.save(block)).await {
+                        Ok(Ok(())) => saved = latest,
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, block, "cannot record the last handled block");
+                        }
+                        Err(e) => tracing::error!(error = %e, "checkpoint writer failed"),
+                    }
+                }
+                if closed {
+                    return;
+                }
+            }
+        });
+        (tx, writer)
     }
 }
 

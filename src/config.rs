@@ -95,6 +95,13 @@ pub struct ExecutorSection {
     pub claim_assignments: bool,
     /// Preempt Lane 1 work when Lane 0 work appears on chain.
     pub preempt_on_lane0: bool,
+    /// Tasks started ahead while the sidecar is busy (default: `max_concurrent`).
+    pub prestart: Option<usize>,
+    /// At shutdown, fail unfinished tasks with `Other` instead of leaving
+    /// them assigned for the next start.
+    pub fail_unfinished_on_shutdown: bool,
+    /// Parameters sent with every run of a model, as JSON text by model id.
+    pub model_parameters: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ExecutorSection {
@@ -109,6 +116,9 @@ impl Default for ExecutorSection {
             shutdown_grace_secs: d.shutdown_grace.as_secs_f64(),
             claim_assignments: d.claim_assignments,
             preempt_on_lane0: d.preempt_on_lane0,
+            prestart: d.prestart,
+            fail_unfinished_on_shutdown: d.fail_unfinished_on_shutdown,
+            model_parameters: Default::default(),
         }
     }
 }
@@ -290,6 +300,16 @@ impl Config {
         if e.queue_capacity == 0 {
             return Err(invalid("executor.queue_capacity", "must be at least 1"));
         }
+        let mut model_parameters = std::collections::BTreeMap::new();
+        for (model, json) in &e.model_parameters {
+            let key = format!("executor.model_parameters.{model}");
+            let id =
+                crate::task::ModelId::new(model).map_err(|err| invalid(&key, err.to_string()))?;
+            let parameters =
+                crate::sidecar::client::Parameters::from_bytes(json.as_bytes().to_vec())
+                    .map_err(|err| invalid(&key, err.to_string()))?;
+            model_parameters.insert(id, parameters);
+        }
         Ok(ExecutorConfig {
             execution_timeout: seconds(
                 "executor.execution_timeout_secs",
@@ -302,6 +322,9 @@ impl Config {
             shutdown_grace: seconds("executor.shutdown_grace_secs", e.shutdown_grace_secs)?,
             claim_assignments: e.claim_assignments,
             preempt_on_lane0: e.preempt_on_lane0,
+            prestart: e.prestart,
+            fail_unfinished_on_shutdown: e.fail_unfinished_on_shutdown,
+            model_parameters,
             ..ExecutorConfig::default()
         })
     }

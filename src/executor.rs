@@ -74,6 +74,8 @@ pub struct ExecutorConfig {
     /// Turn off when the node's Lane 0 side preempts through the
     /// [`Preemptor`] itself; the chain's preemption hook still applies.
     pub preempt_on_lane0: bool,
+    /// What is checked before a task is started.
+    pub admission: crate::admission::AdmissionPolicy,
     /// Parameters sent to the sidecar with every run of a model (chain tasks
     /// carry none: these are the node's choice, e.g. a sampler's settings).
     pub model_parameters:
@@ -113,6 +115,7 @@ impl Default for ExecutorConfig {
             preempt_on_lane0: true,
             fail_unfinished_on_shutdown: false,
             model_parameters: Default::default(),
+            admission: Default::default(),
         }
     }
 }
@@ -182,6 +185,8 @@ struct Core<C> {
     resolving: FuturesUnordered<ResolveFuture>,
     report: ExecutorReport,
     checkpoint: Option<crate::checkpoint::Checkpoint>,
+    /// The last handled block, for the checkpoint's writer.
+    handled: Option<tokio::sync::watch::Sender<Option<crate::task::BlockNumber>>>,
 }
 
 /// What an executor works with besides its stack.
@@ -252,6 +257,7 @@ where
                 resolving: FuturesUnordered::new(),
                 report: ExecutorReport::default(),
                 checkpoint: None,
+                handled: None,
             },
             config,
         }
@@ -283,6 +289,11 @@ where
         } = self;
         let mut in_flight: FuturesUnordered<Completion> = FuturesUnordered::new();
         tokio::pin!(shutdown);
+        let writer = core.checkpoint.take().map(|cp| {
+            let (handled, writer) = cp.spawn_writer();
+            core.handled = Some(handled);
+            writer
+        });
 
         loop {
             let can_start =
@@ -340,6 +351,11 @@ where
             }
         }
         core.update_gauges();
+        // The last handled block is on disk before the executor returns.
+        core.handled = None;
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
         Ok(core.report)
     }
 }
@@ -458,10 +474,8 @@ where
                 }
             }
             TaskEvent::BlockDone { number } => {
-                if let Some(cp) = &self.checkpoint
-                    && let Err(e) = cp.save(number)
-                {
-                    tracing::error!(error = %e, block = number, "cannot record the last handled block");
+                if let Some(handled) = &self.handled {
+                    handled.send_replace(Some(number));
                 }
                 // The chain moved on: tasks that had to wait may try again.
                 self.lane0_wait = false;
@@ -491,9 +505,15 @@ where
                     return;
                 }
                 let _ = self.scheduler.fail(task_id);
-                if cause::<LifecycleError>(error.as_ref())
-                    .is_some_and(|e| matches!(e, LifecycleError::Lane0Priority { .. }))
-                {
+                if cause::<LifecycleError>(error.as_ref()).is_some_and(|e| {
+                    matches!(
+                        e,
+                        LifecycleError::Lane0Priority { .. } | LifecycleError::Held { .. }
+                    )
+                }) {
+                    // Waiting is not failing: Lane 0 work, or a sidecar that
+                    // does not answer (admission fails the task once its
+                    // deadline is out of reach).
                     self.lane0_wait = true;
                     self.defer(task, attempts);
                 } else if attempts + 1 < MAX_LIFECYCLE_ATTEMPTS {

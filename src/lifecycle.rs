@@ -37,6 +37,7 @@ use tokio_util::sync::PollSemaphore;
 use tower::{BoxError, Service, ServiceExt};
 use tracing::Instrument;
 
+use crate::admission::{Admission, Verdict};
 use crate::chain::{BlockRef, ChainPort, MarketCall, MarketError};
 use crate::layer::cause;
 use crate::layer::metrics::Outcome;
@@ -229,6 +230,15 @@ pub enum LifecycleError {
         /// The task.
         task_id: TaskId,
     },
+    /// The node cannot run anything now (the sidecar does not answer); the
+    /// task is still ours and waits.
+    #[error("task {task_id} held: {cause}")]
+    Held {
+        /// The task.
+        task_id: TaskId,
+        /// Why.
+        cause: String,
+    },
     /// A chain call failed, so the task could not be resolved on chain.
     #[error("task {task_id}: {source}")]
     Submission {
@@ -240,22 +250,43 @@ pub enum LifecycleError {
     },
 }
 
-/// The reason to give the chain for an execution failure.
-pub fn fail_reason(error: &BoxError) -> FailReason {
-    if cause::<Elapsed>(error.as_ref()).is_some()
-        || matches!(
-            cause::<SidecarError>(error.as_ref()),
-            Some(SidecarError::TimedOut { .. })
-        )
-    {
-        FailReason::DeadlineExceeded
-    } else {
-        FailReason::ExecutorFailed
+/// What an execution failure is, and what to tell the chain about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attribution {
+    /// Tell the chain: the task failed for this (never slashing unless it
+    /// is `ExecutorFailed`, a model failing on a valid input).
+    Fail(FailReason),
+    /// Tell the chain nothing: the sidecar did not answer. The task is held
+    /// and tried again while its deadline allows.
+    Hold,
+}
+
+/// The failure-attribution table: which reason a failure gives the chain.
+///
+/// | failure | attribution |
+/// |---|---|
+/// | the model or sidecar rejects the input or parameters, the input is missing, the model is not served (`SidecarError::blames_task`) | `InvalidInput` |
+/// | the task's time limit passed (`Elapsed`, `TimedOut`) | `DeadlineExceeded` |
+/// | the model failed on a valid input (any other body failure), or sent an output that is not a CID | `ExecutorFailed` |
+/// | the sidecar unreachable, a transport or internal error, no answer, an unconfirmed cancel — anything else | hold: retried with backoff while the deadline allows, then `DeadlineExceeded` |
+///
+/// A run already going for the task (`ALREADY_EXISTS`) is not a failure:
+/// the execute service attaches to it and takes its answer.
+pub fn attribute(error: &BoxError) -> Attribution {
+    if cause::<Elapsed>(error.as_ref()).is_some() {
+        return Attribution::Fail(FailReason::DeadlineExceeded);
+    }
+    match cause::<SidecarError>(error.as_ref()) {
+        Some(SidecarError::TimedOut { .. }) => Attribution::Fail(FailReason::DeadlineExceeded),
+        Some(e) if e.blames_task() => Attribution::Fail(FailReason::InvalidInput),
+        Some(SidecarError::Model { .. } | SidecarError::InvalidOutput { .. }) => {
+            Attribution::Fail(FailReason::ExecutorFailed)
+        }
+        _ => Attribution::Hold,
     }
 }
 
 /// The per-task service; see the [module docs](self).
-#[derive(Debug)]
 pub struct Lifecycle<E, C, P> {
     execute: E,
     calls: MarketCalls<C>,
@@ -264,8 +295,21 @@ pub struct Lifecycle<E, C, P> {
     board: TaskBoard,
     preemptor: Preemptor,
     parameters: Arc<BTreeMap<ModelId, Parameters>>,
+    admission: Admission,
     gate: PollSemaphore,
     admitted: Option<OwnedSemaphorePermit>,
+    /// Waits for the sidecar to answer again, while it does not.
+    recovering: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl<E, C, P> std::fmt::Debug for Lifecycle<E, C, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lifecycle")
+            .field("account", &self.account)
+            .field("places", &self.gate.available_permits())
+            .field("healthy", &self.admission.healthy())
+            .finish()
+    }
 }
 
 impl<E: Clone, C: Clone, P: Clone> Clone for Lifecycle<E, C, P> {
@@ -279,8 +323,10 @@ impl<E: Clone, C: Clone, P: Clone> Clone for Lifecycle<E, C, P> {
             board: self.board.clone(),
             preemptor: self.preemptor.clone(),
             parameters: self.parameters.clone(),
+            admission: self.admission.clone(),
             gate: self.gate.clone(),
             admitted: None,
+            recovering: None,
         }
     }
 }
@@ -301,6 +347,8 @@ pub struct LifecycleParts<P> {
     pub admit: usize,
     /// Parameters sent with every run of a model.
     pub parameters: BTreeMap<ModelId, Parameters>,
+    /// What is checked before a task is started, and the sidecar's health.
+    pub admission: Admission,
 }
 
 impl<E, C, P> Lifecycle<E, C, P> {
@@ -315,6 +363,8 @@ impl<E, C, P> Lifecycle<E, C, P> {
             board: parts.board,
             preemptor: parts.preemptor,
             parameters: Arc::new(parts.parameters),
+            admission: parts.admission,
+            recovering: None,
             gate: PollSemaphore::new(std::sync::Arc::new(Semaphore::new(parts.admit.max(1)))),
             admitted: None,
         }
@@ -347,9 +397,17 @@ where
     type Error = BoxError;
     type Future = LifecycleFuture;
 
-    /// Ready when the gate admits another task (the execute stack's own
-    /// readiness is awaited inside, just before the run).
+    /// Ready when the sidecar answers and the gate admits another task (the
+    /// execute stack's own readiness is awaited inside, just before the run).
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if !self.admission.healthy() {
+            let admission = self.admission.clone();
+            let recovering = self
+                .recovering
+                .get_or_insert_with(|| Box::pin(async move { admission.wait_healthy().await }));
+            ready!(recovering.as_mut().poll(cx));
+        }
+        self.recovering = None;
         if self.admitted.is_none() {
             let permit = ready!(self.gate.poll_acquire(cx));
             // The gate's semaphore is never closed.
@@ -367,6 +425,7 @@ where
             .cloned()
             .unwrap_or_default();
         let stage = Stages {
+            admission: self.admission.clone(),
             calls: self.calls.clone(),
             port: self.port.clone(),
             account: self.account,
@@ -384,6 +443,7 @@ where
 
 /// One task's way through the stages.
 struct Stages<C, P> {
+    admission: Admission,
     calls: MarketCalls<C>,
     port: P,
     account: AccountId,
@@ -424,7 +484,7 @@ where
     {
         let task_id = task.id;
         self.board.set(task_id, ExecutorState::Starting);
-        let start = match self.start(task_id).await? {
+        let start = match self.start(&task).await? {
             Ok(start) => start,
             Err(outcome) => return Ok(outcome),
         };
@@ -489,7 +549,8 @@ where
 
     /// The start stage: the chain's word on the task, then `start_task` in
     /// the pool. `Err` is an outcome that ends the task here.
-    async fn start(&self, task_id: TaskId) -> Result<Result<Start, TaskOutcome>, BoxError> {
+    async fn start(&self, task: &Task) -> Result<Result<Start, TaskOutcome>, BoxError> {
+        let task_id = task.id;
         // The chain is the truth: is the task ours, and still to do?
         let head = self.port.finalized_head().await?;
         let Some(on_chain) = self.port.task(head.hash, task_id).await? else {
@@ -501,6 +562,19 @@ where
         if on_chain.executor != Some(self.account) {
             tracing::warn!(%task_id, "task is not assigned to us; not running it");
             return Ok(Err(TaskOutcome::NotOurs { task_id }));
+        }
+        if on_chain.status == TaskStatus::Assigned {
+            // Nothing is started that the node cannot or should not run.
+            match self.admission.check(task, head.number) {
+                Verdict::Admit => {}
+                Verdict::Refuse { reason, cause } => {
+                    tracing::info!(%task_id, ?reason, %cause, "not admitted");
+                    return self.fail_with(task_id, reason, cause).await.map(Err);
+                }
+                Verdict::Hold { cause } => {
+                    return Err(LifecycleError::Held { task_id, cause }.into());
+                }
+            }
         }
         match on_chain.status {
             TaskStatus::Assigned => match self.calls.start_task_pooled(task_id).await {
@@ -548,13 +622,36 @@ where
     }
 
     async fn fail(&self, task_id: TaskId, error: BoxError) -> Result<TaskOutcome, BoxError> {
-        let reason = fail_reason(&error);
-        tracing::warn!(%task_id, %error, ?reason, "execution failed");
+        match attribute(&error) {
+            Attribution::Fail(reason) => {
+                tracing::warn!(%task_id, %error, ?reason, "execution failed");
+                self.fail_with(task_id, reason, error.to_string()).await
+            }
+            Attribution::Hold => {
+                // The sidecar's trouble, not the task's: hold the node's
+                // intake and try the task again once it answers.
+                tracing::warn!(%task_id, %error, "sidecar failed; holding the task");
+                self.admission.set_healthy(false);
+                Err(LifecycleError::Held {
+                    task_id,
+                    cause: error.to_string(),
+                }
+                .into())
+            }
+        }
+    }
+
+    async fn fail_with(
+        &self,
+        task_id: TaskId,
+        reason: FailReason,
+        cause: String,
+    ) -> Result<TaskOutcome, BoxError> {
         match self.calls.fail_task(task_id, reason).await {
             Ok(_) => Ok(TaskOutcome::Failed {
                 task_id,
                 reason,
-                cause: error.to_string(),
+                cause,
             }),
             Err(SubmissionError::Inapplicable { status, .. }) => {
                 Ok(TaskOutcome::AlreadyResolved { task_id, status })

@@ -11,7 +11,7 @@
 //! On start it reconciles: every Lane 1 task assigned to us that is still
 //! `Assigned` or `Executing` is handed to the executor again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -122,6 +122,14 @@ pub enum ListenerError {
     /// The checkpoint to resume from could not be read.
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// The checkpoint records a block the chain has not finalized.
+    #[error("the checkpoint records block #{recorded}, past the finalized head #{finalized}")]
+    CheckpointAhead {
+        /// The recorded block.
+        recorded: BlockNumber,
+        /// The finalized head.
+        finalized: BlockNumber,
+    },
 }
 
 /// First delay after a lost chain connection (doubling, with jitter).
@@ -137,8 +145,12 @@ pub struct ChainListener<P> {
     models: Option<HashSet<ModelId>>,
     tx: mpsc::Sender<TaskEvent>,
     metrics: Lane1Metrics,
-    /// Lane 0 tasks seen open, to report when they settle.
+    /// Lane 0 tasks open on chain (finalized), to report when they settle:
+    /// the one record of them, rebuilt from `OpenLane0Tasks` at start.
     lane0_open: HashSet<TaskId>,
+    /// Lane 0 tasks seen created in a best block and not yet in a finalized
+    /// one, with that best block's number: announced early as a hint.
+    hints: HashMap<TaskId, BlockNumber>,
     /// Told the first block followed, once reconciliation is done.
     following: Option<tokio::sync::watch::Sender<Option<BlockNumber>>>,
     /// Delays between attempts after a lost connection.
@@ -164,6 +176,7 @@ impl<P: ChainPort> ChainListener<P> {
             tx,
             metrics,
             lane0_open: HashSet::new(),
+            hints: HashMap::new(),
             following: None,
             reconnects: backoff(RECONNECT_BASE, RECONNECT_MAX),
             lost: 0,
@@ -184,13 +197,20 @@ impl<P: ChainPort> ChainListener<P> {
             .map_err(|_| ListenerError::ExecutorGone)
     }
 
-    /// Hands every Lane 1 task still in our hands on chain to the executor.
-    pub async fn reconcile(&self) -> Result<BlockNumber, ListenerError> {
+    /// Hands every Lane 1 task still in our hands on chain to the executor
+    /// (and announces the Lane 0 work that is open).
+    pub async fn reconcile(&mut self) -> Result<BlockNumber, ListenerError> {
         let head = self.port.finalized_head().await?;
         self.reconcile_at(head).await
     }
 
-    async fn reconcile_at(&self, head: BlockRef) -> Result<BlockNumber, ListenerError> {
+    async fn reconcile_at(&mut self, head: BlockRef) -> Result<BlockNumber, ListenerError> {
+        // Lane 0 work open now: Lane 1 waits until it is settled.
+        for task_id in self.port.open_lane0_tasks(head.hash).await? {
+            if self.lane0_open.insert(task_id) {
+                self.send(TaskEvent::Lane0Arrived { task_id }).await?;
+            }
+        }
         for task_id in self.port.assigned_lane1_tasks(head.hash).await? {
             let Some(intent) = self.port.task(head.hash, task_id).await? else {
                 continue;
@@ -252,40 +272,104 @@ impl<P: ChainPort> ChainListener<P> {
                 Err(e) => return Err(e),
             }
         };
+        if let Some(from) = from
+            && from > head + 1
+        {
+            // A recorded block the chain has not finalized: a checkpoint of
+            // another chain, or one written ahead of finality. Following
+            // from it would skip blocks.
+            return Err(ListenerError::CheckpointAhead {
+                recorded: from - 1,
+                finalized: head,
+            });
+        }
         let mut next = from.unwrap_or(head + 1);
         if let Some(tx) = self.following.take() {
             tx.send_replace(Some(next));
         }
+        let mut best: Option<crate::chain::BlockStream> = None;
         loop {
             let mut blocks = self.port.finalized_blocks(Some(next));
-            while let Some(block) = blocks.next().await {
-                let block = match block {
-                    Ok(b) => b,
-                    Err(ChainError::Connection(e)) => {
-                        self.wait_out(&e).await;
-                        break;
+            loop {
+                if best.is_none() {
+                    best = Some(self.port.best_blocks(None));
+                }
+                tokio::select! {
+                    biased;
+                    block = blocks.next() => {
+                        let block = match block {
+                            Some(Ok(b)) => b,
+                            Some(Err(ChainError::Connection(e))) => {
+                                self.wait_out(&e).await;
+                                break;
+                            }
+                            Some(Err(e)) => return Err(e.into()),
+                            // Ended without an error: the chain shut down.
+                            None if self.lost == 0 => return Err(ListenerError::StreamEnded),
+                            None => break,
+                        };
+                        if self.lost > 0 {
+                            self.reconnects = backoff(RECONNECT_BASE, RECONNECT_MAX);
+                            self.lost = 0;
+                        }
+                        for record in &block.events {
+                            self.metrics.chain_events.with(&[record.event.name()]).inc();
+                            self.on_event(block.hash, &record.event).await?;
+                        }
+                        self.drop_stale_hints(block.number).await?;
+                        self.send(TaskEvent::BlockDone {
+                            number: block.number,
+                        })
+                        .await?;
+                        next = block.number + 1;
                     }
-                    Err(e) => return Err(e.into()),
-                };
-                if self.lost > 0 {
-                    self.reconnects = backoff(RECONNECT_BASE, RECONNECT_MAX);
-                    self.lost = 0;
+                    hint = async { best.as_mut().expect("opened above").next().await } => match hint {
+                        Some(Ok(block)) => self.on_best_block(&block).await?,
+                        // Hints are only hints: reopen the stream later.
+                        Some(Err(_)) | None => best = None,
+                    },
                 }
-                for record in &block.events {
-                    self.metrics.chain_events.with(&[record.event.name()]).inc();
-                    self.on_event(block.hash, &record.event).await?;
-                }
-                self.send(TaskEvent::BlockDone {
-                    number: block.number,
-                })
-                .await?;
-                next = block.number + 1;
-            }
-            if self.lost == 0 {
-                // Ended without an error: the chain shut down.
-                return Err(ListenerError::StreamEnded);
             }
         }
+    }
+
+    /// Lane 0 work seen in a best block, before finality: announced at once
+    /// so that Lane 1 yields the GPU without waiting for finality. Only
+    /// reversible actions follow (runs cancelled, starts held); what sends
+    /// a transaction waits for finalized state.
+    async fn on_best_block(&mut self, block: &crate::chain::Block) -> Result<(), ListenerError> {
+        for record in &block.events {
+            if let MarketEvent::TaskCreated {
+                task_id,
+                lane: Lane::Lane0,
+                ..
+            } = record.event
+                && !self.lane0_open.contains(&task_id)
+                && !self.hints.contains_key(&task_id)
+            {
+                tracing::debug!(%task_id, block = block.number, "lane 0 work in a best block");
+                self.hints.insert(task_id, block.number);
+                self.send(TaskEvent::Lane0Arrived { task_id }).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles hints from best blocks up to `finalized` that no finalized
+    /// block confirmed (a reorganisation dropped them).
+    async fn drop_stale_hints(&mut self, finalized: BlockNumber) -> Result<(), ListenerError> {
+        let stale: Vec<TaskId> = self
+            .hints
+            .iter()
+            .filter(|(_, at)| **at <= finalized)
+            .map(|(id, _)| *id)
+            .collect();
+        for task_id in stale {
+            self.hints.remove(&task_id);
+            tracing::debug!(%task_id, "lane 0 hint not confirmed by finality; dropped");
+            self.send(TaskEvent::Lane0Settled { task_id }).await?;
+        }
+        Ok(())
     }
 
     /// Sleeps before the next attempt after a lost connection.
@@ -305,8 +389,10 @@ impl<P: ChainPort> ChainListener<P> {
                 lane: Lane::Lane0,
                 ..
             } => {
-                self.lane0_open.insert(*task_id);
-                Some(TaskEvent::Lane0Arrived { task_id: *task_id })
+                let hinted = self.hints.remove(task_id).is_some();
+                // Announced already if a best block showed it first.
+                (self.lane0_open.insert(*task_id) && !hinted)
+                    .then_some(TaskEvent::Lane0Arrived { task_id: *task_id })
             }
             MarketEvent::TaskCreated {
                 task_id,
@@ -332,7 +418,9 @@ impl<P: ChainPort> ChainListener<P> {
                         Some(intent) if intent.lane == Lane::Lane1 => {
                             Some(assigned(*task_id, &intent))
                         }
-                        Some(_) => Some(TaskEvent::Lane0Arrived { task_id: *task_id }),
+                        // A Lane 0 task for this node's Lane 0 side: it is
+                        // assigned, so no longer open; Lane 1 need not wait.
+                        Some(_) => None,
                         None => Some(TaskEvent::AssignedInvalid {
                             task_id: *task_id,
                             reason: "Tasks(id) is empty at the assignment's block".into(),

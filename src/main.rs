@@ -316,17 +316,15 @@ async fn run_on_chain(
     let chain = SubxtChain::connect(url, backend).await?;
     tracing::info!(%account, url, "connected");
     let metrics = nsn_lane1::telemetry::metrics::Lane1Metrics::default();
-    if let Some(addr) = telemetry {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot serve telemetry on {addr}: {e}"))?;
-        tokio::spawn(nsn_lane1::telemetry::http::serve(
-            listener,
-            metrics.registry.clone(),
-            nsn_lane1::dev::ready_check(chain.clone(), sidecar.clone()),
-            std::future::pending(),
-        ));
-    }
+    let telemetry = match telemetry {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot serve telemetry on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let ready = nsn_lane1::dev::ready_check(chain.clone(), sidecar.clone());
     let node = Node::spawn(
         executor,
         NodeParts {
@@ -335,13 +333,33 @@ async fn run_on_chain(
             account,
             sidecar,
             models: None,
-            metrics,
+            metrics: metrics.clone(),
             checkpoint: target.checkpoint,
         },
     );
-    ctrl_c().await;
-    let report = node.stop().await?;
-    println!("{report:?}");
+    let metrics_registry = metrics.registry.clone();
+    let liveness = node.liveness();
+    if let Some(listener) = telemetry {
+        let live = liveness.clone();
+        tokio::spawn(nsn_lane1::telemetry::http::serve_node(
+            listener,
+            metrics_registry,
+            std::sync::Arc::new(move || live.check()),
+            ready,
+            std::future::pending(),
+        ));
+    }
+    // Run until asked to stop — or until the node dies, which is an error:
+    // a supervisor restarts a process that exits non-zero.
+    let died = tokio::select! {
+        () = ctrl_c() => None,
+        cause = liveness.dead() => Some(cause),
+    };
+    let report = node.stop().await;
+    if let Some(cause) = died {
+        return Err(format!("the node stopped: {cause}").into());
+    }
+    println!("{:?}", report?);
     Ok(())
 }
 

@@ -25,13 +25,14 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
+use crate::admission::{Admission, watch_sidecar};
 use crate::chain::{ChainPort, MarketCall, Pooled, SubmitError};
 use crate::checkpoint::Checkpoint;
 use crate::executor::{Executor, ExecutorConfig, ExecutorError, ExecutorParts, ExecutorReport};
@@ -43,6 +44,10 @@ use crate::stack::{StackParts, build_stack, submit_stack};
 use crate::submitter::SentCalls;
 use crate::task::{AccountId, Lane, ModelId};
 use crate::telemetry::metrics::Lane1Metrics;
+
+/// How often the sidecar's health is asked (every second while it does
+/// not answer).
+const SIDECAR_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Events buffered between the listener and the executor.
 const EVENT_BUFFER: usize = 1024;
@@ -92,20 +97,47 @@ pub struct Node {
     pub metrics: Lane1Metrics,
     shutdown: CancellationToken,
     following: tokio::sync::watch::Receiver<Option<crate::task::BlockNumber>>,
+    liveness: Liveness,
     executor: JoinHandle<Result<ExecutorReport, ExecutorError>>,
     listener: JoinHandle<Result<(), ListenerError>>,
 }
 
-/// The Lane 1 models the sidecar serves, or `None` (take candidates for any
-/// model) if it cannot say within its connect timeout.
-async fn lane1_models(sidecar: &SidecarClient) -> Option<HashSet<ModelId>> {
+/// Whether a node is alive: `Err` with the cause once its listener or
+/// executor stopped without being asked to. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Liveness(tokio::sync::watch::Receiver<Option<String>>);
+
+impl Liveness {
+    /// `Ok` while alive; the cause of death after.
+    pub fn check(&self) -> Result<(), String> {
+        match &*self.0.borrow() {
+            None => Ok(()),
+            Some(cause) => Err(cause.clone()),
+        }
+    }
+
+    /// Waits until the node dies; its cause.
+    pub async fn dead(&self) -> String {
+        let mut rx = self.0.clone();
+        match rx.wait_for(Option::is_some).await {
+            Ok(cause) => cause.clone().unwrap_or_default(),
+            // The node itself is gone (dropped): it lives no more.
+            Err(_) => "the node was dropped".to_owned(),
+        }
+    }
+}
+
+/// The Lane 1 models the sidecar serves, with their worst-case latencies in
+/// ms, or `None` (take candidates for any model) if it cannot say within its
+/// connect timeout.
+async fn lane1_models(sidecar: &SidecarClient) -> Option<HashMap<ModelId, u32>> {
     let wait = sidecar.config().connect_timeout;
     match tokio::time::timeout(wait, sidecar.capabilities()).await {
         Ok(Ok(caps)) => Some(
             caps.models
                 .into_iter()
                 .filter(|(_, c)| c.lanes.contains(&Lane::Lane1))
-                .map(|(m, _)| m)
+                .map(|(m, c)| (m, c.max_latency_ms))
                 .collect(),
         ),
         Ok(Err(e)) => {
@@ -136,6 +168,16 @@ impl Node {
         // One record of sent calls for the account: the lifecycle's and the
         // executor's submit stacks never send the same call twice between them.
         let sent = SentCalls::default();
+        // What is checked before a start, kept current by a watch on the
+        // sidecar (its health and capabilities, each call with a deadline).
+        let admission = Admission::new(config.admission.clone());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_sidecar(
+            parts.sidecar.clone(),
+            admission.clone(),
+            SIDECAR_CHECK,
+            shutdown.clone(),
+        ));
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let listener_port = parts.port.clone();
         let listener_metrics = parts.metrics.clone();
@@ -145,7 +187,7 @@ impl Node {
         let stack = build_stack(
             &config,
             StackParts {
-                execute: parts.sidecar.execute(),
+                execute: parts.sidecar.execute_attaching(),
                 canceller,
                 submit: parts.submit.clone(),
                 port: parts.port.clone(),
@@ -154,8 +196,10 @@ impl Node {
                 preemptor: preemptor.clone(),
                 metrics: parts.metrics.clone(),
                 sent: sent.clone(),
+                admission: admission.clone(),
             },
         );
+        let listener_admission = admission;
         let submit = submit_stack(
             &config,
             parts.submit,
@@ -180,15 +224,34 @@ impl Node {
             Some(cp) => executor.checkpoint(cp),
             None => executor,
         };
-        let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
-        let executor = tokio::spawn(async move { executor.run(stop.cancelled_owned()).await });
+        let (death, liveness) = tokio::sync::watch::channel(None::<String>);
+        let executor = tokio::spawn({
+            let death = death.clone();
+            async move {
+                let result = executor.run(stop.clone().cancelled_owned()).await;
+                if !stop.is_cancelled() {
+                    let cause = match &result {
+                        Ok(_) => "the executor stopped: its event source ended".to_owned(),
+                        Err(e) => format!("the executor failed: {e}"),
+                    };
+                    tracing::error!(%cause, "node died");
+                    death.send_replace(Some(cause));
+                }
+                result
+            }
+        });
         let account = parts.account;
         let (following_tx, following) = tokio::sync::watch::channel(None);
         let listener = tokio::spawn(async move {
             let models = match models {
                 Some(m) => Some(m),
-                None => lane1_models(&listener_sidecar).await,
+                None => lane1_models(&listener_sidecar).await.map(|served| {
+                    // Known before the first task arrives: nothing the
+                    // sidecar does not serve is started.
+                    listener_admission.set_served(served.clone());
+                    served.into_keys().collect()
+                }),
             };
             let listener = ChainListener::new(listener_port, account, models, tx, listener_metrics)
                 .report_following(following_tx);
@@ -197,6 +260,7 @@ impl Node {
                 Some(Ok(Some(last))) => Some(last + 1),
                 Some(Err(e)) => {
                     tracing::error!(error = %e, "cannot resume from the checkpoint");
+                    death.send_replace(Some(format!("the listener stopped: {e}")));
                     return Err(ListenerError::Checkpoint(e));
                 }
             };
@@ -204,7 +268,10 @@ impl Node {
             if let Err(e) = &result {
                 match e {
                     ListenerError::ExecutorGone => {}
-                    e => tracing::error!(error = %e, "listener stopped"),
+                    e => {
+                        tracing::error!(error = %e, "listener stopped");
+                        death.send_replace(Some(format!("the listener stopped: {e}")));
+                    }
                 }
             }
             result
@@ -215,9 +282,16 @@ impl Node {
             metrics: parts.metrics,
             shutdown,
             following,
+            liveness: Liveness(liveness),
             executor,
             listener,
         }
+    }
+
+    /// Whether the node is alive: its listener and executor run (or were
+    /// stopped on purpose). For `/healthz`, and to exit when the node dies.
+    pub fn liveness(&self) -> Liveness {
+        self.liveness.clone()
     }
 
     /// Waits until the listener has reconciled and follows the chain, and

@@ -26,6 +26,7 @@ use tower::limit::ConcurrencyLimit;
 use tower::retry::Retry;
 use tower::{BoxError, ServiceBuilder};
 
+use crate::admission::Admission;
 use crate::chain::{ChainError, InvalidTransaction, SubmitError};
 use crate::executor::ExecutorConfig;
 use crate::layer::in_flight::InFlight;
@@ -145,6 +146,8 @@ pub struct StackParts<X, C, P> {
     /// The record of calls sent for our account (shared by every submit
     /// stack of the account).
     pub sent: SentCalls,
+    /// What is checked before a task is started, and the sidecar's health.
+    pub admission: Admission,
 }
 
 /// The submit stack on its own (the executor's, for claims and for failing
@@ -204,6 +207,7 @@ where
             preemptor: parts.preemptor,
             admit: config.admitted(),
             parameters: config.model_parameters.clone(),
+            admission: parts.admission,
         },
     );
     ServiceBuilder::new()

@@ -168,6 +168,9 @@ impl ChainPort for FlakyPort {
     async fn open_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
         self.chain.open_lane1_tasks(at).await
     }
+    async fn open_lane0_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        self.chain.open_lane0_tasks(at).await
+    }
     async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
         self.chain.account_nonce(account).await
     }

@@ -190,8 +190,10 @@ async fn the_server_answers_raw_garbage_with_clear_errors() {
     );
     assert!(!r.success);
     assert!(
+        // The message says what was wrong, and that it is the task's input
+        // (the class the executor's failure attribution reads).
         r.error_message
-            .starts_with("input_cid: \"garbage\" is not a valid CID"),
+            .starts_with("invalid input: input_cid: \"garbage\" is not a valid CID"),
         "{}",
         r.error_message
     );
@@ -204,7 +206,8 @@ async fn the_server_answers_raw_garbage_with_clear_errors() {
         .unwrap(),
     );
     assert!(
-        r.error_message.starts_with("parameters are not valid JSON"),
+        r.error_message
+            .starts_with("invalid parameters: not valid JSON"),
         "{}",
         r.error_message
     );

@@ -47,6 +47,13 @@ pub trait ChainPort: Clone + Send + Sync + 'static {
         at: BlockHash,
     ) -> impl Future<Output = Result<Vec<TaskId>, ChainError>> + Send;
 
+    /// `OpenLane0Tasks` at a block: Lane 0 work not yet assigned (Lane 1
+    /// must wait while there is any).
+    fn open_lane0_tasks(
+        &self,
+        at: BlockHash,
+    ) -> impl Future<Output = Result<Vec<TaskId>, ChainError>> + Send;
+
     /// `OpenLane1Tasks` at a block: candidates not yet assigned.
     fn open_lane1_tasks(
         &self,

@@ -56,6 +56,9 @@ struct Run {
     error: String,
     cancel: CancellationToken,
     started: Instant,
+    /// The answer of a run that completed: asked again for the same task,
+    /// the sidecar gives it again instead of running the model twice.
+    answer: Option<proto::ExecuteTaskResponse>,
 }
 
 #[derive(Debug)]
@@ -106,6 +109,14 @@ impl std::fmt::Debug for ReferenceSidecar {
             .field("blobs", &self.inner.store.len())
             .finish()
     }
+}
+
+/// How a request for a run began.
+enum Begun {
+    /// A new run, stopped by this token.
+    Run(CancellationToken),
+    /// The task completed before: its answer.
+    Answered(proto::ExecuteTaskResponse),
 }
 
 /// Stops a run if the call that owns it is dropped (the client went away).
@@ -221,14 +232,18 @@ impl ReferenceSidecar {
         self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Registers a run; refuses a task id that is already running.
-    fn begin(&self, task_id: &str) -> Result<CancellationToken, Status> {
+    /// Registers a run; refuses a task id that is already running, and
+    /// answers a completed one with its answer.
+    fn begin(&self, task_id: &str) -> Result<Begun, Status> {
         let mut runs = self.runs();
         if let Some(run) = runs.by_id.get(task_id) {
             if !run.state.is_final() {
                 return Err(Status::already_exists(format!(
                     "task {task_id} is already running"
                 )));
+            }
+            if let Some(answer) = &run.answer {
+                return Ok(Begun::Answered(answer.clone()));
             }
             runs.finished.retain(|id| id != task_id);
         }
@@ -242,6 +257,7 @@ impl ReferenceSidecar {
                 error: String::new(),
                 cancel: cancel.clone(),
                 started: Instant::now(),
+                answer: None,
             },
         );
         runs.running += 1;
@@ -250,7 +266,7 @@ impl ReferenceSidecar {
             .fetch_max(runs.running, std::sync::atomic::Ordering::Relaxed);
         drop(runs);
         self.notify();
-        Ok(cancel)
+        Ok(Begun::Run(cancel))
     }
 
     fn set_progress(&self, task_id: &str, progress: f32, stage: &'static str) {
@@ -302,7 +318,7 @@ impl ReferenceSidecar {
         &self,
         r: &proto::ExecuteTaskRequest,
     ) -> Result<(&'static ModelSpec, Arc<[u8]>), String> {
-        let lane = Lane::from_index(r.lane).map_err(|e| e.to_string())?;
+        let lane = Lane::from_index(r.lane).map_err(|e| format!("invalid input: {e}"))?;
         let name = if r.plugin_name.is_empty() {
             &r.model_id
         } else {
@@ -310,18 +326,20 @@ impl ReferenceSidecar {
         };
         let model = models::find(name).ok_or_else(|| format!("unknown model {name:?}"))?;
         if !model.lanes.contains(&lane) {
-            return Err(format!("model {name:?} does not serve {lane}"));
+            return Err(format!(
+                "unsupported lane: model {name:?} does not serve {lane}"
+            ));
         }
-        let cid = Cid::parse(&r.input_cid).map_err(|e| format!("input_cid: {e}"))?;
+        let cid = Cid::parse(&r.input_cid).map_err(|e| format!("invalid input: input_cid: {e}"))?;
         let input = self
             .inner
             .store
             .get(&cid)
             .map_err(|e| format!("input {cid} could not be read: {e}"))?
-            .ok_or_else(|| format!("input {cid} is not in the sidecar's store"))?;
+            .ok_or_else(|| format!("not found: input {cid} is not in the sidecar's store"))?;
         if !r.parameters.is_empty() {
             serde_json::from_slice::<serde_json::Value>(&r.parameters)
-                .map_err(|e| format!("parameters are not valid JSON: {e}"))?;
+                .map_err(|e| format!("invalid parameters: not valid JSON: {e}"))?;
         }
         Ok((model, input))
     }
@@ -376,18 +394,22 @@ impl ReferenceSidecar {
                 let len = output.len();
                 match self.inner.store.put(output) {
                     Ok(cid) => {
-                        self.finish(&r.task_id, RunState::Completed, String::new());
                         let metadata = serde_json::json!({
                             "model": model.name,
                             "output_bytes": len,
                         });
-                        proto::ExecuteTaskResponse {
+                        let answer = proto::ExecuteTaskResponse {
                             success: true,
                             error_message: String::new(),
                             output_cid: cid.to_string(),
                             execution_time_ms,
                             result_metadata: metadata.to_string().into_bytes(),
+                        };
+                        self.finish(&r.task_id, RunState::Completed, String::new());
+                        if let Some(run) = self.runs().by_id.get_mut(&r.task_id) {
+                            run.answer = Some(answer.clone());
                         }
+                        answer
                     }
                     Err(e) => failed(RunState::Failed, format!("output could not be stored: {e}")),
                 }
@@ -525,7 +547,10 @@ impl Sidecar for ReferenceSidecar {
             Ok(ok) => ok,
             Err(message) => return Ok(body_error(message)),
         };
-        let cancel = self.begin(&r.task_id)?;
+        let cancel = match self.begin(&r.task_id)? {
+            Begun::Run(cancel) => cancel,
+            Begun::Answered(answer) => return Ok(Response::new(answer)),
+        };
         // The run lives in its own task, which records how it ended once the
         // model has stopped; if this call is dropped (the client went away),
         // the guard asks the run to stop.

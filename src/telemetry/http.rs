@@ -1,6 +1,7 @@
 //! The telemetry endpoint, over hyper and tower-http: `/metrics` (Prometheus
-//! text format), `/healthz` (the process is up) and `/readyz` (the chain and
-//! the sidecar answer). It binds to loopback unless told otherwise.
+//! text format), `/healthz` (the node is alive: its listener and executor
+//! run) and `/readyz` (the chain and the sidecar answer). It binds to
+//! loopback unless told otherwise.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,6 +23,9 @@ use super::metrics::Registry;
 pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// Answers whether the node is alive: `Err` says why it is not.
+pub type LiveCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
@@ -35,6 +39,7 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 async fn handle(
     req: Request<Incoming>,
     registry: Registry,
+    live: LiveCheck,
     ready: ReadyCheck,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let plain = "text/plain; charset=utf-8";
@@ -44,7 +49,14 @@ async fn handle(
             "text/plain; version=0.0.4; charset=utf-8",
             registry.render(),
         ),
-        (&hyper::Method::GET, "/healthz") => text(StatusCode::OK, plain, "ok\n".into()),
+        (&hyper::Method::GET, "/healthz") => match live() {
+            Ok(()) => text(StatusCode::OK, plain, "ok\n".into()),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                plain,
+                format!("dead: {why}\n"),
+            ),
+        },
         (&hyper::Method::GET, "/readyz") => match ready().await {
             Ok(()) => text(StatusCode::OK, plain, "ready\n".into()),
             Err(why) => text(
@@ -62,10 +74,23 @@ async fn handle(
     })
 }
 
-/// Serves the endpoint on `listener` until `shutdown` resolves.
+/// Serves the endpoint on `listener` until `shutdown` resolves, the process
+/// counting as alive while it serves.
 pub async fn serve(
     listener: TcpListener,
     registry: Registry,
+    ready: ReadyCheck,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_node(listener, registry, Arc::new(|| Ok(())), ready, shutdown).await;
+}
+
+/// Serves the endpoint on `listener` until `shutdown` resolves, with
+/// `/healthz` answering from `live` (a node's liveness).
+pub async fn serve_node(
+    listener: TcpListener,
+    registry: Registry,
+    live: LiveCheck,
     ready: ReadyCheck,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -83,10 +108,11 @@ pub async fn serve(
         };
         let registry = registry.clone();
         let ready = ready.clone();
+        let live = live.clone();
         let svc = ServiceBuilder::new()
             .layer(TraceLayer::new_for_http())
             .service(tower::service_fn(move |req| {
-                handle(req, registry.clone(), ready.clone())
+                handle(req, registry.clone(), live.clone(), ready.clone())
             }));
         tokio::spawn(async move {
             if let Err(e) = hyper::server::conn::http1::Builder::new()

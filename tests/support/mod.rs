@@ -111,7 +111,19 @@ impl TestSidecar {
     pub fn start_at(addr: std::net::SocketAddr) -> Self {
         use nsn_lane1::sidecar::server::ReferenceSidecar;
         use nsn_lane1::sidecar::store::BlobStore;
-        let std_listener = std::net::TcpListener::bind(addr).expect("bind loopback");
+        // A sidecar just killed at this address lets go of it in the
+        // background: wait (a bounded number of tries) until it is free.
+        let mut tries = 0;
+        let std_listener = loop {
+            match std::net::TcpListener::bind(addr) {
+                Ok(l) => break l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 200 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("bind loopback {addr}: {e}"),
+            }
+        };
         std_listener
             .set_nonblocking(true)
             .expect("nonblocking listener");
@@ -176,6 +188,14 @@ pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
     match tokio::time::timeout(std::time::Duration::from_secs(10), f).await {
         Ok(v) => v,
         Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// Waits for a future, failing the test if it takes longer than `secs`.
+pub async fn within_secs<F: std::future::Future>(secs: u64, f: F) -> F::Output {
+    match tokio::time::timeout(std::time::Duration::from_secs(secs), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {secs} s"),
     }
 }
 

@@ -357,6 +357,26 @@ impl DevChain {
         self.shared.head.send_modify(|_| {});
     }
 
+    /// A lane's open queue at a block. A task is in it exactly while it is
+    /// an open task of the lane, and the queue's order is a function of the
+    /// tasks' fields, so the queue at a block is those tasks in that order.
+    fn open_tasks_at(
+        &self,
+        at: BlockHash,
+        lane: crate::task::Lane,
+    ) -> Result<Vec<TaskId>, ChainError> {
+        let st = self.lock();
+        let number = self.number_of(&st, at)?;
+        let mut open: Vec<TaskIntent> = st
+            .tasks
+            .values()
+            .filter_map(|h| h.at(number).cloned().flatten())
+            .filter(|t| t.lane == lane && t.status == crate::task::TaskStatus::Open)
+            .collect();
+        open.sort_by_key(Market::open_order);
+        Ok(open.into_iter().map(|t| t.id).collect())
+    }
+
     fn number_of(&self, st: &State, at: BlockHash) -> Result<BlockNumber, ChainError> {
         st.by_hash
             .get(&at)
@@ -696,21 +716,11 @@ impl ChainPort for DevChain {
     }
 
     async fn open_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
-        let st = self.lock();
-        let number = self.number_of(&st, at)?;
-        // A task is in `OpenLane1Tasks` exactly while it is an open Lane 1
-        // task, and the queue's order is a function of the tasks' fields,
-        // so the list at a block is those tasks in that order.
-        let mut open: Vec<TaskIntent> = st
-            .tasks
-            .values()
-            .filter_map(|h| h.at(number).cloned().flatten())
-            .filter(|t| {
-                t.lane == crate::task::Lane::Lane1 && t.status == crate::task::TaskStatus::Open
-            })
-            .collect();
-        open.sort_by_key(Market::open_order);
-        Ok(open.into_iter().map(|t| t.id).collect())
+        self.open_tasks_at(at, crate::task::Lane::Lane1)
+    }
+
+    async fn open_lane0_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        self.open_tasks_at(at, crate::task::Lane::Lane0)
     }
 
     async fn assigned_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {

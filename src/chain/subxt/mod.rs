@@ -596,6 +596,10 @@ impl ChainPort for SubxtChain {
         self.task_list(at, "OpenLane1Tasks").await
     }
 
+    async fn open_lane0_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        self.task_list(at, "OpenLane0Tasks").await
+    }
+
     async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
         let methods = subxt::rpcs::methods::LegacyRpcMethods::<
             subxt::config::RpcConfigFor<PolkadotConfig>,

@@ -17,9 +17,13 @@ pub struct SidecarConfig {
     /// Added to a task's timeout to make the call's deadline, so the
     /// sidecar's own timeout answer can arrive first.
     pub timeout_grace: Duration,
-    /// How long [`SidecarClient::cancel`](super::SidecarClient::cancel) waits for the sidecar to report the
-    /// task `cancelled`.
+    /// How long [`SidecarClient::cancel`](super::SidecarClient::cancel)
+    /// waits, all in all, for the sidecar to report the task stopped.
     pub cancel_wait: Duration,
+    /// The deadline of every call but `ExecuteTask` (status, cancel,
+    /// capabilities, health): a sidecar that accepts connections and never
+    /// answers holds nothing longer than this.
+    pub call_timeout: Duration,
     /// TLS, for a sidecar that is not on the same host.
     pub tls: Option<TlsConfig>,
 }
@@ -37,7 +41,7 @@ pub struct TlsConfig {
 impl SidecarConfig {
     /// Defaults for a sidecar at `endpoint`: 5 s connect timeout, 30 s
     /// keep-alive pings with a 10 s answer timeout, 2 s deadline grace, 10 s
-    /// cancel wait, no TLS.
+    /// cancel wait, 5 s for other calls, no TLS.
     pub fn new(endpoint: impl Into<String>) -> Self {
         SidecarConfig {
             endpoint: endpoint.into(),
@@ -46,6 +50,7 @@ impl SidecarConfig {
             keep_alive_timeout: Duration::from_secs(10),
             timeout_grace: Duration::from_secs(2),
             cancel_wait: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(5),
             tls: None,
         }
     }

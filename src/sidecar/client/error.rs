@@ -90,7 +90,31 @@ pub enum SidecarError {
     },
 }
 
+/// How a sidecar says, in a body failure's `error_message`, that the task
+/// itself was at fault — its model, input or parameters — rather than the
+/// model failing on a valid input. The reference sidecar begins such
+/// messages with one of these; the interface has no error codes, so a
+/// sidecar that does not is read as a model failure.
+pub const TASK_FAULT_PREFIXES: &[&str] = &[
+    "unknown model",
+    "unsupported lane",
+    "invalid input",
+    "invalid parameters",
+    "not found:",
+];
+
 impl SidecarError {
+    /// True for a body failure that blames the task (its model, input or
+    /// parameters: see [`TASK_FAULT_PREFIXES`]).
+    pub fn blames_task(&self) -> bool {
+        match self {
+            SidecarError::Model { message, .. } => TASK_FAULT_PREFIXES
+                .iter()
+                .any(|prefix| message.starts_with(prefix)),
+            _ => false,
+        }
+    }
+
     /// Whether trying again may help.
     pub fn class(&self) -> ErrorClass {
         match self {

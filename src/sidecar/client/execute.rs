@@ -23,6 +23,9 @@ use crate::task::Cid;
 pub struct Execute {
     pub(super) channel: Channel,
     pub(super) grace: Duration,
+    /// Set: a run already going for the task is waited for and its answer
+    /// taken, instead of `ALREADY_EXISTS`.
+    pub(super) attach: Option<super::SidecarClient>,
 }
 
 /// The future of an `ExecuteTask` call.
@@ -45,7 +48,28 @@ impl tower::Service<ExecuteRequest> for Execute {
     fn call(&mut self, req: ExecuteRequest) -> Self::Future {
         let fresh = self.channel.clone();
         let ready = std::mem::replace(&mut self.channel, fresh);
-        Box::pin(execute(ready, req, self.grace))
+        let grace = self.grace;
+        let Some(client) = self.attach.clone() else {
+            return Box::pin(execute(ready, req, grace));
+        };
+        Box::pin(async move {
+            let again = req.clone();
+            match execute(ready, req, grace).await {
+                Err(SidecarError::Rpc {
+                    code: Code::AlreadyExists,
+                    ..
+                }) => {
+                    let task_id = again.task_id;
+                    let limit = again.timeout.map(|t| t.saturating_add(grace));
+                    tracing::info!(%task_id, "a run of this task is going already: attaching to it");
+                    client.wait_ended(task_id, limit).await?;
+                    // The sidecar answers a completed task with its answer;
+                    // one that failed or was cancelled runs again.
+                    execute(client.channel.clone(), again, grace).await
+                }
+                result => result,
+            }
+        })
     }
 }
 

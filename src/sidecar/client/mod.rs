@@ -49,7 +49,7 @@ mod execute;
 mod types;
 
 pub use config::{SidecarConfig, SidecarConfigError, TlsConfig};
-pub use error::SidecarError;
+pub use error::{SidecarError, TASK_FAULT_PREFIXES};
 pub use execute::{Execute, ExecuteFuture};
 pub use types::{
     CancelOutcome, Capabilities, ExecuteRequest, ExecutionResult, Health, ModelCapability,
@@ -129,6 +129,18 @@ impl SidecarClient {
         Execute {
             channel: self.channel.clone(),
             grace: self.config.timeout_grace,
+            attach: None,
+        }
+    }
+
+    /// The `ExecuteTask` service that attaches to a run already going for
+    /// the same task (the sidecar answers `ALREADY_EXISTS`, as after a
+    /// restart of ours): it waits for that run to end, then asks again and
+    /// takes its answer, instead of failing the task.
+    pub fn execute_attaching(&self) -> Execute {
+        Execute {
+            attach: Some(self.clone()),
+            ..self.execute()
         }
     }
 
@@ -136,16 +148,45 @@ impl SidecarClient {
         Grpc::new(self.channel.clone())
     }
 
+    /// Runs one call with a deadline of at most `limit`; no answer by then
+    /// is `DEADLINE_EXCEEDED`.
+    async fn bounded<T>(
+        &self,
+        task_id: Option<TaskId>,
+        limit: Duration,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, SidecarError> {
+        match tokio::time::timeout(limit, call).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(SidecarError::from_status(task_id, s)),
+            Err(_) => Err(SidecarError::Rpc {
+                task_id,
+                code: tonic::Code::DeadlineExceeded,
+                message: format!("no answer from the sidecar within {limit:?}"),
+            }),
+        }
+    }
+
     /// A task's status and progress.
     pub async fn status(&self, task_id: TaskId) -> Result<TaskProgress, SidecarError> {
+        self.status_within(task_id, self.config.call_timeout).await
+    }
+
+    async fn status_within(
+        &self,
+        task_id: TaskId,
+        limit: Duration,
+    ) -> Result<TaskProgress, SidecarError> {
+        let mut grpc = self.grpc();
         let r = self
-            .grpc()
-            .get_task_status(proto::GetTaskStatusRequest {
-                task_id: task_id.to_string(),
-            })
-            .await
-            .map_err(|s| SidecarError::from_status(Some(task_id), s))?
-            .into_inner();
+            .bounded(
+                Some(task_id),
+                limit,
+                grpc.get_task_status(proto::GetTaskStatusRequest {
+                    task_id: task_id.to_string(),
+                }),
+            )
+            .await?;
         let bad = |reason: String| SidecarError::BadReport { task_id, reason };
         let status: SidecarStatus = r.status.parse().map_err(bad)?;
         if !(0.0..=1.0).contains(&r.progress) {
@@ -160,24 +201,76 @@ impl SidecarClient {
         })
     }
 
+    /// Waits until the sidecar reports the task's run ended (at most
+    /// `limit`, if given), asking for its status with growing pauses.
+    pub async fn wait_ended(
+        &self,
+        task_id: TaskId,
+        limit: Option<Duration>,
+    ) -> Result<SidecarStatus, SidecarError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match self.status(task_id).await {
+                Ok(p) if p.status.is_final() => return Ok(p.status),
+                Ok(_) => {}
+                // Gone from the sidecar's records: nothing of it runs.
+                Err(SidecarError::UnknownTask { .. }) => return Ok(SidecarStatus::Cancelled),
+                Err(e) => return Err(e),
+            }
+            if let Some(limit) = limit
+                && started.elapsed() >= limit
+            {
+                return Err(SidecarError::TimedOut {
+                    task_id,
+                    after: limit,
+                });
+            }
+            // The interface has no status stream: ask again, backing off.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
     /// Asks the sidecar to cancel a task and waits until it reports the task
     /// stopped (`cancelled`, or another final status if it ended first), at
-    /// most [`SidecarConfig::cancel_wait`].
+    /// most [`SidecarConfig::cancel_wait`] in all: a sidecar that does not
+    /// answer leaves the cancel unconfirmed, not pending.
     pub async fn cancel(
         &self,
         task_id: TaskId,
         reason: &str,
     ) -> Result<CancelOutcome, SidecarError> {
-        let r = match self
-            .grpc()
-            .cancel_task(proto::CancelTaskRequest {
-                task_id: task_id.to_string(),
-                reason: reason.to_owned(),
-            })
-            .await
-        {
-            Ok(r) => r.into_inner(),
-            Err(s) => match SidecarError::from_status(Some(task_id), s) {
+        let started = Instant::now();
+        let wait = self.config.cancel_wait;
+        let left = || {
+            wait.saturating_sub(started.elapsed())
+                .min(self.config.call_timeout)
+        };
+        let mut grpc = self.grpc();
+        let asked = self
+            .bounded(
+                Some(task_id),
+                left(),
+                grpc.cancel_task(proto::CancelTaskRequest {
+                    task_id: task_id.to_string(),
+                    reason: reason.to_owned(),
+                }),
+            )
+            .await;
+        let r = match asked {
+            Ok(r) => r,
+            Err(SidecarError::Rpc {
+                code: tonic::Code::DeadlineExceeded,
+                ..
+            }) => {
+                return Err(SidecarError::CancelUnconfirmed {
+                    task_id,
+                    waited: started.elapsed(),
+                    last: SidecarStatus::Running,
+                });
+            }
+            Err(e) => match e {
                 SidecarError::UnknownTask { .. } => {
                     return Ok(CancelOutcome {
                         was_running: false,
@@ -188,12 +281,22 @@ impl SidecarClient {
             },
         };
         let was_running = r.was_running;
-        let started = Instant::now();
-        let wait = self.config.cancel_wait;
         let mut pause = Duration::from_millis(2);
+        let mut last = SidecarStatus::Running;
         loop {
-            let status = match self.status(task_id).await {
+            if started.elapsed() >= wait {
+                return Err(SidecarError::CancelUnconfirmed {
+                    task_id,
+                    waited: started.elapsed(),
+                    last,
+                });
+            }
+            let status = match self.status_within(task_id, left()).await {
                 Ok(p) => p.status,
+                Err(SidecarError::Rpc {
+                    code: tonic::Code::DeadlineExceeded,
+                    ..
+                }) => continue,
                 Err(SidecarError::UnknownTask { .. }) if !r.success => {
                     return Ok(CancelOutcome {
                         was_running: false,
@@ -202,6 +305,7 @@ impl SidecarClient {
                 }
                 Err(e) => return Err(e),
             };
+            last = status;
             if status.is_final() {
                 return Ok(CancelOutcome {
                     was_running,
@@ -230,21 +334,26 @@ impl SidecarClient {
     /// The models the sidecar can serve, from `ListPlugins` and `GetLoadedModels`.
     pub async fn capabilities(&self) -> Result<Capabilities, SidecarError> {
         let mut grpc = self.grpc();
-        let plugins = grpc
-            .list_plugins(proto::ListPluginsRequest {
-                lane: String::new(),
-            })
-            .await
-            .map_err(|s| SidecarError::from_status(None, s))?
-            .into_inner()
+        let limit = self.config.call_timeout;
+        let plugins = self
+            .bounded(
+                None,
+                limit,
+                grpc.list_plugins(proto::ListPluginsRequest {
+                    lane: String::new(),
+                }),
+            )
+            .await?
             .plugins;
-        let loaded = grpc
-            .get_loaded_models(proto::GetLoadedModelsRequest {
-                container_id: String::new(),
-            })
-            .await
-            .map_err(|s| SidecarError::from_status(None, s))?
-            .into_inner()
+        let loaded = self
+            .bounded(
+                None,
+                limit,
+                grpc.get_loaded_models(proto::GetLoadedModelsRequest {
+                    container_id: String::new(),
+                }),
+            )
+            .await?
             .models;
         let mut caps = Capabilities::default();
         for p in plugins {
@@ -293,15 +402,17 @@ impl SidecarClient {
 
     /// The sidecar's `HealthCheck`.
     pub async fn health(&self) -> Result<Health, SidecarError> {
+        let mut grpc = self.grpc();
         let r = self
-            .grpc()
-            .health_check(proto::HealthCheckRequest {
-                container_id: String::new(),
-                include_metrics: false,
-            })
-            .await
-            .map_err(|s| SidecarError::from_status(None, s))?
-            .into_inner();
+            .bounded(
+                None,
+                self.config.call_timeout,
+                grpc.health_check(proto::HealthCheckRequest {
+                    container_id: String::new(),
+                    include_metrics: false,
+                }),
+            )
+            .await?;
         Ok(Health {
             healthy: r.healthy,
             status: r.status,

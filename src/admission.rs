@@ -1,0 +1,262 @@
+//! Admission: what is checked before a task's `start_task` is sent, so that
+//! nothing the node cannot or should not run is ever started (a started task
+//! that fails may cost the node its stake).
+//!
+//! A task is **admitted** when its model is one the sidecar serves, the
+//! sidecar is healthy, its deadline leaves room for the model's expected
+//! latency plus a margin for submission, and its escrow is at least the
+//! node's floor. A task that fails for a reason of the *task's* is failed at
+//! once with the non-slashing reason that fits — a model the sidecar does
+//! not serve is `InvalidInput`, a deadline out of reach `DeadlineExceeded`,
+//! an escrow under the floor `Other` — which returns the requester's
+//! escrow. One that fails for a reason of *ours* (the sidecar down) is held,
+//! not started, until the sidecar is healthy again.
+//!
+//! [`watch_sidecar`] keeps the admission's view current: it asks the
+//! sidecar's health and capabilities, each call with a deadline, and a run
+//! that finds the sidecar unreachable marks it unhealthy at once
+//! ([`Admission::set_healthy`]).
+//!
+//! ```
+//! use nsn_lane1::admission::{Admission, AdmissionPolicy, Verdict};
+//! use nsn_lane1::task::{AccountId, Cid, Lane, ModelId, Priority, Task, TaskId, UNIT};
+//!
+//! let admission = Admission::new(AdmissionPolicy::default());
+//! admission.set_served([(ModelId::new("sha256").unwrap(), 1_000)]);
+//! let task = Task {
+//!     id: TaskId(1), lane: Lane::Lane1, priority: Priority::Normal,
+//!     model: ModelId::new("llama").unwrap(),
+//!     input_cid: Cid::parse("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy").unwrap(),
+//!     deadline: 1_000, compute_budget: 0, escrow: UNIT, requester: AccountId::ALICE,
+//! };
+//! assert!(matches!(admission.check(&task, 10), Verdict::Refuse { .. }));
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::task::{Balance, BlockNumber, FailReason, Lane, ModelId, Task};
+
+/// The node's admission rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdmissionPolicy {
+    /// The chain's block time, to turn a model's latency into blocks.
+    pub block_time: Duration,
+    /// Blocks kept free after a run for `submit_result` to land.
+    pub submission_margin: BlockNumber,
+    /// The least escrow the node works for.
+    pub min_escrow: Balance,
+}
+
+impl Default for AdmissionPolicy {
+    /// 6 s blocks (the NSN chain), two blocks for submission, any escrow.
+    fn default() -> Self {
+        AdmissionPolicy {
+            block_time: Duration::from_secs(6),
+            submission_margin: 2,
+            min_escrow: 0,
+        }
+    }
+}
+
+/// What admission says about a task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Start it.
+    Admit,
+    /// Do not run it: the task's own fault; fail it with `reason` (never a
+    /// slashing one).
+    Refuse {
+        /// The reason to give the chain.
+        reason: FailReason,
+        /// What was wrong.
+        cause: String,
+    },
+    /// Not now: the node cannot run anything (the sidecar is down).
+    Hold {
+        /// Why.
+        cause: String,
+    },
+}
+
+#[derive(Debug)]
+struct Inner {
+    policy: AdmissionPolicy,
+    /// Lane 1 models the sidecar serves, with their worst-case latency in
+    /// ms (`None`: not known yet — nothing is refused for its model).
+    served: RwLock<Option<HashMap<ModelId, u32>>>,
+    healthy: watch::Sender<bool>,
+}
+
+/// The node's admission; clones share one view of the sidecar.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    inner: Arc<Inner>,
+}
+
+impl Admission {
+    /// Admission by `policy`; the sidecar counts as healthy until told
+    /// otherwise, and every model as served until the sidecar has said.
+    pub fn new(policy: AdmissionPolicy) -> Self {
+        Admission {
+            inner: Arc::new(Inner {
+                policy,
+                served: RwLock::new(None),
+                healthy: watch::channel(true).0,
+            }),
+        }
+    }
+
+    /// The rules.
+    pub fn policy(&self) -> &AdmissionPolicy {
+        &self.inner.policy
+    }
+
+    /// Records the Lane 1 models the sidecar serves, with their worst-case
+    /// latencies in ms.
+    pub fn set_served(&self, models: impl IntoIterator<Item = (ModelId, u32)>) {
+        let models = models.into_iter().collect();
+        *self
+            .inner
+            .served
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(models);
+    }
+
+    /// True when the sidecar serves `model` (or has not said yet).
+    pub fn serves(&self, model: &ModelId) -> bool {
+        self.latency_ms(model).is_some()
+    }
+
+    /// The model's worst-case latency: `Some(0)` while the sidecar has not
+    /// said, `None` when it does not serve the model.
+    fn latency_ms(&self, model: &ModelId) -> Option<u32> {
+        match &*self
+            .inner
+            .served
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            None => Some(0),
+            Some(models) => models.get(model).copied(),
+        }
+    }
+
+    /// Records whether the sidecar answers.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.inner.healthy.send_if_modified(|h| {
+            let changed = *h != healthy;
+            *h = healthy;
+            changed
+        });
+        if !healthy {
+            tracing::warn!("sidecar unreachable: holding new tasks until it answers");
+        }
+    }
+
+    /// True while the sidecar answers.
+    pub fn healthy(&self) -> bool {
+        *self.inner.healthy.borrow()
+    }
+
+    /// Waits until the sidecar answers.
+    pub async fn wait_healthy(&self) {
+        let mut rx = self.inner.healthy.subscribe();
+        // The sender lives in `self`: this cannot fail while we wait.
+        let _ = rx.wait_for(|h| *h).await;
+    }
+
+    /// Judges `task` at the finalized head `head`.
+    pub fn check(&self, task: &Task, head: BlockNumber) -> Verdict {
+        if task.lane != Lane::Lane1 {
+            return Verdict::Refuse {
+                reason: FailReason::InvalidInput,
+                cause: format!("a {} task is not Lane 1 work", task.lane),
+            };
+        }
+        let Some(latency_ms) = self.latency_ms(&task.model) else {
+            return Verdict::Refuse {
+                reason: FailReason::InvalidInput,
+                cause: format!("the sidecar does not serve model {}", task.model),
+            };
+        };
+        if !self.healthy() {
+            return Verdict::Hold {
+                cause: "the sidecar does not answer".into(),
+            };
+        }
+        let policy = &self.inner.policy;
+        let block_ms = policy.block_time.as_millis().max(1);
+        let run_blocks =
+            u32::try_from(u128::from(latency_ms).div_ceil(block_ms)).unwrap_or(u32::MAX);
+        let needed = head
+            .saturating_add(run_blocks)
+            .saturating_add(policy.submission_margin);
+        if needed >= task.deadline {
+            return Verdict::Refuse {
+                reason: FailReason::DeadlineExceeded,
+                cause: format!(
+                    "deadline block {} is out of reach: head {head}, {run_blocks} blocks to run, {} to submit",
+                    task.deadline, policy.submission_margin
+                ),
+            };
+        }
+        if task.escrow < policy.min_escrow {
+            return Verdict::Refuse {
+                reason: FailReason::Other,
+                cause: format!(
+                    "escrow {} is under the node's floor {}",
+                    task.escrow, policy.min_escrow
+                ),
+            };
+        }
+        Verdict::Admit
+    }
+}
+
+/// Keeps `admission`'s view of the sidecar current until `stop`: health
+/// every `every` (every second while unhealthy), capabilities on start and
+/// after each recovery. Each call has the client's deadline.
+pub async fn watch_sidecar(
+    client: crate::sidecar::client::SidecarClient,
+    admission: Admission,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut known = false;
+    loop {
+        let healthy = matches!(client.health().await, Ok(h) if h.healthy);
+        admission.set_healthy(healthy);
+        if healthy && !known {
+            match client.capabilities().await {
+                Ok(caps) => {
+                    admission.set_served(
+                        caps.models
+                            .into_iter()
+                            .filter(|(_, c)| c.lanes.contains(&Lane::Lane1))
+                            .map(|(m, c)| (m, c.max_latency_ms)),
+                    );
+                    known = true;
+                }
+                Err(e) => tracing::warn!(error = %e, "sidecar capabilities unavailable"),
+            }
+        }
+        if !healthy {
+            // Read the capabilities again once it is back: it may have restarted
+            // with other models.
+            known = false;
+        }
+        let pause = if healthy {
+            every
+        } else {
+            every.min(Duration::from_secs(1))
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
