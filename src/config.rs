@@ -102,6 +102,31 @@ pub struct ExecutorSection {
     pub fail_unfinished_on_shutdown: bool,
     /// Parameters sent with every run of a model, as JSON text by model id.
     pub model_parameters: std::collections::BTreeMap<String, String>,
+    /// What is checked before a task is started.
+    pub admission: AdmissionSection,
+}
+
+/// Admission settings (`[executor.admission]`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionSection {
+    /// The chain's block time, in seconds.
+    pub block_time_secs: f64,
+    /// Blocks kept free after a run for `submit_result` to land.
+    pub submission_margin: u32,
+    /// The least escrow the node works for (smallest unit).
+    pub min_escrow: u128,
+}
+
+impl Default for AdmissionSection {
+    fn default() -> Self {
+        let d = crate::admission::AdmissionPolicy::default();
+        AdmissionSection {
+            block_time_secs: d.block_time.as_secs_f64(),
+            submission_margin: d.submission_margin,
+            min_escrow: d.min_escrow,
+        }
+    }
 }
 
 impl Default for ExecutorSection {
@@ -119,6 +144,7 @@ impl Default for ExecutorSection {
             prestart: d.prestart,
             fail_unfinished_on_shutdown: d.fail_unfinished_on_shutdown,
             model_parameters: Default::default(),
+            admission: AdmissionSection::default(),
         }
     }
 }
@@ -325,6 +351,14 @@ impl Config {
             prestart: e.prestart,
             fail_unfinished_on_shutdown: e.fail_unfinished_on_shutdown,
             model_parameters,
+            admission: crate::admission::AdmissionPolicy {
+                block_time: seconds(
+                    "executor.admission.block_time_secs",
+                    e.admission.block_time_secs,
+                )?,
+                submission_margin: e.admission.submission_margin,
+                min_escrow: e.admission.min_escrow,
+            },
             ..ExecutorConfig::default()
         })
     }

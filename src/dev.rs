@@ -298,8 +298,13 @@ pub async fn run_dev(
         ));
     }
 
+    let mut executor = opts.executor.clone();
+    if let Some(block_time) = opts.block_time {
+        // Admission turns model latencies into blocks of this chain.
+        executor.admission.block_time = block_time;
+    }
     let node = Node::spawn(
-        opts.executor.clone(),
+        executor,
         NodeParts {
             port: chain.clone(),
             submit: chain.submitter(AccountId::BOB),

@@ -80,6 +80,9 @@ pub struct ExecutorConfig {
     /// carry none: these are the node's choice, e.g. a sampler's settings).
     pub model_parameters:
         std::collections::BTreeMap<crate::task::ModelId, crate::sidecar::client::Parameters>,
+    /// Yield to Lane 0 work seen in best blocks, before finality (a hint:
+    /// only reversible actions follow). Off: on finalized blocks only.
+    pub lane0_hints: bool,
     /// At shutdown, fail tasks whose runs did not finish in the grace period
     /// with `fail_task(Other)` (refunding their requesters) instead of
     /// leaving them assigned for the next start to resume.
@@ -114,6 +117,7 @@ impl Default for ExecutorConfig {
             claim_assignments: false,
             preempt_on_lane0: true,
             fail_unfinished_on_shutdown: false,
+            lane0_hints: true,
             model_parameters: Default::default(),
             admission: Default::default(),
         }

@@ -151,6 +151,8 @@ pub struct ChainListener<P> {
     /// Lane 0 tasks seen created in a best block and not yet in a finalized
     /// one, with that best block's number: announced early as a hint.
     hints: HashMap<TaskId, BlockNumber>,
+    /// Whether best blocks are followed for Lane 0 hints.
+    follow_best: bool,
     /// Told the first block followed, once reconciliation is done.
     following: Option<tokio::sync::watch::Sender<Option<BlockNumber>>>,
     /// Delays between attempts after a lost connection.
@@ -177,10 +179,17 @@ impl<P: ChainPort> ChainListener<P> {
             metrics,
             lane0_open: HashSet::new(),
             hints: HashMap::new(),
+            follow_best: true,
             following: None,
             reconnects: backoff(RECONNECT_BASE, RECONNECT_MAX),
             lost: 0,
         }
+    }
+
+    /// Follows best blocks for Lane 0 hints (the default), or not.
+    pub fn lane0_hints(mut self, on: bool) -> Self {
+        self.follow_best = on;
+        self
     }
 
     /// Publishes, once reconciliation is done, the first block the listener
@@ -291,7 +300,7 @@ impl<P: ChainPort> ChainListener<P> {
         loop {
             let mut blocks = self.port.finalized_blocks(Some(next));
             loop {
-                if best.is_none() {
+                if best.is_none() && self.follow_best {
                     best = Some(self.port.best_blocks(None));
                 }
                 tokio::select! {
@@ -323,7 +332,7 @@ impl<P: ChainPort> ChainListener<P> {
                         .await?;
                         next = block.number + 1;
                     }
-                    hint = async { best.as_mut().expect("opened above").next().await } => match hint {
+                    hint = async { best.as_mut().expect("opened above").next().await }, if best.is_some() => match hint {
                         Some(Ok(block)) => self.on_best_block(&block).await?,
                         // Hints are only hints: reopen the stream later.
                         Some(Err(_)) | None => best = None,

@@ -200,6 +200,7 @@ impl Node {
             },
         );
         let listener_admission = admission;
+        let lane0_hints = config.lane0_hints;
         let submit = submit_stack(
             &config,
             parts.submit,
@@ -254,6 +255,7 @@ impl Node {
                 }),
             };
             let listener = ChainListener::new(listener_port, account, models, tx, listener_metrics)
+                .lane0_hints(lane0_hints)
                 .report_following(following_tx);
             let from = match checkpoint.as_ref().map(Checkpoint::load) {
                 None | Some(Ok(None)) => None,

@@ -1,23 +1,25 @@
 //! The embedded dev chain: the task-market pallet's state machine
 //! ([`pallet::Market`]) run in process, with blocks, a transaction pool,
-//! per-account nonces, finalized-block streams and storage history.
+//! per-account nonces, best- and finalized-block streams, storage history
+//! and its own record of every extrinsic.
 //!
 //! It implements the same [`ChainPort`] as the real-chain backend, and its
 //! [`DevSubmitter`] is the same kind of `tower::Service<MarketCall>`, so the
-//! executor runs unchanged on either. Blocks are final as soon as they are
-//! built.
+//! executor runs unchanged on either. The finalized head trails the best
+//! block by a finality lag (2 blocks by default when blocks come on a clock,
+//! 0 when they come with transactions or by hand).
 //!
 //! ```
 //! use nsn_lane1::chain::dev::{DevChain, DevConfig};
-//! use nsn_lane1::chain::{ChainPort, MarketCall, MarketEvent};
+//! use nsn_lane1::chain::{ChainPort, MarketCall, MarketEvent, SubmitExt};
 //! use nsn_lane1::task::{AccountId, Lane, Priority, UNIT};
-//! use tower::ServiceExt;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let chain = DevChain::new(DevConfig::default()).unwrap();
 //! let alice = chain.submitter(AccountId::ALICE);
+//! // The pool's verdict, then the block (`submit` waits for both).
 //! let inclusion = alice
-//!     .oneshot(MarketCall::CreateTaskIntent {
+//!     .submit(MarketCall::CreateTaskIntent {
 //!         lane: Lane::Lane1,
 //!         priority: Priority::Normal,
 //!         model_requirements: b"sha256".to_vec(),
