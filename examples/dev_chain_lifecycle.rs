@@ -53,7 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Follow the finalized blocks until the task is settled.
     while let Some(block) = blocks.next().await {
         let block = block?;
-        for record in &block.events {
+        for record in block.events.iter() {
             println!("#{:<3} {:?}", block.number, record.event);
             if matches!(record.event, MarketEvent::TaskVerified { task_id: id, .. } if id == task_id)
             {

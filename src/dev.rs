@@ -412,7 +412,7 @@ async fn drive(
                 let Some(Ok(block)) = block else {
                     return Err(DevError::Requester("the dev chain stopped".into()));
                 };
-                for r in &block.events {
+                for r in block.events.iter() {
                     account(summary, &r.event, &mut created_at);
                 }
                 settle(&requester, &lane0_side, &mut lane0_tasks, &mut unassigned).await?;

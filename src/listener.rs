@@ -321,7 +321,7 @@ impl<P: ChainPort> ChainListener<P> {
                             self.reconnects = backoff(RECONNECT_BASE, RECONNECT_MAX);
                             self.lost = 0;
                         }
-                        for record in &block.events {
+                        for record in block.events.iter() {
                             self.metrics.chain_events.with(&[record.event.name()]).inc();
                             self.on_event(block.hash, &record.event).await?;
                         }
@@ -333,7 +333,7 @@ impl<P: ChainPort> ChainListener<P> {
                         next = block.number + 1;
                     }
                     hint = async { best.as_mut().expect("opened above").next().await }, if best.is_some() => match hint {
-                        Some(Ok(block)) => self.on_best_block(&block).await?,
+                        Some(Ok(block)) => self.on_best_block(&block, next).await?,
                         // Hints are only hints: reopen the stream later.
                         Some(Err(_)) | None => best = None,
                     },
@@ -345,9 +345,20 @@ impl<P: ChainPort> ChainListener<P> {
     /// Lane 0 work seen in a best block, before finality: announced at once
     /// so that Lane 1 yields the GPU without waiting for finality. Only
     /// reversible actions follow (runs cancelled, starts held); what sends
-    /// a transaction waits for finalized state.
-    async fn on_best_block(&mut self, block: &crate::chain::Block) -> Result<(), ListenerError> {
-        for record in &block.events {
+    /// a transaction waits for finalized state. A best block the finalized
+    /// stream has already delivered (`next` is the first it has not) says
+    /// nothing new: its Lane 0 work may be settled since, and a hint from it
+    /// would hold Lane 1 until a later block — which an idle chain may never
+    /// make.
+    async fn on_best_block(
+        &mut self,
+        block: &crate::chain::Block,
+        next: BlockNumber,
+    ) -> Result<(), ListenerError> {
+        if block.number < next {
+            return Ok(());
+        }
+        for record in block.events.iter() {
             if let MarketEvent::TaskCreated {
                 task_id,
                 lane: Lane::Lane0,

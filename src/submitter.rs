@@ -426,11 +426,11 @@ where
         Ok(p) => p,
         Err(e) => return Err(release(SubmissionError::Chain(e).into())),
     };
-    // What the call achieves is judged and recorded by a task of its own,
-    // so the record is kept whether or not the caller waits for it.
+    // What the call achieves is judged and recorded as the caller waits for
+    // it; a caller that stops waiting hands the rest to a task of its own,
+    // so the record is kept either way.
     let nonce = pooled.nonce();
-    let (tell, told) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
+    let work = async move {
         let outcome = judge(&call, task_id, pooled.await, &port, account).await;
         match &outcome {
             Ok(Submitted::Included(_)) => {
@@ -447,13 +447,38 @@ where
                 None => sent.release((task_id, kind)),
             },
         }
-        // The caller may have stopped waiting; the record is kept anyway.
-        let _ = tell.send(outcome);
-    });
-    Ok(Pooled::new(nonce, async move {
-        told.await
-            .unwrap_or_else(|_| Err(SubmissionError::Chain(SubmitError::Closed).into()))
-    }))
+        outcome
+    };
+    Ok(Pooled::new(nonce, Finish(Some(Box::pin(work)))))
+}
+
+/// A call's remaining work — its block, the judgement, the record — run as
+/// it is awaited, and by a task of its own if it is dropped first.
+struct Finish(Option<Pin<Box<dyn Future<Output = GuardedOutcome> + Send>>>);
+
+impl Future for Finish {
+    type Output = GuardedOutcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<GuardedOutcome> {
+        let Some(work) = self.0.as_mut() else {
+            return Poll::Ready(Err(SubmissionError::Chain(SubmitError::Closed).into()));
+        };
+        let outcome = std::task::ready!(work.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(outcome)
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if let Some(work) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = work.await;
+            });
+        }
+    }
 }
 
 impl SubmissionError {

@@ -58,7 +58,7 @@ async fn full_lifecycle_to_verified_with_payment() {
     // Validators attest in the following blocks; the chain pays 70 %.
     let verified = within("TaskVerified", async {
         while let Some(Ok(block)) = blocks.next().await {
-            for r in block.events {
+            for r in block.events.iter() {
                 if let MarketEvent::TaskVerified {
                     task_id, payment, ..
                 } = r.event
@@ -368,7 +368,7 @@ async fn a_chain_side_preemption_stops_the_sidecar_task() {
     h.chain.produce_block();
     let reason = within("TaskFailed", async {
         while let Some(Ok(b)) = blocks.next().await {
-            for r in b.events {
+            for r in b.events.iter() {
                 if let MarketEvent::TaskFailed { task_id, reason } = r.event
                     && task_id == id
                 {
@@ -606,7 +606,7 @@ async fn candidates_are_claimed_only_for_models_the_sidecar_serves() {
     h.chain.shutdown();
     let mut assigned = Vec::new();
     while let Some(Ok(b)) = blocks.next().await {
-        for r in b.events {
+        for r in b.events.iter() {
             if let MarketEvent::TaskAssigned { task_id, .. } = r.event {
                 assigned.push(task_id);
             }

@@ -104,16 +104,16 @@ async fn the_block_stream_replays_from_a_number_and_decodes_market_events() {
             .expect("block ok");
         assert_eq!(block.number, expect, "no gap");
         expect += 1;
-        for r in block.events {
+        for r in block.events.iter() {
             if let MarketEvent::TaskCreated {
                 task_id,
                 requester,
                 model_requirements,
                 ..
-            } = r.event
+            } = &r.event
             {
-                assert_eq!(requester, AccountId::ALICE);
-                created.push((task_id, model_requirements));
+                assert_eq!(*requester, AccountId::ALICE);
+                created.push((*task_id, model_requirements.clone()));
             }
         }
     }
@@ -351,7 +351,7 @@ async fn wait_for_events(
     tokio::time::timeout(Duration::from_secs(secs), async {
         while let Some(block) = blocks.next().await {
             let block = block.expect("block");
-            for r in &block.events {
+            for r in block.events.iter() {
                 if let Some(id) = pick(&r.event) {
                     waiting.remove(&id);
                 }
@@ -563,7 +563,7 @@ async fn three_nodes_on_one_chain_each_run_exactly_the_tasks_assigned_to_them() 
     let mut blocks = chain.finalized_blocks(Some(start));
     while let Some(block) = blocks.next().await {
         let block = block.unwrap();
-        for r in &block.events {
+        for r in block.events.iter() {
             match &r.event {
                 MarketEvent::TaskAssigned { task_id, executor } => {
                     assigned.insert(*task_id, *executor);

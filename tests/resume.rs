@@ -131,12 +131,16 @@ async fn a_corrupt_checkpoint_stops_the_node_instead_of_starting_from_zero() {
 }
 
 /// The dev chain, with a block stream that fails once with a connection
-/// error after its first block (as a dropped WebSocket does).
+/// error after its first block (as a dropped WebSocket does) unless `failed`
+/// starts true, and, with `best_from`, best blocks that trail finality
+/// (replayed from that block, as a slow best-block subscription delivers
+/// them).
 #[derive(Clone)]
 struct FlakyPort {
     chain: DevChain,
     failed: Arc<AtomicBool>,
     opened_from: Arc<std::sync::Mutex<Vec<Option<BlockNumber>>>>,
+    best_from: Option<BlockNumber>,
 }
 
 impl ChainPort for FlakyPort {
@@ -151,7 +155,7 @@ impl ChainPort for FlakyPort {
         Box::pin(inner.take(1).chain(lost))
     }
     fn best_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
-        self.chain.best_blocks(from)
+        self.chain.best_blocks(self.best_from.or(from))
     }
     async fn best_head(&self) -> Result<BlockRef, ChainError> {
         self.chain.best_head().await
@@ -184,6 +188,7 @@ async fn the_listener_reopens_the_stream_after_a_lost_connection_and_skips_nothi
         chain: chain.clone(),
         failed: Arc::default(),
         opened_from: Arc::default(),
+        best_from: None,
     };
     let start = chain.finalized_head().await.unwrap().number + 1;
     let a = created_id(&ok(&alice, create(Lane::Lane1, "sha256")).await);
@@ -213,6 +218,68 @@ async fn the_listener_reopens_the_stream_after_a_lost_connection_and_skips_nothi
         opened,
         vec![Some(start), Some(start + 1)],
         "reopened at the next block"
+    );
+    run.abort();
+}
+
+#[tokio::test]
+async fn a_best_block_behind_finality_does_not_reopen_settled_lane0_work() {
+    let chain = chain();
+    let alice = chain.submitter(AccountId::ALICE);
+    let start = chain.finalized_head().await.unwrap().number + 1;
+    let mut lane0 = create(Lane::Lane0, nsn_lane1::chain::dev::DEV_LANE0_MODEL);
+    if let nsn_lane1::chain::MarketCall::CreateTaskIntent { priority, .. } = &mut lane0 {
+        *priority = nsn_lane1::task::Priority::High;
+    }
+    let l0 = created_id(&ok(&alice, lane0).await);
+    ok(
+        &alice,
+        nsn_lane1::chain::MarketCall::AcceptAssignment { task_id: l0 },
+    )
+    .await;
+    let settled_at = chain.finalized_head().await.unwrap().number;
+
+    // Finalized blocks are caught up on before the best blocks that made
+    // them, which arrive late.
+    let port = FlakyPort {
+        chain: chain.clone(),
+        failed: Arc::new(AtomicBool::new(true)),
+        opened_from: Arc::default(),
+        best_from: Some(start),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let listener = ChainListener::new(port, AccountId::BOB, None, tx, Default::default());
+    let run = tokio::spawn(listener.run(Some(start)));
+    // Lane 0 events for `l0` until the listener is done with `until`.
+    let mut lane0_events = Vec::new();
+    let mut follow = async |until: BlockNumber| {
+        within("the listener reaches the block", async {
+            loop {
+                match rx.recv().await.expect("listener runs") {
+                    TaskEvent::Lane0Arrived { task_id } if task_id == l0 => {
+                        lane0_events.push("arrived")
+                    }
+                    TaskEvent::Lane0Settled { task_id } if task_id == l0 => {
+                        lane0_events.push("settled")
+                    }
+                    TaskEvent::BlockDone { number } if number == until => break,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+    };
+    follow(settled_at).await;
+    // The late best blocks come once finality is caught up on; another
+    // block after them. A hint taken from a best block that is already
+    // final would report the settled work open again, and hold Lane 1
+    // until a later block — which an idle chain may never make.
+    ok(&alice, create(Lane::Lane1, "sha256")).await;
+    follow(settled_at + 1).await;
+    assert_eq!(
+        lane0_events,
+        ["arrived", "settled"],
+        "announced once, settled once"
     );
     run.abort();
 }

@@ -42,7 +42,7 @@ pub struct Block {
     /// Its parent's hash.
     pub parent_hash: BlockHash,
     /// Its task-market events, in order.
-    pub events: Vec<EventRecord>,
+    pub events: std::sync::Arc<[EventRecord]>,
 }
 
 impl Block {

@@ -241,7 +241,7 @@ impl DevChain {
             hash: genesis_hash,
             parent_hash: BlockHash::default(),
             // What genesis deposited (its renderers' registrations).
-            events: market.take_events(),
+            events: market.take_events().into(),
         };
         let state = State {
             market,
@@ -560,7 +560,7 @@ fn produce_block(shared: &Shared, st: &mut State) -> Block {
         number,
         hash,
         parent_hash,
-        events,
+        events: events.into(),
     };
     st.blocks.push(block.clone());
     st.by_hash.insert(hash, number);

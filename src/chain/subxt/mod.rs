@@ -144,7 +144,7 @@ impl SubxtChain {
             number,
             hash: BlockHash(at.block_hash().0),
             parent_hash: BlockHash(header.parent_hash.0),
-            events: records,
+            events: records.into(),
         }))
     }
 
