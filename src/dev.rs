@@ -116,8 +116,11 @@ pub enum DevError {
 /// What happened in a dev run.
 #[derive(Clone, Debug, Default)]
 pub struct DevSummary {
-    /// Lane 1 tasks posted.
+    /// Lane 1 tasks created (re-posts included).
     pub created: u64,
+    /// Tasks the chain failed as `Preempted` that the requester posted
+    /// again, as a new task (so that every job ends verified).
+    pub reposted: u64,
     /// Lane 1 tasks assigned.
     pub assigned: u64,
     /// Results submitted.
@@ -136,6 +139,8 @@ pub struct DevSummary {
     pub latencies: Vec<Duration>,
     /// Wall-clock duration.
     pub elapsed: Duration,
+    /// Blocks the chain built during the run.
+    pub blocks: u32,
     /// What the executor reported.
     pub executor: ExecutorReport,
     /// The sidecar's runs: how long each took, and when the first began and
@@ -178,9 +183,12 @@ impl SidecarRuns {
 }
 
 impl DevSummary {
-    /// Lane 1 tasks that reached an end: verified, rejected, failed or expired.
+    /// The requester's jobs that reached an end: verified, rejected, failed
+    /// or expired (a task failed as `Preempted` and posted again has not:
+    /// its re-post will).
     pub fn resolved(&self) -> u64 {
-        self.verified + self.rejected + self.failed.values().sum::<u64>() + self.expired
+        (self.verified + self.rejected + self.failed.values().sum::<u64>() + self.expired)
+            .saturating_sub(self.reposted)
     }
 
     /// Failed with `Preempted`.
@@ -217,6 +225,7 @@ impl DevSummary {
             ("rejected", self.rejected.to_string()),
             ("failed", self.failed.values().sum::<u64>().to_string()),
             ("  preempted", self.preempted().to_string()),
+            ("re-posted", self.reposted.to_string()),
             ("expired", self.expired.to_string()),
             ("lane 0 posted", self.lane0.to_string()),
             (
@@ -227,6 +236,7 @@ impl DevSummary {
             ),
             ("latency p50", ms(self.percentile(0.5))),
             ("latency p99", ms(self.percentile(0.99))),
+            ("blocks", self.blocks.to_string()),
             ("elapsed", format!("{:.2} s", self.elapsed.as_secs_f64())),
         ];
         let _ = writeln!(t, "+-----------------+--------------+");
@@ -319,6 +329,7 @@ pub async fn run_dev(
     let mut summary = DevSummary::default();
     let result = drive(&opts, &chain, &store, &mut summary, shutdown).await;
     summary.executor = node.stop().await?;
+    summary.blocks = chain.head_number();
     chain.shutdown();
     stop_telemetry.cancel();
     stop_sidecar.cancel();
@@ -354,7 +365,35 @@ pub fn ready_check<P: ChainPort>(
     })
 }
 
-/// Posts tasks and follows the chain until the run is over.
+/// A Lane 1 task the requester wants done: posted again, as a new task,
+/// when the chain fails it as `Preempted`.
+#[derive(Clone)]
+struct Job {
+    model: String,
+    input: Vec<u8>,
+}
+
+/// What one of the requester's chain interactions came to.
+enum Done {
+    /// A Lane 1 task (and a Lane 0 task before it, if asked) was created.
+    Posted {
+        id: TaskId,
+        job: Job,
+        lane0: Option<TaskId>,
+    },
+    /// Assignments were asked for; these were refused for now.
+    Assigning { refused: Vec<TaskId> },
+    /// The node's Lane 0 side delivered a Lane 0 task.
+    Lane0Served,
+}
+
+type Step = futures::future::BoxFuture<'static, Result<Done, DevError>>;
+
+/// Posts tasks and follows the chain until the run is over. Every chain
+/// interaction runs beside the others (none waits for another's block):
+/// posts, the Lane 0 side's work, and one batch of assignments at a time,
+/// asked for only while no Lane 0 work is open (the chain would refuse
+/// them with `Lane0Priority`) and again after each block until taken.
 async fn drive(
     opts: &DevOptions,
     chain: &DevChain,
@@ -366,9 +405,10 @@ async fn drive(
     let lane0_side = chain.submitter(AccountId::BOB);
     let mut blocks = chain.finalized_blocks(Some(chain.head_number() + 1));
     let mut created_at: HashMap<TaskId, Instant> = HashMap::new();
-    let mut lane0_tasks: Vec<TaskId> = Vec::new();
+    let mut jobs: HashMap<TaskId, Job> = HashMap::new();
     let mut unassigned: Vec<TaskId> = Vec::new();
-    let mut posting = futures::stream::FuturesUnordered::new();
+    let mut assigning = false;
+    let mut steps = futures::stream::FuturesUnordered::<Step>::new();
     let mut posted = 0u64;
     let draw = opts.progress && std::io::stderr().is_terminal();
     tokio::pin!(shutdown);
@@ -380,42 +420,76 @@ async fn drive(
         if want_more && (open as usize) < opts.backlog {
             let i = posted;
             posted += 1;
-            let model = opts.models[(i as usize) % opts.models.len()].clone();
-            let input = store
-                .put(format!("dev task {i}").into_bytes())
-                .map_err(|e| DevError::Requester(e.to_string()))?;
-            let req = requester.clone();
+            let job = Job {
+                model: opts.models[(i as usize) % opts.models.len()].clone(),
+                input: store
+                    .put(format!("dev task {i}").into_bytes())
+                    .map_err(|e| DevError::Requester(e.to_string()))?
+                    .as_bytes()
+                    .to_vec(),
+            };
             let lane0 = opts
                 .lane0_every
                 .is_some_and(|k| k > 0 && i > 0 && i.is_multiple_of(k));
-            posting.push(post(req, model, input.as_bytes().to_vec(), lane0));
+            steps.push(Box::pin(post(requester.clone(), job, lane0)));
             continue;
         }
         if opts.tasks.is_some_and(|n| summary.resolved() >= n) {
             return Ok(());
         }
+        if !assigning && !unassigned.is_empty() && !lane0_open(chain).await? {
+            assigning = true;
+            steps.push(Box::pin(assign_all(
+                requester.clone(),
+                std::mem::take(&mut unassigned),
+            )));
+        }
         tokio::select! {
             biased;
             () = &mut shutdown => return Ok(()),
-            Some(r) = posting.next(), if !posting.is_empty() => {
-                let (id, lane0_id, assigned) = r?;
-                if !assigned {
+            Some(done) = steps.next(), if !steps.is_empty() => match done? {
+                Done::Posted { id, job, lane0 } => {
+                    jobs.insert(id, job);
                     unassigned.push(id);
+                    if let Some(l0) = lane0 {
+                        summary.lane0 += 1;
+                        steps.push(Box::pin(serve_lane0(
+                            requester.clone(),
+                            lane0_side.clone(),
+                            l0,
+                        )));
+                    }
                 }
-                if let Some(l0) = lane0_id {
-                    summary.lane0 += 1;
-                    lane0_tasks.push(l0);
+                Done::Assigning { refused } => {
+                    assigning = false;
+                    unassigned.extend(refused);
                 }
-                settle(&requester, &lane0_side, &mut lane0_tasks, &mut unassigned).await?;
-            }
+                Done::Lane0Served => {}
+            },
             block = blocks.next() => {
                 let Some(Ok(block)) = block else {
                     return Err(DevError::Requester("the dev chain stopped".into()));
                 };
                 for r in block.events.iter() {
                     account(summary, &r.event, &mut created_at);
+                    // Work the chain failed to make way for Lane 0 is
+                    // posted again, as a real requester would.
+                    match r.event {
+                        MarketEvent::TaskFailed { task_id, reason: FailReason::Preempted } => {
+                            if let Some(job) = jobs.remove(&task_id) {
+                                summary.reposted += 1;
+                                steps.push(Box::pin(post(requester.clone(), job, false)));
+                            }
+                        }
+                        MarketEvent::TaskVerified { task_id, .. }
+                        | MarketEvent::TaskRejected { task_id, .. }
+                        | MarketEvent::TaskFailed { task_id, .. }
+                        | MarketEvent::TaskExpired { task_id } => {
+                            jobs.remove(&task_id);
+                        }
+                        _ => {}
+                    }
                 }
-                settle(&requester, &lane0_side, &mut lane0_tasks, &mut unassigned).await?;
                 if draw {
                     progress_line(summary, opts.tasks);
                 }
@@ -424,35 +498,20 @@ async fn drive(
     }
 }
 
-/// The node's Lane 0 side takes Lane 0 work as soon as it can; then the Lane
-/// 1 tasks that had to wait for it are assigned.
-async fn settle(
-    requester: &DevSubmitter,
-    lane0_side: &DevSubmitter,
-    lane0_tasks: &mut Vec<TaskId>,
-    unassigned: &mut Vec<TaskId>,
-) -> Result<(), DevError> {
-    for l0 in std::mem::take(lane0_tasks) {
-        serve_lane0(requester, lane0_side, l0).await?;
-    }
-    let mut still = Vec::new();
-    for id in std::mem::take(unassigned) {
-        if !assign(requester, id).await? {
-            still.push(id);
-        }
-    }
-    *unassigned = still;
-    Ok(())
+/// Whether Lane 0 work is open at the best block (assignments of Lane 1
+/// work would be refused).
+async fn lane0_open(chain: &DevChain) -> Result<bool, DevError> {
+    let fail = |e: crate::chain::ChainError| DevError::Requester(e.to_string());
+    let best = chain.best_head().await.map_err(fail)?;
+    Ok(!chain
+        .open_lane0_tasks(best.hash)
+        .await
+        .map_err(fail)?
+        .is_empty())
 }
 
-/// Creates one Lane 1 task (and a Lane 0 task before it, if asked) and asks
-/// the chain to assign it.
-async fn post(
-    requester: DevSubmitter,
-    model: String,
-    input_cid: Vec<u8>,
-    lane0: bool,
-) -> Result<(TaskId, Option<TaskId>, bool), DevError> {
+/// Creates one Lane 1 task (and a Lane 0 task before it, if asked).
+async fn post(requester: DevSubmitter, job: Job, lane0: bool) -> Result<Done, DevError> {
     let fail = |e: crate::chain::SubmitError| DevError::Requester(e.to_string());
     let mut lane0_id = None;
     if lane0 {
@@ -462,7 +521,7 @@ async fn post(
                 lane: Lane::Lane0,
                 priority: Priority::High,
                 model_requirements: crate::chain::dev::DEV_LANE0_MODEL.as_bytes().to_vec(),
-                input_cid: input_cid.clone(),
+                input_cid: job.input.clone(),
                 compute_budget: 1,
                 deadline_blocks: 1_000,
                 escrow_amount: UNIT,
@@ -476,8 +535,8 @@ async fn post(
         .submit(MarketCall::CreateTaskIntent {
             lane: Lane::Lane1,
             priority: Priority::Normal,
-            model_requirements: model.into_bytes(),
-            input_cid,
+            model_requirements: job.model.clone().into_bytes(),
+            input_cid: job.input.clone(),
             compute_budget: 1_000,
             deadline_blocks: 10_000,
             escrow_amount: UNIT,
@@ -486,33 +545,45 @@ async fn post(
         .map_err(fail)?;
     let id =
         created_task_id(&inc.events).ok_or_else(|| DevError::Requester("no TaskCreated".into()))?;
-    let assigned = assign(&requester, id).await?;
-    Ok((id, lane0_id, assigned))
+    Ok(Done::Posted {
+        id,
+        job,
+        lane0: lane0_id,
+    })
 }
 
-/// Asks the chain to assign a task; `false` while Lane 0 work is open
-/// (`Lane0Priority`), to be asked again after the next block.
-async fn assign(requester: &DevSubmitter, id: TaskId) -> Result<bool, DevError> {
-    match requester
-        .clone()
-        .submit(MarketCall::AcceptAssignment { task_id: id })
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if e.market_error() == Some(crate::chain::MarketError::Lane0Priority) => Ok(false),
-        Err(e) => Err(DevError::Requester(e.to_string())),
+/// Asks the chain to assign each task, all in one go (in one block with a
+/// block time); those refused while Lane 0 work is open (`Lane0Priority`)
+/// are returned, to be asked again later.
+async fn assign_all(requester: DevSubmitter, ids: Vec<TaskId>) -> Result<Done, DevError> {
+    let mut pooled = Vec::with_capacity(ids.len());
+    for id in ids {
+        let submit = requester
+            .clone()
+            .submit(MarketCall::AcceptAssignment { task_id: id });
+        pooled.push(async move { (id, submit.await) });
     }
+    let mut refused = Vec::new();
+    for (id, result) in futures::future::join_all(pooled).await {
+        match result {
+            Ok(_) => {}
+            Err(e) if e.market_error() == Some(crate::chain::MarketError::Lane0Priority) => {
+                refused.push(id);
+            }
+            Err(e) => return Err(DevError::Requester(e.to_string())),
+        }
+    }
+    Ok(Done::Assigning { refused })
 }
 
 /// Plays the node's Lane 0 side: takes the Lane 0 task and delivers it.
 async fn serve_lane0(
-    requester: &DevSubmitter,
-    lane0_side: &DevSubmitter,
+    requester: DevSubmitter,
+    lane0_side: DevSubmitter,
     id: TaskId,
-) -> Result<(), DevError> {
+) -> Result<Done, DevError> {
     let fail = |e: crate::chain::SubmitError| DevError::Requester(format!("lane 0 side: {e}"));
     requester
-        .clone()
         .submit(MarketCall::AcceptAssignment { task_id: id })
         .await
         .map_err(fail)?;
@@ -523,7 +594,6 @@ async fn serve_lane0(
         .await
         .map_err(fail)?;
     lane0_side
-        .clone()
         .submit(MarketCall::SubmitResult {
             task_id: id,
             output_cid: cid.as_bytes().to_vec(),
@@ -531,7 +601,7 @@ async fn serve_lane0(
         })
         .await
         .map_err(fail)?;
-    Ok(())
+    Ok(Done::Lane0Served)
 }
 
 /// Counts an event of a Lane 1 task (the requester posts all of them).

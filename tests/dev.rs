@@ -52,10 +52,10 @@ async fn lane0_bursts_preempt_and_every_task_still_ends() {
     .await
     .expect("dev run finished in time")
     .expect("dev run succeeded");
-    assert_eq!(summary.created, 60);
     assert_eq!(summary.resolved(), 60, "{summary:?}");
     assert!(summary.lane0 >= 5, "{summary:?}");
-    // Every failure has a reason, and the only reason here is preemption.
+    // Every failure has a reason, and the only reason here is preemption;
+    // each preempted task was posted again and its re-post verified.
     for (reason, n) in &summary.failed {
         assert_eq!(
             *reason,
@@ -63,7 +63,9 @@ async fn lane0_bursts_preempt_and_every_task_still_ends() {
             "{n} tasks failed with {reason:?}"
         );
     }
-    assert_eq!(summary.verified + summary.preempted(), 60);
+    assert_eq!(summary.reposted, summary.preempted());
+    assert_eq!(summary.created, 60 + summary.reposted);
+    assert_eq!(summary.verified, 60, "{summary:?}");
 }
 
 #[tokio::test]
@@ -75,4 +77,37 @@ async fn an_unknown_model_is_refused_up_front() {
     };
     let err = run_dev(opts, std::future::pending()).await.unwrap_err();
     assert_eq!(err.to_string(), "no such model: llama-70b");
+}
+
+/// With a block time, Lane 0 bursts do not stall the requester: it asks
+/// for assignments in batches once Lane 0 work is settled, not one block
+/// per refused task per post (which took hundreds of blocks for 30 tasks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lane0_bursts_at_a_block_time_make_progress() {
+    let opts = DevOptions {
+        tasks: Some(30),
+        lane0_every: Some(10),
+        block_time: Some(Duration::from_millis(50)),
+        models: vec!["sha256".into()],
+        executor: ExecutorConfig {
+            max_concurrent: 2,
+            ..ExecutorConfig::default()
+        },
+        ..DevOptions::default()
+    };
+    let summary = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_dev(opts, std::future::pending()),
+    )
+    .await
+    .expect("dev run finished in time")
+    .expect("dev run succeeded");
+    assert_eq!(summary.resolved(), 30, "{summary:?}");
+    assert_eq!(summary.verified, 30, "{summary:?}");
+    assert_eq!(summary.lane0, 2, "{summary:?}");
+    assert!(
+        summary.blocks <= 60,
+        "{} blocks for 30 tasks",
+        summary.blocks
+    );
 }
