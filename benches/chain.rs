@@ -8,7 +8,7 @@
 //! assignment are set up before each measurement and not counted.
 //!
 //! Needs the `real-chain` feature and chopsticks (`npm ci` in
-//! `tests/chain`): `cargo bench --features real-chain --bench chain`.
+//! `tests/chain`): `cargo bench --bench chain`.
 //! `CHAIN_BENCH_TASKS` sets the tasks per measurement (default 32).
 
 #[cfg(feature = "real-chain")]
@@ -17,7 +17,7 @@ mod support;
 
 #[cfg(not(feature = "real-chain"))]
 fn main() {
-    eprintln!("the chain bench needs `--features real-chain`");
+    eprintln!("the chain bench needs the `real-chain` feature (on by default)");
 }
 
 #[cfg(feature = "real-chain")]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs the pinned chopsticks (for the real-chain tests)
 # from tests/chain's lock file when it is missing or stale, then the whole
-# suite with the real-chain backend enabled.
+# suite (the default build includes the real-chain backend).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,4 +13,4 @@ if [ ! -x "$chain/node_modules/.bin/chopsticks" ] || ! cmp -s "$chain/package-lo
     cp "$chain/package-lock.json" "$stamp"
 fi
 
-cargo test --locked --features real-chain "$@"
+cargo test --locked "$@"
