@@ -401,6 +401,13 @@ where
     fn on_event(&mut self, event: TaskEvent) {
         match event {
             TaskEvent::AssignedToMe { task } => {
+                tracing::info!(
+                    task_id = %task.id,
+                    model = %task.model,
+                    deadline = task.deadline,
+                    escrow = task.escrow,
+                    "assigned to this node"
+                );
                 if !self.held.contains_key(&task.id) {
                     self.enqueue(task);
                 }
@@ -440,6 +447,14 @@ where
                 }
             }
             TaskEvent::Failed { task_id, .. } | TaskEvent::Expired { task_id } => {
+                if self.board.get(task_id).is_some() {
+                    match &event {
+                        TaskEvent::Failed { reason, .. } => {
+                            tracing::info!(%task_id, ?reason, "failed on chain");
+                        }
+                        _ => tracing::info!(%task_id, "expired on chain"),
+                    }
+                }
                 let reason = if matches!(event, TaskEvent::Expired { .. }) {
                     PreemptReason::ChainExpired
                 } else {
@@ -467,6 +482,7 @@ where
                 }
             }
             TaskEvent::Verified { task_id, payment } => {
+                tracing::info!(%task_id, payment, "verified and paid");
                 self.sent.forget(task_id);
                 self.report.verified += 1;
                 self.report.paid = self.report.paid.saturating_add(payment);
@@ -474,6 +490,7 @@ where
             TaskEvent::Rejected { task_id } => {
                 self.sent.forget(task_id);
                 if self.board.get(task_id).is_some() {
+                    tracing::info!(%task_id, "rejected by the validators");
                     self.report.rejected += 1;
                 }
             }

@@ -491,6 +491,7 @@ where
 
         // The run begins while the start is on its way into a block.
         self.board.set(task_id, ExecutorState::Executing);
+        tracing::info!(%task_id, model = %task.model, "executing");
         let mut request = ExecuteRequest::for_task(&task, None);
         request.parameters = parameters;
         let run = async move {
@@ -508,6 +509,9 @@ where
                 biased;
                 included = async { start.as_mut().expect("pending start").await }, if start.is_some() => {
                     start = None;
+                    if included.is_ok() {
+                        tracing::info!(%task_id, "started on chain");
+                    }
                     if let Err(e) = included {
                         tracing::info!(%task_id, error = %e, "start refused; cancelling the run");
                         self.preemptor.preempt(task_id, PreemptReason::StartRefused);
@@ -530,8 +534,9 @@ where
             && let Some(pending) = start
         {
             // The model finished first: the result waits for the start.
-            if let Err(e) = pending.await {
-                refused = Some(e);
+            match pending.await {
+                Ok(_) => tracing::info!(%task_id, "started on chain"),
+                Err(e) => refused = Some(e),
             }
         }
         if let Some(e) = refused {
@@ -540,7 +545,15 @@ where
 
         self.board.set(task_id, ExecutorState::Submitting);
         match result {
-            Ok(output) => self.submit(task_id, output).await,
+            Ok(output) => {
+                tracing::info!(
+                    %task_id,
+                    output_cid = %output.output_cid,
+                    run_ms = output.execution_time.as_millis() as u64,
+                    "output ready; submitting"
+                );
+                self.submit(task_id, output).await
+            }
             // Never failed on chain from here: the executor requeues it.
             Err(error) if is_preempted(&error) => Err(error),
             Err(error) => self.fail(task_id, error).await,
@@ -566,7 +579,13 @@ where
         if on_chain.status == TaskStatus::Assigned {
             // Nothing is started that the node cannot or should not run.
             match self.admission.check(task, head.number) {
-                Verdict::Admit => {}
+                Verdict::Admit => tracing::info!(
+                    %task_id,
+                    model = %task.model,
+                    deadline = task.deadline,
+                    escrow = task.escrow,
+                    "admitted; starting"
+                ),
                 Verdict::Refuse { reason, cause } => {
                     tracing::info!(%task_id, ?reason, %cause, "not admitted");
                     return self.fail_with(task_id, reason, cause).await.map(Err);
@@ -586,7 +605,10 @@ where
                 },
             },
             // Resuming after a restart: it was started already.
-            TaskStatus::Executing => Ok(Ok(Start::Started)),
+            TaskStatus::Executing => {
+                tracing::info!(%task_id, "started before; running it again");
+                Ok(Ok(Start::Started))
+            }
             status => Ok(Err(TaskOutcome::AlreadyResolved {
                 task_id,
                 status: Some(status),
@@ -604,11 +626,14 @@ where
             .submit_result(task_id, &output.output_cid, None)
             .await
         {
-            Ok(Submitted::Included(inc)) => Ok(TaskOutcome::Submitted {
-                task_id,
-                output_cid: output.output_cid,
-                block: Some(inc.block),
-            }),
+            Ok(Submitted::Included(inc)) => {
+                tracing::info!(%task_id, output_cid = %output.output_cid, block = inc.block.number, "result submitted");
+                Ok(TaskOutcome::Submitted {
+                    task_id,
+                    output_cid: output.output_cid,
+                    block: Some(inc.block),
+                })
+            }
             Ok(Submitted::AlreadyApplied { .. }) => Ok(TaskOutcome::Submitted {
                 task_id,
                 output_cid: output.output_cid,
@@ -648,11 +673,14 @@ where
         cause: String,
     ) -> Result<TaskOutcome, BoxError> {
         match self.calls.fail_task(task_id, reason).await {
-            Ok(_) => Ok(TaskOutcome::Failed {
-                task_id,
-                reason,
-                cause,
-            }),
+            Ok(_) => {
+                tracing::info!(%task_id, ?reason, %cause, "failed by this node");
+                Ok(TaskOutcome::Failed {
+                    task_id,
+                    reason,
+                    cause,
+                })
+            }
             Err(SubmissionError::Inapplicable { status, .. }) => {
                 Ok(TaskOutcome::AlreadyResolved { task_id, status })
             }
