@@ -10,7 +10,7 @@ use nsn_lane1::checkpoint::Checkpoint;
 use nsn_lane1::config::Config;
 use nsn_lane1::dev::{DevOptions, run_dev};
 use nsn_lane1::sidecar::client::SidecarClient;
-use nsn_lane1::sidecar::server::ReferenceSidecar;
+use nsn_lane1::sidecar::server::{ReferenceSidecar, SidecarLimits};
 use nsn_lane1::sidecar::store::BlobStore;
 
 /// The Lane 1 executor of a Neural Sovereign Network node.
@@ -94,6 +94,16 @@ struct SidecarArgs {
     /// Put a file into the store before serving (repeatable); its CID is printed.
     #[arg(long = "preload", value_name = "FILE")]
     preload: Vec<PathBuf>,
+    /// Most models running at once (more are refused as RESOURCE_EXHAUSTED).
+    #[arg(long, default_value_t = SidecarLimits::default().max_runs)]
+    max_runs: usize,
+    /// Longest a model may run, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = SidecarLimits::default().max_run_time.as_secs())]
+    max_run_secs: u64,
+    /// Most MiB of blobs kept in memory (the oldest leave first; with
+    /// --store-dir they stay on disk).
+    #[arg(long, value_name = "MIB", default_value_t = (nsn_lane1::sidecar::store::DEFAULT_MEMORY_LIMIT >> 20) as u64)]
+    memory_limit_mib: u64,
 }
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
@@ -373,17 +383,25 @@ async fn run_on_chain(
 ) -> CliResult {
     tracing::info!(?executor, sidecar = %sidecar.config().endpoint, "configuration accepted");
     Err(format!(
-        "cannot connect to {}: this binary was built without the real-chain backend (build with `--features real-chain`); use `nsn-lane1 dev` for the embedded chain",
+        "cannot connect to {}: this binary was built without the real-chain backend (build with the default features); use `nsn-lane1 dev` for the embedded chain",
         target.url
     )
     .into())
 }
 
 async fn sidecar(args: SidecarArgs) -> CliResult {
+    if args.max_runs == 0 || args.max_run_secs == 0 {
+        return Err("--max-runs and --max-run-secs must be at least 1".into());
+    }
+    let memory_limit = usize::try_from(args.memory_limit_mib)
+        .ok()
+        .and_then(|mib| mib.checked_mul(1 << 20))
+        .ok_or("--memory-limit-mib is too large for this machine")?;
     let store = match &args.store_dir {
         Some(dir) => BlobStore::with_dir(dir)?,
         None => BlobStore::in_memory(),
-    };
+    }
+    .with_memory_limit(memory_limit);
     for path in &args.preload {
         let cid = store.put_file(path)?;
         println!("{cid}  {}", path.display());
@@ -392,8 +410,17 @@ async fn sidecar(args: SidecarArgs) -> CliResult {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        // The sidecar has no authentication: anyone who reaches it can run
+        // models and read every blob.
+        tracing::warn!(%addr, "the sidecar listens beyond loopback; it has no authentication");
+    }
     tracing::info!(%addr, "reference sidecar listening");
-    ReferenceSidecar::new(store)
+    let limits = SidecarLimits {
+        max_runs: args.max_runs,
+        max_run_time: Duration::from_secs(args.max_run_secs),
+    };
+    ReferenceSidecar::with_limits(store, limits)
         .serve(listener, async {
             ctrl_c().await;
             tracing::info!("shutting down");

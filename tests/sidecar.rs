@@ -505,3 +505,50 @@ async fn lane0_model_renders_frames() {
     let video = s.sidecar.store().get(&out.output_cid).unwrap().unwrap();
     assert_eq!(video.len(), 3 * (b"P5\n32 32\n255\n".len() + 32 * 32));
 }
+
+#[tokio::test]
+async fn the_sidecar_bounds_concurrent_runs_and_run_time() {
+    let limits = nsn_lane1::sidecar::server::SidecarLimits {
+        max_runs: 1,
+        max_run_time: Duration::from_millis(300),
+    };
+    let s = TestSidecar::start_with("127.0.0.1:0".parse().unwrap(), limits);
+    let input = put(&s, b"x");
+    let client = s.client();
+    // The request allows 30 s; the sidecar's own bound is 300 ms.
+    let first = tokio::spawn(client.execute().oneshot(request(
+        31,
+        "sleep",
+        &input,
+        serde_json::json!({"duration_ms": 60_000}),
+    )));
+    within("run to start", s.sidecar.wait_for("31", RunState::Running)).await;
+    let err = client
+        .execute()
+        .oneshot(request(32, "noop", &input, serde_json::Value::Null))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SidecarError::Rpc {
+                code: tonic::Code::ResourceExhausted,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_retryable(), "a full sidecar is not the task's fault");
+    let err = within("the bounded run", first).await.unwrap().unwrap_err();
+    match &err {
+        SidecarError::Model { message, .. } => assert_eq!(message, "timed out after 300 ms"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.sidecar.state("31"), Some(RunState::Failed));
+    // The slot is free again.
+    client
+        .execute()
+        .oneshot(request(32, "noop", &input, serde_json::Value::Null))
+        .await
+        .unwrap();
+}

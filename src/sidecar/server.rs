@@ -88,8 +88,31 @@ pub struct RunRecord {
 /// How many finished runs the sidecar remembers for `GetTaskStatus`.
 const FINISHED_KEPT: usize = 10_000;
 
+/// Bounds that keep the reference sidecar a safe neighbour on a shared
+/// machine: how many models run at once (more are refused with
+/// `RESOURCE_EXHAUSTED`, which a node treats as the sidecar's trouble, not
+/// the task's) and how long any run may take (a longer one is stopped and
+/// fails with "timed out", whatever timeout the request asked for).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SidecarLimits {
+    /// Most runs at once.
+    pub max_runs: usize,
+    /// Longest run.
+    pub max_run_time: Duration,
+}
+
+impl Default for SidecarLimits {
+    fn default() -> Self {
+        SidecarLimits {
+            max_runs: 128,
+            max_run_time: Duration::from_secs(600),
+        }
+    }
+}
+
 struct Inner {
     store: BlobStore,
+    limits: SidecarLimits,
     /// The most runs that were running at once.
     max_running: std::sync::atomic::AtomicUsize,
     runs: Mutex<Runs>,
@@ -139,12 +162,18 @@ fn body_error(message: impl Into<String>) -> Response<proto::ExecuteTaskResponse
 }
 
 impl ReferenceSidecar {
-    /// A sidecar over this store.
+    /// A sidecar over this store, with the default [`SidecarLimits`].
     pub fn new(store: BlobStore) -> Self {
+        Self::with_limits(store, SidecarLimits::default())
+    }
+
+    /// A sidecar over this store, with these limits.
+    pub fn with_limits(store: BlobStore, limits: SidecarLimits) -> Self {
         let (changed, _) = watch::channel(0);
         ReferenceSidecar {
             inner: Arc::new(Inner {
                 store,
+                limits,
                 max_running: std::sync::atomic::AtomicUsize::new(0),
                 runs: Mutex::new(Runs {
                     by_id: HashMap::new(),
@@ -246,6 +275,12 @@ impl ReferenceSidecar {
                 return Ok(Begun::Answered(answer.clone()));
             }
             runs.finished.retain(|id| id != task_id);
+        }
+        let max = self.inner.limits.max_runs;
+        if runs.running >= max {
+            return Err(Status::resource_exhausted(format!(
+                "the sidecar runs at most {max} models at once"
+            )));
         }
         let cancel = CancellationToken::new();
         runs.by_id.insert(
@@ -357,8 +392,13 @@ impl ReferenceSidecar {
         let id = r.task_id.clone();
         let progress: models::ProgressFn = Arc::new(move |p, stage| me.set_progress(&id, p, stage));
         let run = models::run(model, input, &r.parameters, cancel.clone(), progress);
-        let outcome = if r.timeout_ms > 0 {
-            let limit = Duration::from_millis(r.timeout_ms);
+        // The request's timeout, never past the sidecar's own bound.
+        let cap = self.inner.limits.max_run_time;
+        let limit = match r.timeout_ms {
+            0 => cap,
+            ms => Duration::from_millis(ms).min(cap),
+        };
+        let outcome = {
             tokio::pin!(run);
             tokio::select! {
                 biased;
@@ -370,8 +410,6 @@ impl ReferenceSidecar {
                     Err(limit)
                 }
             }
-        } else {
-            Ok(run.await)
         };
         let execution_time_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let failed = |state: RunState, message: String| {

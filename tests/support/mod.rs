@@ -109,6 +109,14 @@ impl TestSidecar {
 
     /// Starts a sidecar on a given address (to restart one where it was).
     pub fn start_at(addr: std::net::SocketAddr) -> Self {
+        Self::start_with(addr, Default::default())
+    }
+
+    /// Starts a sidecar on `addr` with `limits`.
+    pub fn start_with(
+        addr: std::net::SocketAddr,
+        limits: nsn_lane1::sidecar::server::SidecarLimits,
+    ) -> Self {
         use nsn_lane1::sidecar::server::ReferenceSidecar;
         use nsn_lane1::sidecar::store::BlobStore;
         // A sidecar just killed at this address lets go of it in the
@@ -133,7 +141,7 @@ impl TestSidecar {
             .enable_all()
             .build()
             .expect("sidecar runtime");
-        let sidecar = ReferenceSidecar::new(BlobStore::in_memory());
+        let sidecar = ReferenceSidecar::with_limits(BlobStore::in_memory(), limits);
         let serving = sidecar.clone();
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
