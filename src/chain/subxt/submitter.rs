@@ -385,7 +385,17 @@ async fn outbox(
                 if let Some(c) = &client {
                     let methods = Methods::new(c.clone());
                     in_flight.push(async move {
-                        let result = methods.author_submit_extrinsic(&bytes).await.map(|_| ());
+                        let answer = tokio::time::timeout(
+                            SUBMIT_ANSWER_WAIT,
+                            methods.author_submit_extrinsic(&bytes),
+                        )
+                        .await;
+                        let result = match answer {
+                            Ok(result) => result.map(|_| ()),
+                            Err(_) => Err(subxt::rpcs::Error::Client(
+                                format!("no answer from the pool in {SUBMIT_ANSWER_WAIT:?}").into(),
+                            )),
+                        };
                         (result, verdict)
                     });
                 }
@@ -406,6 +416,9 @@ async fn outbox(
         let _ = verdict.send(result);
     }
 }
+
+/// How long the outbox waits for the pool's answer to one transaction.
+const SUBMIT_ANSWER_WAIT: Duration = Duration::from_secs(30);
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
