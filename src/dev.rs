@@ -1,3 +1,6 @@
+// Over ~600 lines: `nsn-lane1 dev` whole — its options, its summary and
+// the requester that drives the chain — kept together as the one place a
+// reader learns what the demo does.
 //! The embedded default: a dev chain, the reference sidecar and a Lane 1 node
 //! in one process, with a requester that posts a stream of Lane 1 tasks (and,
 //! optionally, Lane 0 bursts that preempt them). This is what `nsn-lane1 dev`
@@ -32,8 +35,13 @@ use crate::sidecar::store::BlobStore;
 use crate::task::{AccountId, FailReason, Lane, Priority, TaskId, UNIT};
 use crate::telemetry::metrics::Lane1Metrics;
 
-/// The stake of the demo's executor.
+/// The stake of the demo's executors.
 pub const DEMO_STAKE: crate::task::Balance = 10_000 * UNIT;
+
+/// The accounts of the demo's nodes, in order (Alice posts tasks; Dave and
+/// Eve are the validators).
+pub const DEV_NODE_ACCOUNTS: [AccountId; 3] =
+    [AccountId::BOB, AccountId::CHARLIE, AccountId::FERDIE];
 
 /// What `nsn-lane1 dev` does.
 #[derive(Clone, Debug)]
@@ -52,6 +60,9 @@ pub struct DevOptions {
     pub lane0_every: Option<u64>,
     /// Most posted tasks not yet resolved.
     pub backlog: usize,
+    /// Lane 1 nodes, each with an account of its own (Bob, Charlie,
+    /// Ferdie), sharing one reference sidecar: at most [`DEV_NODE_ACCOUNTS`].
+    pub nodes: usize,
     /// The executor's settings.
     pub executor: ExecutorConfig,
     /// Draw a progress line on standard error (when it is a terminal).
@@ -73,6 +84,7 @@ impl Default for DevOptions {
                 .to_vec(),
             lane0_every: None,
             backlog: 64,
+            nodes: 1,
             executor: ExecutorConfig::default(),
             progress: false,
             metrics: Lane1Metrics::default(),
@@ -103,6 +115,9 @@ pub enum DevError {
     /// A model name is not a model.
     #[error("no such model: {0}")]
     Model(String),
+    /// More nodes than the demo has accounts for, or none.
+    #[error("the demo runs 1 to {max} nodes, not {0}", max = DEV_NODE_ACCOUNTS.len())]
+    Nodes(usize),
     /// The telemetry endpoint could not listen.
     #[error("cannot serve telemetry on {addr}: {source}")]
     Telemetry {
@@ -141,11 +156,40 @@ pub struct DevSummary {
     pub elapsed: Duration,
     /// Blocks the chain built during the run.
     pub blocks: u32,
-    /// What the executor reported.
+    /// What the executors reported, summed over the nodes.
     pub executor: ExecutorReport,
+    /// Each node's account, report, payments and slashes.
+    pub nodes: Vec<NodeSummary>,
+    /// Tasks that more than one account started on chain (counted from the
+    /// chain's extrinsics; must be 0).
+    pub started_twice: u64,
     /// The sidecar's runs: how long each took, and when the first began and
     /// the last ended.
     pub runs: SidecarRuns,
+}
+
+/// A development account's name, or the start of its hex.
+fn short(a: &AccountId) -> String {
+    match *a {
+        AccountId::BOB => "bob".into(),
+        AccountId::CHARLIE => "charlie".into(),
+        AccountId::FERDIE => "ferdie".into(),
+        other => other.to_string().chars().take(10).collect(),
+    }
+}
+
+/// One node of a dev run.
+#[derive(Clone, Debug)]
+pub struct NodeSummary {
+    /// Its account.
+    pub account: AccountId,
+    /// What its executor reported.
+    pub report: ExecutorReport,
+    /// Slashes its own calls caused (must be 0).
+    pub own_slashes: u32,
+    /// Slashes the pallet's hooks imposed (preemption while Lane 0 work
+    /// was open, a missed verification deadline, a low score).
+    pub rule_slashes: u32,
 }
 
 /// How busy the sidecar was.
@@ -228,6 +272,7 @@ impl DevSummary {
             ("re-posted", self.reposted.to_string()),
             ("expired", self.expired.to_string()),
             ("lane 0 posted", self.lane0.to_string()),
+            ("started twice", self.started_twice.to_string()),
             (
                 "sidecar busy",
                 self.runs
@@ -244,6 +289,30 @@ impl DevSummary {
             let _ = writeln!(t, "| {k:<15} | {v:>12} |");
         }
         let _ = writeln!(t, "+-----------------+--------------+");
+        if self.nodes.len() > 1
+            || self
+                .nodes
+                .iter()
+                .any(|n| n.own_slashes + n.rule_slashes > 0)
+        {
+            let _ = writeln!(
+                t,
+                "{:<10} {:>9} {:>14} {:>12} {:>10} {:>11}",
+                "node", "submitted", "verified L0+L1", "paid (UNIT)", "own slash", "hook slash"
+            );
+            for n in &self.nodes {
+                let _ = writeln!(
+                    t,
+                    "{:<10} {:>9} {:>14} {:>12.2} {:>10} {:>11}",
+                    short(&n.account),
+                    n.report.submitted,
+                    n.report.verified,
+                    n.report.paid as f64 / UNIT as f64,
+                    n.own_slashes,
+                    n.rule_slashes
+                );
+            }
+        }
         t
     }
 }
@@ -263,10 +332,15 @@ pub async fn run_dev(
     // it preempts (5 UNIT, the deployed pallet's rule); a long demo with
     // Lane 0 bursts would exhaust the development genesis' 100 UNIT, so the
     // demo's executor stakes more.
+    let accounts = DEV_NODE_ACCOUNTS
+        .get(..opts.nodes)
+        .filter(|a| !a.is_empty())
+        .ok_or(DevError::Nodes(opts.nodes))?;
     let mut genesis = DevGenesis::development();
-    for (_, stake, _) in &mut genesis.executors {
-        *stake = DEMO_STAKE;
-    }
+    genesis.executors = accounts
+        .iter()
+        .map(|a| (*a, DEMO_STAKE, vec![Lane::Lane0, Lane::Lane1]))
+        .collect();
     let chain = DevChain::new(DevConfig {
         genesis,
         block_mode: opts
@@ -313,22 +387,40 @@ pub async fn run_dev(
         // Admission turns model latencies into blocks of this chain.
         executor.admission.block_time = block_time;
     }
-    let node = Node::spawn(
-        executor,
-        NodeParts {
-            port: chain.clone(),
-            submit: chain.submitter(AccountId::BOB),
-            account: AccountId::BOB,
-            sidecar: client,
-            models: None,
-            metrics: opts.metrics.clone(),
-            checkpoint: None,
-        },
-    );
+    let nodes: Vec<(AccountId, Node)> = accounts
+        .iter()
+        .map(|account| {
+            let node = Node::spawn(
+                executor.clone(),
+                NodeParts {
+                    port: chain.clone(),
+                    submit: chain.submitter(*account),
+                    account: *account,
+                    sidecar: client.clone(),
+                    models: None,
+                    metrics: opts.metrics.clone(),
+                    checkpoint: None,
+                },
+            );
+            (*account, node)
+        })
+        .collect();
 
     let mut summary = DevSummary::default();
     let result = drive(&opts, &chain, &store, &mut summary, shutdown).await;
-    summary.executor = node.stop().await?;
+    for (account, node) in nodes {
+        let report = node.stop().await?;
+        summary.executor.absorb(&report);
+        let slashes = chain.with_market(|m| m.slashes(&account));
+        let own = chain.with_market(|m| m.slashes_by_own_calls(&account));
+        summary.nodes.push(NodeSummary {
+            account,
+            report,
+            own_slashes: own,
+            rule_slashes: slashes.values().sum::<u32>().saturating_sub(own),
+        });
+    }
+    summary.started_twice = started_by_two(&chain.extrinsics());
     summary.blocks = chain.head_number();
     chain.shutdown();
     stop_telemetry.cancel();
@@ -340,6 +432,19 @@ pub async fn run_dev(
         eprintln!();
     }
     result.map(|()| summary)
+}
+
+/// Tasks whose `start_task` succeeded for more than one account.
+fn started_by_two(extrinsics: &[crate::chain::dev::Extrinsic]) -> u64 {
+    let mut starters: HashMap<TaskId, std::collections::HashSet<AccountId>> = HashMap::new();
+    for x in extrinsics {
+        if let (MarketCall::StartTask { task_id }, Ok(()), crate::chain::dev::Origin::Signed(who)) =
+            (&x.call, &x.result, x.origin)
+        {
+            starters.entry(*task_id).or_default().insert(who);
+        }
+    }
+    starters.values().filter(|s| s.len() > 1).count() as u64
 }
 
 /// Ready when the chain answers with its head and the sidecar with a healthy
@@ -402,7 +507,6 @@ async fn drive(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DevError> {
     let requester = chain.submitter(AccountId::ALICE);
-    let lane0_side = chain.submitter(AccountId::BOB);
     let mut blocks = chain.finalized_blocks(Some(chain.head_number() + 1));
     let mut created_at: HashMap<TaskId, Instant> = HashMap::new();
     let mut jobs: HashMap<TaskId, Job> = HashMap::new();
@@ -453,11 +557,7 @@ async fn drive(
                     unassigned.push(id);
                     if let Some(l0) = lane0 {
                         summary.lane0 += 1;
-                        steps.push(Box::pin(serve_lane0(
-                            requester.clone(),
-                            lane0_side.clone(),
-                            l0,
-                        )));
+                        steps.push(Box::pin(serve_lane0(chain.clone(), l0)));
                     }
                 }
                 Done::Assigning { refused } => {
@@ -576,17 +676,24 @@ async fn assign_all(requester: DevSubmitter, ids: Vec<TaskId>) -> Result<Done, D
     Ok(Done::Assigning { refused })
 }
 
-/// Plays the node's Lane 0 side: takes the Lane 0 task and delivers it.
-async fn serve_lane0(
-    requester: DevSubmitter,
-    lane0_side: DevSubmitter,
-    id: TaskId,
-) -> Result<Done, DevError> {
+/// Plays the Lane 0 side of the node the chain assigns the Lane 0 task to:
+/// takes the task and delivers it.
+async fn serve_lane0(chain: DevChain, id: TaskId) -> Result<Done, DevError> {
     let fail = |e: crate::chain::SubmitError| DevError::Requester(format!("lane 0 side: {e}"));
-    requester
+    let accepted = chain
+        .submitter(AccountId::ALICE)
         .submit(MarketCall::AcceptAssignment { task_id: id })
         .await
         .map_err(fail)?;
+    let executor = accepted
+        .events
+        .iter()
+        .find_map(|e| match e {
+            MarketEvent::TaskAssigned { executor, .. } => Some(*executor),
+            _ => None,
+        })
+        .ok_or_else(|| DevError::Requester("lane 0 side: no TaskAssigned".into()))?;
+    let lane0_side = chain.submitter(executor);
     let cid = BlobStore::cid_of(b"lane 0 frame");
     lane0_side
         .clone()

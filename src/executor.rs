@@ -1,3 +1,5 @@
+// Over ~600 lines: the event loop and its handlers for every event kind;
+// the stages of a task live in `lifecycle.rs`.
 //! The executor: a thin event loop over a Tower stack.
 //!
 //! The loop selects over four things, and never sleeps or polls on a timer:
@@ -145,6 +147,22 @@ pub struct ExecutorReport {
     pub paid: Balance,
     /// Tasks this executor could not resolve (see the logs).
     pub errors: u64,
+}
+
+impl ExecutorReport {
+    /// Adds another executor's counts to these (one figure for several
+    /// nodes).
+    pub fn absorb(&mut self, other: &ExecutorReport) {
+        self.submitted += other.submitted;
+        self.failed += other.failed;
+        self.skipped += other.skipped;
+        self.preempted += other.preempted;
+        self.requeued += other.requeued;
+        self.verified += other.verified;
+        self.rejected += other.rejected;
+        self.paid = self.paid.saturating_add(other.paid);
+        self.errors += other.errors;
+    }
 }
 
 /// Why the executor stopped with an error.

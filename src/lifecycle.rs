@@ -1,3 +1,6 @@
+// Over ~600 lines: one task's stages (start, run, submit) and the failure
+// attribution that joins them are read top to bottom; split apart, each
+// stage would lose sight of the rules that end it.
 //! The life of one task, as stages that overlap across tasks:
 //!
 //! - **start**: the task is read at the finalized head (is it ours, still

@@ -56,6 +56,9 @@ struct DevArgs {
     /// Tasks in flight at the sidecar at once.
     #[arg(long)]
     concurrency: Option<usize>,
+    /// Lane 1 nodes, each with its own account (Bob, Charlie, Ferdie), sharing one sidecar
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
     /// Post a Lane 0 task after every this many Lane 1 tasks (shows preemption).
     #[arg(long, value_name = "K")]
     lane0_every: Option<u64>,
@@ -209,6 +212,7 @@ async fn dev(config: Config, args: DevArgs) -> CliResult {
             models
         },
         lane0_every: args.lane0_every,
+        nodes: args.nodes,
         executor,
         progress: true,
         ..defaults

@@ -1,3 +1,5 @@
+// Over ~600 lines: the status guard and its record of sent calls decide
+// together whether a call may go; `MarketCalls` is their typed front.
 //! Chain submission for one account: the [`StatusGuard`] service in front of
 //! every `start_task`, `submit_result` and `fail_task`, and [`MarketCalls`],
 //! the typed front of the submit stack.

@@ -111,3 +111,57 @@ async fn lane0_bursts_at_a_block_time_make_progress() {
         summary.blocks
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_the_work_and_none_runs_a_task_another_ran() {
+    let opts = DevOptions {
+        tasks: Some(60),
+        lane0_every: Some(10),
+        nodes: 3,
+        models: vec!["sha256".into(), "sleep".into()],
+        executor: ExecutorConfig {
+            max_concurrent: 2,
+            ..ExecutorConfig::default()
+        },
+        ..DevOptions::default()
+    };
+    let summary = tokio::time::timeout(
+        Duration::from_secs(120),
+        run_dev(opts, std::future::pending()),
+    )
+    .await
+    .expect("dev run finished in time")
+    .expect("dev run succeeded");
+    assert_eq!(summary.verified, 60, "{summary:?}");
+    assert_eq!(summary.nodes.len(), 3);
+    let working = summary
+        .nodes
+        .iter()
+        .filter(|n| n.report.submitted > 0)
+        .count();
+    assert!(
+        working >= 2,
+        "the chain spread the work: {:?}",
+        summary.nodes
+    );
+    assert_eq!(
+        summary.nodes.iter().map(|n| n.report.verified).sum::<u64>(),
+        60
+    );
+    // Counted from the chain's extrinsics, not the nodes' reports.
+    assert_eq!(summary.started_twice, 0);
+    for n in &summary.nodes {
+        assert_eq!(n.own_slashes, 0, "{n:?}");
+    }
+}
+
+#[tokio::test]
+async fn more_nodes_than_accounts_is_refused_up_front() {
+    let opts = DevOptions {
+        tasks: Some(1),
+        nodes: 4,
+        ..DevOptions::default()
+    };
+    let err = run_dev(opts, std::future::pending()).await.unwrap_err();
+    assert_eq!(err.to_string(), "the demo runs 1 to 3 nodes, not 4");
+}

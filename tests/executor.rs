@@ -249,19 +249,7 @@ async fn a_preempted_task_whose_start_had_not_landed_goes_back_to_the_queue() {
     let h = Harness::start(config(), |c| c.block_mode = BlockMode::Manual);
     // Post by hand in manual mode: each call needs a block.
     let cid = h.sidecar.sidecar.store().put(b"x".to_vec()).unwrap();
-    let created = send(
-        &h.requester,
-        MarketCall::CreateTaskIntent {
-            lane: Lane::Lane1,
-            priority: Priority::Normal,
-            model_requirements: b"sleep".to_vec(),
-            input_cid: cid.as_bytes().to_vec(),
-            compute_budget: 0,
-            deadline_blocks: 1_000,
-            escrow_amount: UNIT,
-        },
-    )
-    .await;
+    let created = send(&h.requester, lane1_task("sleep", &cid)).await;
     h.chain.produce_block();
     let id = created_id(&created.await.unwrap());
     let assign = send(&h.requester, MarketCall::AcceptAssignment { task_id: id }).await;
@@ -583,21 +571,7 @@ async fn candidates_are_claimed_only_for_models_the_sidecar_serves() {
     let mut blocks = h.chain.finalized_blocks(None);
     let foreign = created_id(&ok(&h.requester, create(Lane::Lane1, "llama")).await);
     let cid = h.sidecar.sidecar.store().put(b"x".to_vec()).unwrap();
-    let served = created_id(
-        &ok(
-            &h.requester,
-            MarketCall::CreateTaskIntent {
-                lane: Lane::Lane1,
-                priority: Priority::Normal,
-                model_requirements: b"sha256".to_vec(),
-                input_cid: cid.as_bytes().to_vec(),
-                compute_budget: 0,
-                deadline_blocks: 1_000,
-                escrow_amount: UNIT,
-            },
-        )
-        .await,
-    );
+    let served = created_id(&ok(&h.requester, lane1_task("sha256", &cid)).await);
     // Nobody but the executor asks for an assignment of `served`.
     assert!(matches!(
         h.done(served).await,

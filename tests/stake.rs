@@ -73,19 +73,7 @@ async fn post_manual(h: &Harness, input: &[u8]) -> TaskId {
         .store()
         .put(input.to_vec())
         .expect("input");
-    let created = in_one_final_block(
-        h,
-        vec![MarketCall::CreateTaskIntent {
-            lane: Lane::Lane1,
-            priority: Priority::Normal,
-            model_requirements: b"sleep".to_vec(),
-            input_cid: cid.as_bytes().to_vec(),
-            compute_budget: 0,
-            deadline_blocks: 1_000,
-            escrow_amount: UNIT,
-        }],
-    )
-    .await;
+    let created = in_one_final_block(h, vec![lane1_task("sleep", &cid)]).await;
     let id = created_id(&created[0]);
     in_one_final_block(h, vec![MarketCall::AcceptAssignment { task_id: id }]).await;
     id

@@ -13,7 +13,7 @@ use nsn_lane1::executor::ExecutorConfig;
 use nsn_lane1::lifecycle::TaskOutcome;
 use nsn_lane1::sidecar::client::Parameters;
 use nsn_lane1::sidecar::server::RunState;
-use nsn_lane1::task::{AccountId, Lane, ModelId, Priority, TaskStatus, UNIT};
+use nsn_lane1::task::{AccountId, Lane, ModelId, TaskStatus};
 use support::*;
 use tower::ServiceExt;
 
@@ -51,19 +51,7 @@ async fn post(h: &Harness, input: &[u8]) -> TaskId {
         .store()
         .put(input.to_vec())
         .expect("input");
-    let created = send(
-        &h.requester,
-        MarketCall::CreateTaskIntent {
-            lane: Lane::Lane1,
-            priority: Priority::Normal,
-            model_requirements: b"sleep".to_vec(),
-            input_cid: cid.as_bytes().to_vec(),
-            compute_budget: 0,
-            deadline_blocks: 1_000,
-            escrow_amount: UNIT,
-        },
-    )
-    .await;
+    let created = send(&h.requester, lane1_task("sleep", &cid)).await;
     h.chain.produce_block();
     let id = created_id(&created.await.expect("created"));
     let assigned = send(&h.requester, MarketCall::AcceptAssignment { task_id: id }).await;

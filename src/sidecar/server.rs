@@ -1,3 +1,6 @@
+// Over ~600 lines: the reference sidecar's gRPC service is one trait
+// implementation over one run table; the models and the store are files of
+// their own.
 //! The reference sidecar: a real tonic server for the `nsn.sidecar.Sidecar`
 //! service that runs the [built-in models](super::models) on the CPU, over a
 //! [content-addressed store](super::store).

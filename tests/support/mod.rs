@@ -50,6 +50,20 @@ pub fn create_with(lane: Lane, model: &str, deadline_blocks: u32, escrow: Balanc
     }
 }
 
+/// A Lane 1 task for `model` on an input in the sidecar's store, due in
+/// 1000 blocks.
+pub fn lane1_task(model: &str, input: &nsn_lane1::task::Cid) -> MarketCall {
+    MarketCall::CreateTaskIntent {
+        lane: Lane::Lane1,
+        priority: Priority::Normal,
+        model_requirements: model.as_bytes().to_vec(),
+        input_cid: input.as_bytes().to_vec(),
+        compute_budget: 0,
+        deadline_blocks: 1_000,
+        escrow_amount: UNIT,
+    }
+}
+
 /// Submits and expects inclusion.
 pub async fn ok(sub: &DevSubmitter, call: MarketCall) -> Inclusion {
     let name = call.name();

@@ -1,3 +1,6 @@
+// Over ~600 lines: block building, the pool, nonces and the block streams
+// all work on one `State` under one lock; the pallet itself, genesis and
+// the submitter are already files of their own.
 //! The embedded dev chain: the task-market pallet's state machine
 //! ([`pallet::Market`]) run in process, with blocks, a transaction pool,
 //! per-account nonces, best- and finalized-block streams, storage history

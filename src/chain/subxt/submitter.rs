@@ -1,3 +1,6 @@
+// Over ~600 lines: nonce ownership, the outbox and the inclusion tracker
+// share one record of each transaction's fate; splitting them (outbox and
+// tracker into files of their own) is planned work.
 //! The pipelined submitter: one owner of an account's nonce, many
 //! transactions in flight.
 //!
