@@ -46,7 +46,7 @@ async fn handle(
     Ok(match (req.method(), req.uri().path()) {
         (&hyper::Method::GET, "/metrics") => text(
             StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
             registry.render(),
         ),
         (&hyper::Method::GET, "/healthz") => match live() {

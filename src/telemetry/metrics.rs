@@ -1,5 +1,8 @@
-//! A small Prometheus registry: labelled counters, gauges and histograms,
-//! rendered in the text exposition format for `/metrics`.
+//! The node's metrics on [`prometheus_client`]: labelled counters, gauges
+//! and histograms, rendered in the OpenMetrics text format for `/metrics`.
+//! A thin front keeps label values positional (`with(&["submitted"])`) and
+//! the exposed names as written (a counter registered as `x_total` is
+//! exposed as `x_total`).
 //!
 //! ```
 //! use nsn_lane1::telemetry::metrics::Registry;
@@ -11,59 +14,51 @@
 //! assert!(text.contains("lane1_tasks_total{outcome=\"submitted\"} 1"));
 //! ```
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-type Labels = Vec<String>;
+use prometheus_client::metrics::counter::Counter as PromCounter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge as PromGauge;
+use prometheus_client::metrics::histogram::Histogram as PromHistogram;
 
-#[derive(Debug)]
-enum Kind {
-    Counter(Mutex<BTreeMap<Labels, Arc<AtomicU64>>>),
-    Gauge(Mutex<BTreeMap<Labels, Arc<AtomicI64>>>),
-    Histogram(Vec<f64>, Mutex<BTreeMap<Labels, Arc<HistogramCell>>>),
-}
-
-#[derive(Debug)]
-struct Family {
-    name: &'static str,
-    help: &'static str,
-    label_names: Vec<&'static str>,
-    kind: Kind,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section leaves the maps whole.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+/// A series' labels: names with their values.
+type Labels = Vec<(&'static str, String)>;
 
 /// A set of metric families. Clones share one registry.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Registry {
-    families: Arc<Mutex<Vec<Arc<Family>>>>,
+    inner: Arc<Mutex<prometheus_client::registry::Registry>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
 }
 
 impl Registry {
-    fn add(&self, family: Family) -> Arc<Family> {
-        let family = Arc::new(family);
-        lock(&self.families).push(family.clone());
-        family
+    fn lock(&self) -> MutexGuard<'_, prometheus_client::registry::Registry> {
+        // Registration is a single call; a poisoned lock is still whole.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Registers a counter family.
+    /// Registers a counter family (`name` ends in `_total`, as exposed).
     pub fn counter(
         &self,
         name: &'static str,
         help: &'static str,
         labels: &[&'static str],
     ) -> CounterVec {
-        CounterVec(self.add(Family {
-            name,
-            help,
-            label_names: labels.to_vec(),
-            kind: Kind::Counter(Mutex::default()),
-        }))
+        let family = Family::<Labels, PromCounter>::default();
+        // The exposition adds `_total` to a counter's name.
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        self.lock().register(base, help_text(help), family.clone());
+        CounterVec {
+            family,
+            names: labels.to_vec(),
+        }
     }
 
     /// Registers a gauge family.
@@ -73,15 +68,15 @@ impl Registry {
         help: &'static str,
         labels: &[&'static str],
     ) -> GaugeVec {
-        GaugeVec(self.add(Family {
-            name,
-            help,
-            label_names: labels.to_vec(),
-            kind: Kind::Gauge(Mutex::default()),
-        }))
+        let family = Family::<Labels, PromGauge>::default();
+        self.lock().register(name, help_text(help), family.clone());
+        GaugeVec {
+            family,
+            names: labels.to_vec(),
+        }
     }
 
-    /// Registers a histogram family with these bucket upper bounds.
+    /// Registers a histogram family with these bucket bounds.
     pub fn histogram(
         &self,
         name: &'static str,
@@ -89,105 +84,61 @@ impl Registry {
         labels: &[&'static str],
         buckets: &[f64],
     ) -> HistogramVec {
-        HistogramVec(self.add(Family {
-            name,
-            help,
-            label_names: labels.to_vec(),
-            kind: Kind::Histogram(buckets.to_vec(), Mutex::default()),
-        }))
+        let family = Family::new_with_constructor(Buckets(buckets.into()));
+        self.lock().register(name, help_text(help), family.clone());
+        HistogramVec {
+            family,
+            names: labels.to_vec(),
+        }
     }
 
-    /// Every family in the Prometheus text format.
+    /// Every family in the OpenMetrics text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        for f in lock(&self.families).iter() {
-            let kind = match f.kind {
-                Kind::Counter(_) => "counter",
-                Kind::Gauge(_) => "gauge",
-                Kind::Histogram(..) => "histogram",
-            };
-            let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
-            let _ = writeln!(out, "# TYPE {} {kind}", f.name);
-            match &f.kind {
-                Kind::Counter(series) => {
-                    for (labels, v) in lock(series).iter() {
-                        let l = label_text(&f.label_names, labels, None);
-                        let _ = writeln!(out, "{}{l} {}", f.name, v.load(Ordering::Relaxed));
-                    }
-                }
-                Kind::Gauge(series) => {
-                    for (labels, v) in lock(series).iter() {
-                        let l = label_text(&f.label_names, labels, None);
-                        let _ = writeln!(out, "{}{l} {}", f.name, v.load(Ordering::Relaxed));
-                    }
-                }
-                Kind::Histogram(bounds, series) => {
-                    for (labels, h) in lock(series).iter() {
-                        let counts = lock(&h.counts);
-                        let mut cumulative = 0u64;
-                        for (i, bound) in bounds.iter().enumerate() {
-                            cumulative += counts.buckets[i];
-                            let le = format!("{bound}");
-                            let l = label_text(&f.label_names, labels, Some(&le));
-                            let _ = writeln!(out, "{}_bucket{l} {cumulative}", f.name);
-                        }
-                        let l = label_text(&f.label_names, labels, Some("+Inf"));
-                        let _ = writeln!(out, "{}_bucket{l} {}", f.name, counts.count);
-                        let l = label_text(&f.label_names, labels, None);
-                        let _ = writeln!(out, "{}_sum{l} {}", f.name, counts.sum);
-                        let _ = writeln!(out, "{}_count{l} {}", f.name, counts.count);
-                    }
-                }
-            }
-        }
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.lock());
         out
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Help text without its final period (the exposition adds one).
+fn help_text(help: &str) -> &str {
+    help.strip_suffix('.').unwrap_or(help)
 }
 
-fn label_text(names: &[&'static str], values: &[String], le: Option<&str>) -> String {
-    let mut parts: Vec<String> = names
+/// Pairs label names with values; a wrong count is a programming error in
+/// this crate, padded or cut rather than a panic in a metrics path.
+fn labels(names: &[&'static str], values: &[&str]) -> Labels {
+    names
         .iter()
-        .zip(values)
-        .map(|(n, v)| format!("{n}=\"{}\"", escape(v)))
-        .collect();
-    if let Some(le) = le {
-        parts.push(format!("le=\"{le}\""));
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
-    }
+        .enumerate()
+        .map(|(i, n)| (*n, values.get(i).copied().unwrap_or("").to_owned()))
+        .collect()
 }
 
-fn key(family: &Family, values: &[&str]) -> Labels {
-    // A wrong label count is a programming error in this crate; pad or cut
-    // rather than panic in a metrics path.
-    (0..family.label_names.len())
-        .map(|i| values.get(i).copied().unwrap_or("").to_owned())
-        .collect()
+/// Makes each new histogram of a family with the family's buckets.
+#[derive(Clone, Debug)]
+struct Buckets(Arc<[f64]>);
+
+impl MetricConstructor<PromHistogram> for Buckets {
+    fn new_metric(&self) -> PromHistogram {
+        PromHistogram::new(self.0.iter().copied())
+    }
 }
 
 /// A counter family.
 #[derive(Clone, Debug)]
-pub struct CounterVec(Arc<Family>);
+pub struct CounterVec {
+    family: Family<Labels, PromCounter>,
+    names: Vec<&'static str>,
+}
 
 impl CounterVec {
     /// The counter with these label values.
     pub fn with(&self, values: &[&str]) -> Counter {
-        let Kind::Counter(series) = &self.0.kind else {
-            unreachable!("a CounterVec holds a counter family")
-        };
         Counter(
-            lock(series)
-                .entry(key(&self.0, values))
-                .or_default()
+            self.family
+                .get_or_create(&labels(&self.names, values))
                 .clone(),
         )
     }
@@ -195,39 +146,38 @@ impl CounterVec {
 
 /// One counter.
 #[derive(Clone, Debug)]
-pub struct Counter(Arc<AtomicU64>);
+pub struct Counter(PromCounter);
 
 impl Counter {
     /// Adds one.
     pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.inc();
     }
 
     /// Adds `n`.
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.inc_by(n);
     }
 
-    /// The current value.
+    /// Its value.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
 /// A gauge family.
 #[derive(Clone, Debug)]
-pub struct GaugeVec(Arc<Family>);
+pub struct GaugeVec {
+    family: Family<Labels, PromGauge>,
+    names: Vec<&'static str>,
+}
 
 impl GaugeVec {
     /// The gauge with these label values.
     pub fn with(&self, values: &[&str]) -> Gauge {
-        let Kind::Gauge(series) = &self.0.kind else {
-            unreachable!("a GaugeVec holds a gauge family")
-        };
         Gauge(
-            lock(series)
-                .entry(key(&self.0, values))
-                .or_default()
+            self.family
+                .get_or_create(&labels(&self.names, values))
                 .clone(),
         )
     }
@@ -235,66 +185,43 @@ impl GaugeVec {
 
 /// One gauge.
 #[derive(Clone, Debug)]
-pub struct Gauge(Arc<AtomicI64>);
+pub struct Gauge(PromGauge);
 
 impl Gauge {
     /// Adds one.
     pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.inc();
     }
 
     /// Takes one away.
     pub fn dec(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.dec();
     }
 
-    /// Sets the value.
+    /// Sets it.
     pub fn set(&self, v: i64) {
-        self.0.store(v, Ordering::Relaxed);
+        self.0.set(v);
     }
 
-    /// The current value.
+    /// Its value.
     pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
-}
-
-#[derive(Debug, Default)]
-struct HistogramCounts {
-    buckets: Vec<u64>,
-    count: u64,
-    sum: f64,
-}
-
-#[derive(Debug)]
-struct HistogramCell {
-    bounds: Vec<f64>,
-    counts: Mutex<HistogramCounts>,
 }
 
 /// A histogram family.
 #[derive(Clone, Debug)]
-pub struct HistogramVec(Arc<Family>);
+pub struct HistogramVec {
+    family: Family<Labels, PromHistogram, Buckets>,
+    names: Vec<&'static str>,
+}
 
 impl HistogramVec {
     /// The histogram with these label values.
     pub fn with(&self, values: &[&str]) -> Histogram {
-        let Kind::Histogram(bounds, series) = &self.0.kind else {
-            unreachable!("a HistogramVec holds a histogram family")
-        };
         Histogram(
-            lock(series)
-                .entry(key(&self.0, values))
-                .or_insert_with(|| {
-                    Arc::new(HistogramCell {
-                        bounds: bounds.clone(),
-                        counts: Mutex::new(HistogramCounts {
-                            buckets: vec![0; bounds.len()],
-                            count: 0,
-                            sum: 0.0,
-                        }),
-                    })
-                })
+            self.family
+                .get_or_create(&labels(&self.names, values))
                 .clone(),
         )
     }
@@ -302,22 +229,12 @@ impl HistogramVec {
 
 /// One histogram.
 #[derive(Clone, Debug)]
-pub struct Histogram(Arc<HistogramCell>);
+pub struct Histogram(PromHistogram);
 
 impl Histogram {
     /// Records one observation.
     pub fn observe(&self, v: f64) {
-        let mut c = lock(&self.0.counts);
-        if let Some(i) = self.0.bounds.iter().position(|b| v <= *b) {
-            c.buckets[i] += 1;
-        }
-        c.count += 1;
-        c.sum += v;
-    }
-
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        lock(&self.0.counts).count
+        self.0.observe(v);
     }
 }
 
@@ -441,13 +358,19 @@ mod tests {
         h.with(&["v"]).observe(0.5);
         h.with(&["v"]).observe(5.0);
         let text = r.render();
-        assert!(text.contains("# TYPE c_total counter"));
-        assert!(text.contains("c_total{a=\"x\",b=\"y\\\"z\"} 2"), "{text}");
-        assert!(text.contains("g -3"));
-        assert!(text.contains("h_seconds_bucket{k=\"v\",le=\"0.1\"} 1"));
-        assert!(text.contains("h_seconds_bucket{k=\"v\",le=\"1\"} 2"));
-        assert!(text.contains("h_seconds_bucket{k=\"v\",le=\"+Inf\"} 3"));
-        assert!(text.contains("h_seconds_count{k=\"v\"} 3"));
-        assert!(text.contains("h_seconds_sum{k=\"v\"} 5.55"));
+        for line in [
+            "# HELP c A counter.",
+            "# TYPE c counter",
+            "c_total{a=\"x\",b=\"y\\\"z\"} 2",
+            "g -3",
+            "h_seconds_bucket{le=\"0.1\",k=\"v\"} 1",
+            "h_seconds_bucket{le=\"1.0\",k=\"v\"} 2",
+            "h_seconds_bucket{le=\"+Inf\",k=\"v\"} 3",
+            "h_seconds_count{k=\"v\"} 3",
+            "h_seconds_sum{k=\"v\"} 5.55",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
     }
 }
