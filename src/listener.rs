@@ -153,6 +153,9 @@ pub struct ChainListener<P> {
     hints: HashMap<TaskId, BlockNumber>,
     /// Whether best blocks are followed for Lane 0 hints.
     follow_best: bool,
+    /// Lane 1 tasks assigned to us and not yet ended on chain: whose
+    /// failures and rejections slash our account.
+    ours: HashSet<TaskId>,
     /// Told the first block followed, once reconciliation is done.
     following: Option<tokio::sync::watch::Sender<Option<BlockNumber>>>,
     /// Delays between attempts after a lost connection.
@@ -180,6 +183,7 @@ impl<P: ChainPort> ChainListener<P> {
             lane0_open: HashSet::new(),
             hints: HashMap::new(),
             follow_best: true,
+            ours: HashSet::new(),
             following: None,
             reconnects: backoff(RECONNECT_BASE, RECONNECT_MAX),
             lost: 0,
@@ -226,6 +230,7 @@ impl<P: ChainPort> ChainListener<P> {
             };
             if intent.executor == Some(self.account) && intent.status.is_in_hand() {
                 tracing::info!(%task_id, status = ?intent.status, "resuming task assigned to us");
+                self.ours.insert(task_id);
                 self.send(assigned(task_id, &intent)).await?;
             }
         }
@@ -326,6 +331,10 @@ impl<P: ChainPort> ChainListener<P> {
                             self.on_event(block.hash, &record.event).await?;
                         }
                         self.drop_stale_hints(block.number).await?;
+                        self.metrics
+                            .handled_block
+                            .with(&[])
+                            .set(i64::from(block.number));
                         self.send(TaskEvent::BlockDone {
                             number: block.number,
                         })
@@ -333,7 +342,10 @@ impl<P: ChainPort> ChainListener<P> {
                         next = block.number + 1;
                     }
                     hint = async { best.as_mut().expect("opened above").next().await }, if best.is_some() => match hint {
-                        Some(Ok(block)) => self.on_best_block(&block, next).await?,
+                        Some(Ok(block)) => {
+                            self.metrics.best_block.with(&[]).set(i64::from(block.number));
+                            self.on_best_block(&block, next).await?;
+                        }
                         // Hints are only hints: reopen the stream later.
                         Some(Err(_)) | None => best = None,
                     },
@@ -436,6 +448,7 @@ impl<P: ChainPort> ChainListener<P> {
                 } else if *executor == self.account {
                     match self.port.task(at, *task_id).await? {
                         Some(intent) if intent.lane == Lane::Lane1 => {
+                            self.ours.insert(*task_id);
                             Some(assigned(*task_id, &intent))
                         }
                         // A Lane 0 task for this node's Lane 0 side: it is
@@ -462,6 +475,7 @@ impl<P: ChainPort> ChainListener<P> {
                 payment,
                 ..
             } if *executor == self.account => {
+                self.ours.remove(task_id);
                 self.metrics
                     .payments
                     .with(&[])
@@ -473,9 +487,27 @@ impl<P: ChainPort> ChainListener<P> {
             }
             MarketEvent::TaskVerified { .. } => None,
             MarketEvent::TaskRejected { task_id, .. } => {
+                if self.ours.remove(task_id) {
+                    // A rejection slashes the executor (a low score, or no
+                    // quorum by the verification deadline).
+                    self.metrics.slashes.with(&["rejected"]).inc();
+                }
                 Some(TaskEvent::Rejected { task_id: *task_id })
             }
             MarketEvent::TaskFailed { task_id, reason } => {
+                if self.ours.remove(task_id) {
+                    // The pallet slashes the executor for these two: the
+                    // hook's preemption (the node never sends it), and the
+                    // node's own ExecutorFailed.
+                    let cause = match reason {
+                        FailReason::Preempted => Some("preemption_hook"),
+                        FailReason::ExecutorFailed => Some("own_fail_task"),
+                        _ => None,
+                    };
+                    if let Some(cause) = cause {
+                        self.metrics.slashes.with(&[cause]).inc();
+                    }
+                }
                 if self.lane0_open.remove(task_id) {
                     self.send(TaskEvent::Lane0Settled { task_id: *task_id })
                         .await?;
@@ -486,6 +518,7 @@ impl<P: ChainPort> ChainListener<P> {
                 })
             }
             MarketEvent::TaskExpired { task_id } => {
+                self.ours.remove(task_id);
                 if self.lane0_open.remove(task_id) {
                     self.send(TaskEvent::Lane0Settled { task_id: *task_id })
                         .await?;

@@ -168,6 +168,17 @@ impl Node {
         // One record of sent calls for the account: the lifecycle's and the
         // executor's submit stacks never send the same call twice between them.
         let sent = SentCalls::default();
+        // Every chain call of the node is counted (calls, outcomes, and
+        // transactions outstanding).
+        let parts = NodeParts {
+            submit: crate::submitter::CountedCalls::new(parts.submit, parts.metrics.clone()),
+            port: parts.port,
+            account: parts.account,
+            sidecar: parts.sidecar,
+            models: parts.models,
+            metrics: parts.metrics,
+            checkpoint: parts.checkpoint,
+        };
         // What is checked before a start, kept current by a watch on the
         // sidecar (its health and capabilities, each call with a deadline).
         let admission = Admission::new(config.admission.clone());

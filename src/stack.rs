@@ -39,7 +39,7 @@ use crate::lifecycle::{Lifecycle, LifecycleParts, TaskBoard};
 use crate::sidecar::client::SidecarError;
 use crate::submitter::{SentCalls, StatusGuard, SubmissionError};
 use crate::task::AccountId;
-use crate::telemetry::metrics::{Gauge, Lane1Metrics};
+use crate::telemetry::metrics::{Lane1Metrics, SidecarActivity};
 
 /// The crate's classifier. It looks down the error's source chain for the
 /// first error it knows:
@@ -113,8 +113,9 @@ pub fn classify_submit(e: &SubmitError) -> ErrorClass {
 
 /// The execute stack: concurrency limit → in-flight gauge → preempt →
 /// timeout → retry → `X` (the sidecar client).
-pub type ExecuteStack<X> =
-    ConcurrencyLimit<InFlight<Preempt<Timeout<Retry<RetryPolicy<DefaultClassifier>, X>>>, Gauge>>;
+pub type ExecuteStack<X> = ConcurrencyLimit<
+    InFlight<Preempt<Timeout<Retry<RetryPolicy<DefaultClassifier>, X>>>, SidecarActivity>,
+>;
 
 /// The submit stack: retry → status guard → `C` (a chain submitter).
 pub type SubmitStack<C, P> = Retry<RetryPolicy<DefaultClassifier>, StatusGuard<C, P>>;
@@ -180,7 +181,7 @@ where
 {
     let execute = ServiceBuilder::new()
         .concurrency_limit(config.max_concurrent.max(1))
-        .in_flight(parts.metrics.in_flight.with(&[]))
+        .in_flight(SidecarActivity::new(&parts.metrics))
         .preempt(parts.preemptor.clone(), parts.canceller.clone())
         .task_timeout(config.execution_timeout, parts.canceller)
         .retry(RetryPolicy::new(

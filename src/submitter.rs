@@ -483,6 +483,79 @@ impl Drop for Finish {
     }
 }
 
+/// The account's submitter with its calls counted:
+/// `lane1_chain_calls_total{call,outcome}` once each call's fate is known
+/// (`refused` by the pool, `included`, `failed` in its block, `lost`), and
+/// `lane1_chain_calls_outstanding` while it is between the pool and a block.
+#[derive(Clone, Debug)]
+pub struct CountedCalls<S> {
+    inner: S,
+    metrics: crate::telemetry::metrics::Lane1Metrics,
+}
+
+impl<S> CountedCalls<S> {
+    /// Counts `inner`'s calls into `metrics`.
+    pub fn new(inner: S, metrics: crate::telemetry::metrics::Lane1Metrics) -> Self {
+        CountedCalls { inner, metrics }
+    }
+}
+
+/// One transaction between the pool and a block, for as long as it lives.
+struct Outstanding(crate::telemetry::metrics::Gauge);
+
+impl Outstanding {
+    fn new(gauge: crate::telemetry::metrics::Gauge) -> Self {
+        gauge.inc();
+        Outstanding(gauge)
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl<S> Service<MarketCall> for CountedCalls<S>
+where
+    S: Service<MarketCall, Response = Pooled, Error = SubmitError>,
+    S::Future: Send + 'static,
+{
+    type Response = Pooled;
+    type Error = SubmitError;
+    type Future = Pin<Box<dyn Future<Output = Result<Pooled, SubmitError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SubmitError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: MarketCall) -> Self::Future {
+        let name = call.name();
+        let metrics = self.metrics.clone();
+        let pooled = self.inner.call(call);
+        Box::pin(async move {
+            let pooled = match pooled.await {
+                Ok(p) => p,
+                Err(e) => {
+                    metrics.chain_calls.with(&[name, "refused"]).inc();
+                    return Err(e);
+                }
+            };
+            let outstanding = Outstanding::new(metrics.chain_outstanding.with(&[]));
+            Ok(pooled.map(move |result| {
+                drop(outstanding);
+                let outcome = match &result {
+                    Ok(_) => "included",
+                    Err(SubmitError::Dispatch { .. }) => "failed",
+                    Err(_) => "lost",
+                };
+                metrics.chain_calls.with(&[name, outcome]).inc();
+                result
+            }))
+        })
+    }
+}
+
 impl SubmissionError {
     /// A dispatch failure's description and market error, if the boxed
     /// error is one (the call reached a block and was refused there).

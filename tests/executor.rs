@@ -684,3 +684,56 @@ async fn each_state_change_of_a_task_is_one_info_line_with_its_id() {
         "{lines:?}"
     );
 }
+
+/// The value of the sample `series` (name and labels as exposed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn the_metrics_follow_a_task_through_the_chain_and_the_sidecar() {
+    let h = Harness::start(config(), |c| c.auto_attest = Some(90));
+    let mut blocks = h.chain.finalized_blocks(None);
+    let (id, _) = h.post("sleep", b"{}").await;
+    within("TaskVerified", async {
+        while let Some(Ok(block)) = blocks.next().await {
+            if block.events.iter().any(
+                |r| matches!(r.event, MarketEvent::TaskVerified { task_id, .. } if task_id == id),
+            ) {
+                return;
+            }
+        }
+    })
+    .await;
+    let verified_at = h.chain.finalized_head().await.unwrap().number;
+    // Wait for the listener to have handled the block (the metric's own
+    // value), then read the rest.
+    within("the handled block", async {
+        while sample(&h.metrics.registry.render(), "lane1_chain_handled_block")
+            .is_none_or(|n| n < f64::from(verified_at))
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let text = h.metrics.registry.render();
+    let calls = |call: &str, outcome: &str| {
+        sample(
+            &text,
+            &format!("lane1_chain_calls_total{{call=\"{call}\",outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(calls("start_task", "included"), Some(1.0), "{text}");
+    assert_eq!(calls("submit_result", "included"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "lane1_chain_calls_outstanding"), Some(0.0));
+    assert!(sample(&text, "lane1_chain_best_block").is_some_and(|n| n >= f64::from(verified_at)));
+    // The model ran: its time at the sidecar was counted.
+    assert!(
+        sample(&text, "lane1_sidecar_busy_seconds_total").is_some_and(|s| s > 0.0),
+        "{text}"
+    );
+    assert!(sample(&text, "lane1_payments_total").is_some_and(|p| p > 0.0));
+    assert_eq!(sample(&text, "lane1_tasks_in_flight"), Some(0.0));
+}

@@ -444,6 +444,15 @@ async fn under_lane0_bursts_with_a_finality_lag_no_call_is_sent_twice() {
     for id in &ids {
         within_secs(60, h.node.board.wait_done(*id)).await;
     }
+    // The listener has handled every finalized block (so its metrics are
+    // complete) before the node stops.
+    let last = h.chain.finalized_number();
+    within("the last block handled", async {
+        while h.metrics.handled_block.with(&[]).get() < i64::from(last) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
     let report = h.node.stop().await.expect("stops");
     // The bursts did preempt work (the chain's hook, or the node yielding).
     let hook = rule_slashes(&h.chain, BOB);
@@ -458,4 +467,14 @@ async fn under_lane0_bursts_with_a_finality_lag_no_call_is_sent_twice() {
         }
     }
     assert_eq!(own_slashes(&h.chain, BOB), 0);
+    // The node's slash metric saw the hook's slashes of its tasks.
+    let counted = h.metrics.slashes.with(&["preemption_hook"]).get();
+    let by_hook = h.chain.with_market(|m| {
+        m.slashes(&BOB)
+            .get(&nsn_lane1::chain::dev::SlashCause::PreemptionHook)
+            .copied()
+            .unwrap_or(0)
+    });
+    assert_eq!(counted, u64::from(by_hook));
+    assert_eq!(h.metrics.slashes.with(&["own_fail_task"]).get(), 0);
 }

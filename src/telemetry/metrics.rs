@@ -14,6 +14,7 @@
 //! assert!(text.contains("lane1_tasks_total{outcome=\"submitted\"} 1"));
 //! ```
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use prometheus_client::metrics::counter::Counter as PromCounter;
@@ -56,6 +57,22 @@ impl Registry {
         let base = name.strip_suffix("_total").unwrap_or(name);
         self.lock().register(base, help_text(help), family.clone());
         CounterVec {
+            family,
+            names: labels.to_vec(),
+        }
+    }
+
+    /// Registers a counter family of fractional values (seconds).
+    pub fn float_counter(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[&'static str],
+    ) -> FloatCounterVec {
+        let family = Family::<Labels, PromCounter<f64, AtomicU64>>::default();
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        self.lock().register(base, help_text(help), family.clone());
+        FloatCounterVec {
             family,
             names: labels.to_vec(),
         }
@@ -165,6 +182,22 @@ impl Counter {
     }
 }
 
+/// A counter family of fractional values.
+#[derive(Clone, Debug)]
+pub struct FloatCounterVec {
+    family: Family<Labels, PromCounter<f64, AtomicU64>>,
+    names: Vec<&'static str>,
+}
+
+impl FloatCounterVec {
+    /// Adds `v` to the counter with these label values.
+    pub fn add(&self, values: &[&str], v: f64) {
+        self.family
+            .get_or_create(&labels(&self.names, values))
+            .inc_by(v);
+    }
+}
+
 /// A gauge family.
 #[derive(Clone, Debug)]
 pub struct GaugeVec {
@@ -264,6 +297,18 @@ pub struct Lane1Metrics {
     pub chain_reconnects: CounterVec,
     /// Payments received for verified tasks, in the chain's smallest unit.
     pub payments: CounterVec,
+    /// Slashes of our account, by cause, as the pallet's rules apply them
+    /// to the events of our tasks.
+    pub slashes: CounterVec,
+    /// Transactions between the pool and a block.
+    pub chain_outstanding: GaugeVec,
+    /// The best block seen.
+    pub best_block: GaugeVec,
+    /// The last finalized block the node has handled.
+    pub handled_block: GaugeVec,
+    /// Seconds the sidecar had at least one of our runs in progress; its
+    /// rate is the sidecar's busy ratio.
+    pub sidecar_busy: FloatCounterVec,
 }
 
 impl Default for Lane1Metrics {
@@ -313,6 +358,27 @@ impl Lane1Metrics {
                 "Payment received for verified tasks (smallest unit).",
                 &[],
             ),
+            slashes: registry.counter(
+                "lane1_slashes_total",
+                "Slashes of our account, by cause (preemption_hook, rejected, own_fail_task).",
+                &["cause"],
+            ),
+            chain_outstanding: registry.gauge(
+                "lane1_chain_calls_outstanding",
+                "Transactions sent and not yet in a block.",
+                &[],
+            ),
+            best_block: registry.gauge("lane1_chain_best_block", "The best block seen.", &[]),
+            handled_block: registry.gauge(
+                "lane1_chain_handled_block",
+                "The last finalized block the node has handled.",
+                &[],
+            ),
+            sidecar_busy: registry.float_counter(
+                "lane1_sidecar_busy_seconds_total",
+                "Seconds with at least one model run in progress (its rate is the busy ratio).",
+                &[],
+            ),
             registry,
         }
     }
@@ -329,6 +395,54 @@ impl crate::layer::metrics::RecordTask for Lane1Metrics {
         let labels = [outcome, lane.as_str(), model.as_str()];
         self.tasks.with(&labels).inc();
         self.task_seconds.with(&labels).observe(took.as_secs_f64());
+    }
+}
+
+/// Runs in progress at the sidecar: the in-flight gauge, and the time with
+/// at least one run in progress added to `lane1_sidecar_busy_seconds_total`
+/// as each busy spell ends.
+#[derive(Clone, Debug)]
+pub struct SidecarActivity {
+    gauge: Gauge,
+    busy: FloatCounterVec,
+    spell: Arc<Mutex<(u64, Option<std::time::Instant>)>>,
+}
+
+impl SidecarActivity {
+    /// Counts into `metrics`.
+    pub fn new(metrics: &Lane1Metrics) -> Self {
+        SidecarActivity {
+            gauge: metrics.in_flight.with(&[]),
+            busy: metrics.sidecar_busy.clone(),
+            spell: Arc::default(),
+        }
+    }
+
+    fn spell(&self) -> MutexGuard<'_, (u64, Option<std::time::Instant>)> {
+        self.spell
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl crate::layer::in_flight::InFlightCount for SidecarActivity {
+    fn inc(&self) {
+        self.gauge.inc();
+        let mut spell = self.spell();
+        spell.0 += 1;
+        if spell.0 == 1 {
+            spell.1 = Some(std::time::Instant::now());
+        }
+    }
+    fn dec(&self) {
+        self.gauge.dec();
+        let mut spell = self.spell();
+        spell.0 = spell.0.saturating_sub(1);
+        if spell.0 == 0
+            && let Some(since) = spell.1.take()
+        {
+            self.busy.add(&[], since.elapsed().as_secs_f64());
+        }
     }
 }
 

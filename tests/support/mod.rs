@@ -227,6 +227,7 @@ pub struct Harness {
     pub sidecar: TestSidecar,
     pub node: nsn_lane1::node::Node,
     pub requester: DevSubmitter,
+    pub metrics: nsn_lane1::telemetry::metrics::Lane1Metrics,
 }
 
 impl Harness {
@@ -255,6 +256,7 @@ impl Harness {
     {
         use nsn_lane1::node::{Node, NodeParts};
         let sidecar = TestSidecar::start();
+        let metrics = nsn_lane1::telemetry::metrics::Lane1Metrics::default();
         let node = Node::spawn(
             config,
             NodeParts {
@@ -263,7 +265,7 @@ impl Harness {
                 account: nsn_lane1::task::AccountId::BOB,
                 sidecar: sidecar.client(),
                 models: None,
-                metrics: Default::default(),
+                metrics: metrics.clone(),
                 checkpoint: None,
             },
         );
@@ -273,6 +275,7 @@ impl Harness {
             sidecar,
             node,
             requester,
+            metrics,
         }
     }
 
