@@ -1,7 +1,9 @@
-//! The telemetry endpoint, over hyper and tower-http: `/metrics` (Prometheus
-//! text format), `/healthz` (the node is alive: its listener and executor
-//! run) and `/readyz` (the chain and the sidecar answer). It binds to
-//! loopback unless told otherwise.
+//! The telemetry endpoint, over hyper and tower-http: `/metrics`
+//! (OpenMetrics text), `/healthz` (the node is alive: its listener and
+//! executor run) and `/readyz` (the chain and the sidecar answer). Each
+//! scrape of `/metrics` also asks both, as `lane1_live` and `lane1_ready`
+//! (1 or 0), so that alerts need no second probe. It binds to loopback
+//! unless told otherwise.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,7 +19,7 @@ use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
-use super::metrics::Registry;
+use super::metrics::{Gauge, Registry};
 
 /// Answers whether the node can do its work: `Err` says what is not ready.
 pub type ReadyCheck =
@@ -36,19 +38,35 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     r
 }
 
+/// The registry, with the node's liveness and readiness as gauges.
+#[derive(Clone)]
+struct Scrape {
+    registry: Registry,
+    live: Gauge,
+    ready: Gauge,
+}
+
+/// How long a scrape waits for the readiness check.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn handle(
     req: Request<Incoming>,
-    registry: Registry,
+    scrape: Scrape,
     live: LiveCheck,
     ready: ReadyCheck,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let plain = "text/plain; charset=utf-8";
     Ok(match (req.method(), req.uri().path()) {
-        (&hyper::Method::GET, "/metrics") => text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            registry.render(),
-        ),
+        (&hyper::Method::GET, "/metrics") => {
+            scrape.live.set(i64::from(live().is_ok()));
+            let is_ready = matches!(tokio::time::timeout(READY_WAIT, ready()).await, Ok(Ok(())));
+            scrape.ready.set(i64::from(is_ready));
+            text(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                scrape.registry.render(),
+            )
+        }
         (&hyper::Method::GET, "/healthz") => match live() {
             Ok(()) => text(StatusCode::OK, plain, "ok\n".into()),
             Err(why) => text(
@@ -94,6 +112,23 @@ pub async fn serve_node(
     ready: ReadyCheck,
     shutdown: impl Future<Output = ()>,
 ) {
+    let scrape = Scrape {
+        live: registry
+            .gauge(
+                "lane1_live",
+                "1 while the node's listener and executor run.",
+                &[],
+            )
+            .with(&[]),
+        ready: registry
+            .gauge(
+                "lane1_ready",
+                "1 while the chain and the sidecar answer.",
+                &[],
+            )
+            .with(&[]),
+        registry,
+    };
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -106,13 +141,13 @@ pub async fn serve_node(
                 }
             },
         };
-        let registry = registry.clone();
+        let scrape = scrape.clone();
         let ready = ready.clone();
         let live = live.clone();
         let svc = ServiceBuilder::new()
             .layer(TraceLayer::new_for_http())
             .service(tower::service_fn(move |req| {
-                handle(req, registry.clone(), live.clone(), ready.clone())
+                handle(req, scrape.clone(), live.clone(), ready.clone())
             }));
         tokio::spawn(async move {
             if let Err(e) = hyper::server::conn::http1::Builder::new()

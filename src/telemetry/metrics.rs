@@ -320,7 +320,7 @@ impl Default for Lane1Metrics {
 impl Lane1Metrics {
     /// Registers the executor's metrics in `registry`.
     pub fn new(registry: Registry) -> Self {
-        Lane1Metrics {
+        let metrics = Lane1Metrics {
             tasks: registry.counter(
                 "lane1_tasks_total",
                 "Tasks that left the service stack, by outcome.",
@@ -380,9 +380,25 @@ impl Lane1Metrics {
                 &[],
             ),
             registry,
+        };
+        // Series a dashboard or an alert reads exist from the start, at 0
+        // (a family with no series is not exposed at all).
+        for cause in SLASH_CAUSES {
+            metrics.slashes.with(&[cause]);
         }
+        metrics.chain_reconnects.with(&[]);
+        metrics.payments.with(&[]);
+        metrics.in_flight.with(&[]);
+        metrics.chain_outstanding.with(&[]);
+        metrics.best_block.with(&[]);
+        metrics.handled_block.with(&[]);
+        metrics.sidecar_busy.add(&[], 0.0);
+        metrics
     }
 }
+
+/// The causes `lane1_slashes_total` counts.
+pub const SLASH_CAUSES: [&str; 3] = ["preemption_hook", "rejected", "own_fail_task"];
 
 impl crate::layer::metrics::RecordTask for Lane1Metrics {
     fn record_task(
