@@ -173,10 +173,10 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_in_a_real_scrape() {
             for s in suffixes {
                 exposed.insert(format!("{family}{s}"));
             }
-        } else if !line.starts_with('#') {
-            if let Some(name) = line.split(['{', ' ']).next() {
-                exposed.insert(name.to_owned());
-            }
+        } else if !line.starts_with('#')
+            && let Some(name) = line.split(['{', ' ']).next()
+        {
+            exposed.insert(name.to_owned());
         }
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
