@@ -12,7 +12,7 @@ use tonic::transport::Channel;
 use super::{ExecuteRequest, ExecutionResult, SidecarError};
 use crate::sidecar::proto;
 use crate::sidecar::proto::sidecar_client::SidecarClient as Grpc;
-use crate::task::Cid;
+use crate::task::{Cid, TaskId};
 
 /// `ExecuteTask` as a `tower::Service<ExecuteRequest>`.
 ///
@@ -121,6 +121,15 @@ async fn execute(
             return Err(SidecarError::from_status(Some(task_id), status));
         }
     };
+    result_of(task_id, body)
+}
+
+/// What an `ExecuteTask` answer says, checked: a failure in the body, an
+/// output CID that is not a CID, or the result.
+pub(crate) fn result_of(
+    task_id: TaskId,
+    body: proto::ExecuteTaskResponse,
+) -> Result<ExecutionResult, SidecarError> {
     if !body.success {
         return Err(SidecarError::Model {
             task_id,

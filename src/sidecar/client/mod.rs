@@ -187,18 +187,7 @@ impl SidecarClient {
                 }),
             )
             .await?;
-        let bad = |reason: String| SidecarError::BadReport { task_id, reason };
-        let status: SidecarStatus = r.status.parse().map_err(bad)?;
-        if !(0.0..=1.0).contains(&r.progress) {
-            return Err(bad(format!("progress {} is outside 0–1", r.progress)));
-        }
-        Ok(TaskProgress {
-            status,
-            progress: r.progress,
-            stage: r.current_stage,
-            error: (!r.error_message.is_empty()).then_some(r.error_message),
-            eta: (r.eta_ms > 0).then(|| Duration::from_millis(r.eta_ms)),
-        })
+        progress_of(task_id, r)
     }
 
     /// Waits until the sidecar reports the task's run ended (at most
@@ -355,49 +344,7 @@ impl SidecarClient {
             )
             .await?
             .models;
-        let mut caps = Capabilities::default();
-        for p in plugins {
-            let id = match ModelId::new(&p.name) {
-                Ok(id) => id,
-                Err(e) => {
-                    caps.rejected.push(format!("plugin {:?}: {e}", p.name));
-                    continue;
-                }
-            };
-            let mut lanes = Vec::new();
-            for l in &p.supported_lanes {
-                match l.parse::<Lane>() {
-                    Ok(lane) if !lanes.contains(&lane) => lanes.push(lane),
-                    Ok(_) => {}
-                    Err(e) => caps.rejected.push(format!("plugin {:?}: {e}", p.name)),
-                }
-            }
-            caps.models.insert(
-                id,
-                ModelCapability {
-                    lanes,
-                    deterministic: p.deterministic,
-                    max_latency_ms: p.max_latency_ms,
-                    vram_required_mb: p.vram_required_mb,
-                    loaded: None,
-                },
-            );
-        }
-        for m in loaded {
-            let Ok(id) = ModelId::new(&m.model_id) else {
-                caps.rejected
-                    .push(format!("loaded model {:?}: not a model id", m.model_id));
-                continue;
-            };
-            match caps.models.get_mut(&id) {
-                Some(cap) => cap.loaded = Some(m.state),
-                None => caps.rejected.push(format!(
-                    "loaded model {:?} is not a listed plugin",
-                    m.model_id
-                )),
-            }
-        }
-        Ok(caps)
+        Ok(capabilities_of(plugins, loaded))
     }
 
     /// The sidecar's `HealthCheck`.
@@ -437,6 +384,204 @@ fn apply_tls(endpoint: Endpoint, tls: &TlsConfig) -> Result<Endpoint, SidecarCon
 #[cfg(not(feature = "tls"))]
 fn apply_tls(_: Endpoint, _: &TlsConfig) -> Result<Endpoint, SidecarConfigError> {
     Err(SidecarConfigError::TlsUnavailable)
+}
+
+/// What a `GetTaskStatus` answer says, checked: a status the interface
+/// names and a progress within 0–1.
+pub(crate) fn progress_of(
+    task_id: TaskId,
+    r: proto::GetTaskStatusResponse,
+) -> Result<TaskProgress, SidecarError> {
+    let bad = |reason: String| SidecarError::BadReport { task_id, reason };
+    let status: SidecarStatus = r.status.parse().map_err(bad)?;
+    if !(0.0..=1.0).contains(&r.progress) {
+        return Err(bad(format!("progress {} is outside 0–1", r.progress)));
+    }
+    Ok(TaskProgress {
+        status,
+        progress: r.progress,
+        stage: r.current_stage,
+        error: (!r.error_message.is_empty()).then_some(r.error_message),
+        eta: (r.eta_ms > 0).then(|| Duration::from_millis(r.eta_ms)),
+    })
+}
+
+/// The models a sidecar can serve, from its `ListPlugins` and
+/// `GetLoadedModels` answers; entries that do not make sense are set aside
+/// in `rejected`, with what was wrong.
+pub(crate) fn capabilities_of(
+    plugins: Vec<proto::PluginInfo>,
+    loaded: Vec<proto::LoadedModel>,
+) -> Capabilities {
+    let mut caps = Capabilities::default();
+    for p in plugins {
+        let id = match ModelId::new(&p.name) {
+            Ok(id) => id,
+            Err(e) => {
+                caps.rejected.push(format!("plugin {:?}: {e}", p.name));
+                continue;
+            }
+        };
+        let mut lanes = Vec::new();
+        for l in &p.supported_lanes {
+            match l.parse::<Lane>() {
+                Ok(lane) if !lanes.contains(&lane) => lanes.push(lane),
+                Ok(_) => {}
+                Err(e) => caps.rejected.push(format!("plugin {:?}: {e}", p.name)),
+            }
+        }
+        caps.models.insert(
+            id,
+            ModelCapability {
+                lanes,
+                deterministic: p.deterministic,
+                max_latency_ms: p.max_latency_ms,
+                vram_required_mb: p.vram_required_mb,
+                loaded: None,
+            },
+        );
+    }
+    for m in loaded {
+        let Ok(id) = ModelId::new(&m.model_id) else {
+            caps.rejected
+                .push(format!("loaded model {:?}: not a model id", m.model_id));
+            continue;
+        };
+        match caps.models.get_mut(&id) {
+            Some(cap) => cap.loaded = Some(m.state),
+            None => caps.rejected.push(format!(
+                "loaded model {:?} is not a listed plugin",
+                m.model_id
+            )),
+        }
+    }
+    caps
+}
+
+/// The sidecar's answers with arbitrary fields, and arbitrary bytes on the
+/// wire: each is decoded and checked into a result or a typed error,
+/// never a panic.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use prost::Message as _;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,40}",
+            Just(String::new()),
+            Just("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku".to_owned()),
+            Just("completed".to_owned()),
+            Just("sha256".to_owned()),
+            Just("lane1".to_owned()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn execute_answers(
+            success in any::<bool>(),
+            error_message in text(),
+            output_cid in text(),
+            execution_time_ms in any::<u64>(),
+            result_metadata in proptest::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let body = proto::ExecuteTaskResponse {
+                success, error_message: error_message.clone(), output_cid: output_cid.clone(),
+                execution_time_ms, result_metadata,
+            };
+            match execute::result_of(TaskId(1), body) {
+                Ok(r) => {
+                    prop_assert!(success);
+                    prop_assert_eq!(r.output_cid.as_str(), output_cid.as_str());
+                }
+                Err(SidecarError::Model { message, .. }) => {
+                    prop_assert!(!success);
+                    prop_assert_eq!(message, error_message);
+                }
+                Err(SidecarError::InvalidOutput { .. }) => prop_assert!(success),
+                Err(other) => prop_assert!(false, "unexpected {other:?}"),
+            }
+        }
+
+        #[test]
+        fn status_answers(
+            status in text(),
+            progress in any::<f32>(),
+            error_message in text(),
+            current_stage in text(),
+            eta_ms in any::<u64>(),
+        ) {
+            let r = proto::GetTaskStatusResponse { status, progress, error_message, current_stage, eta_ms };
+            match progress_of(TaskId(1), r) {
+                Ok(p) => prop_assert!((0.0..=1.0).contains(&p.progress)),
+                Err(e) => prop_assert!(matches!(e, SidecarError::BadReport { .. }), "{e:?}"),
+            }
+        }
+
+        #[test]
+        fn capability_answers(
+            plugins in proptest::collection::vec(
+                (text(), proptest::collection::vec(text(), 0..3), any::<bool>(), any::<u32>(), any::<u32>()),
+                0..5,
+            ),
+            loaded in proptest::collection::vec((text(), text()), 0..5),
+        ) {
+            let plugins: Vec<proto::PluginInfo> = plugins.into_iter().map(|(name, supported_lanes, deterministic, max_latency_ms, vram_required_mb)| proto::PluginInfo {
+                name, version: String::new(), supported_lanes, deterministic, max_latency_ms, vram_required_mb,
+            }).collect();
+            let loaded: Vec<proto::LoadedModel> = loaded.into_iter().map(|(model_id, state)| proto::LoadedModel {
+                model_id, state, ..proto::LoadedModel::default()
+            }).collect();
+            let caps = capabilities_of(plugins.clone(), loaded.clone());
+            // Every entry is taken or set aside with a reason naming it (a
+            // plugin with a bad lane is taken for the lanes it names well).
+            for p in &plugins {
+                match ModelId::new(&p.name) {
+                    Ok(id) => prop_assert!(caps.models.contains_key(&id)),
+                    Err(_) => {
+                        let named = format!("{:?}", p.name);
+                        let set_aside = caps.rejected.iter().any(|r| r.contains(&named));
+                        prop_assert!(set_aside, "{} not in {:?}", named, caps.rejected);
+                    }
+                }
+            }
+            for m in &loaded {
+                let attached = ModelId::new(&m.model_id)
+                    .ok()
+                    .and_then(|id| caps.models.get(&id))
+                    .is_some_and(|cap| cap.loaded.is_some());
+                let named = format!("{:?}", m.model_id);
+                let set_aside = caps.rejected.iter().any(|r| r.contains(&named));
+                prop_assert!(attached || set_aside, "{} not in {:?}", named, caps.rejected);
+            }
+            for (id, cap) in &caps.models {
+                prop_assert!(ModelId::new(id.as_str()).is_ok());
+                let mut lanes = cap.lanes.clone();
+                lanes.dedup();
+                prop_assert_eq!(lanes.len(), cap.lanes.len());
+            }
+        }
+
+        #[test]
+        fn answers_from_arbitrary_wire_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(body) = proto::ExecuteTaskResponse::decode(&bytes[..]) {
+                let _ = execute::result_of(TaskId(1), body);
+            }
+            if let Ok(r) = proto::GetTaskStatusResponse::decode(&bytes[..]) {
+                let _ = progress_of(TaskId(1), r);
+            }
+            if let Ok(r) = proto::ListPluginsResponse::decode(&bytes[..]) {
+                let _ = capabilities_of(r.plugins, Vec::new());
+            }
+            if let Ok(r) = proto::GetLoadedModelsResponse::decode(&bytes[..]) {
+                let _ = capabilities_of(Vec::new(), r.models);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
