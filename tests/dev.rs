@@ -144,9 +144,16 @@ async fn three_nodes_share_the_work_and_none_runs_a_task_another_ran() {
         "the chain spread the work: {:?}",
         summary.nodes
     );
+    // Each verified Lane 1 task was submitted by exactly one node.
     assert_eq!(
-        summary.nodes.iter().map(|n| n.report.verified).sum::<u64>(),
-        60
+        summary
+            .nodes
+            .iter()
+            .map(|n| n.report.submitted)
+            .sum::<u64>(),
+        60,
+        "{:?}",
+        summary.nodes
     );
     // Counted from the chain's extrinsics, not the nodes' reports.
     assert_eq!(summary.started_twice, 0);
