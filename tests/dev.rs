@@ -7,6 +7,17 @@ use nsn_lane1::dev::{DevOptions, run_dev};
 use nsn_lane1::executor::ExecutorConfig;
 use nsn_lane1::task::FailReason;
 
+/// A dev run that must end, successfully, within `secs`.
+async fn run_within(opts: DevOptions, secs: u64) -> nsn_lane1::dev::DevSummary {
+    tokio::time::timeout(
+        Duration::from_secs(secs),
+        run_dev(opts, std::future::pending()),
+    )
+    .await
+    .expect("dev run finished in time")
+    .expect("dev run succeeded")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_tasks_all_end_verified_or_failed_with_a_reason() {
     let opts = DevOptions {
@@ -17,13 +28,7 @@ async fn a_thousand_tasks_all_end_verified_or_failed_with_a_reason() {
         },
         ..DevOptions::default()
     };
-    let summary = tokio::time::timeout(
-        Duration::from_secs(240),
-        run_dev(opts, std::future::pending()),
-    )
-    .await
-    .expect("dev run finished in time")
-    .expect("dev run succeeded");
+    let summary = run_within(opts, 240).await;
     assert_eq!(summary.created, 1000);
     assert_eq!(summary.assigned, 1000);
     assert_eq!(summary.resolved(), 1000, "{summary:?}");
@@ -45,13 +50,7 @@ async fn lane0_bursts_preempt_and_every_task_still_ends() {
         },
         ..DevOptions::default()
     };
-    let summary = tokio::time::timeout(
-        Duration::from_secs(120),
-        run_dev(opts, std::future::pending()),
-    )
-    .await
-    .expect("dev run finished in time")
-    .expect("dev run succeeded");
+    let summary = run_within(opts, 120).await;
     assert_eq!(summary.resolved(), 60, "{summary:?}");
     assert!(summary.lane0 >= 5, "{summary:?}");
     // Every failure has a reason, and the only reason here is preemption;
@@ -95,13 +94,7 @@ async fn lane0_bursts_at_a_block_time_make_progress() {
         },
         ..DevOptions::default()
     };
-    let summary = tokio::time::timeout(
-        Duration::from_secs(60),
-        run_dev(opts, std::future::pending()),
-    )
-    .await
-    .expect("dev run finished in time")
-    .expect("dev run succeeded");
+    let summary = run_within(opts, 60).await;
     assert_eq!(summary.resolved(), 30, "{summary:?}");
     assert_eq!(summary.verified, 30, "{summary:?}");
     assert_eq!(summary.lane0, 2, "{summary:?}");
@@ -125,13 +118,7 @@ async fn three_nodes_share_the_work_and_none_runs_a_task_another_ran() {
         },
         ..DevOptions::default()
     };
-    let summary = tokio::time::timeout(
-        Duration::from_secs(120),
-        run_dev(opts, std::future::pending()),
-    )
-    .await
-    .expect("dev run finished in time")
-    .expect("dev run succeeded");
+    let summary = run_within(opts, 120).await;
     assert_eq!(summary.verified, 60, "{summary:?}");
     assert_eq!(summary.nodes.len(), 3);
     let working = summary

@@ -125,22 +125,10 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
 
 #[tokio::test]
 async fn every_metric_the_dashboard_and_the_alerts_use_is_in_a_real_scrape() {
-    use nsn_lane1::chain::{ChainPort, MarketEvent};
-    use support::{Harness, within};
+    use support::Harness;
     // A node that has run a task to verification.
     let h = Harness::start(Default::default(), |c| c.auto_attest = Some(90));
-    let mut blocks = h.chain.finalized_blocks(None);
-    let (id, _) = h.post("sha256", b"scrape me").await;
-    within("TaskVerified", async {
-        while let Some(Ok(block)) = futures::StreamExt::next(&mut blocks).await {
-            if block.events.iter().any(
-                |r| matches!(r.event, MarketEvent::TaskVerified { task_id, .. } if task_id == id),
-            ) {
-                return;
-            }
-        }
-    })
-    .await;
+    h.post_until_verified("sha256", b"scrape me").await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();

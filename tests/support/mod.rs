@@ -314,6 +314,28 @@ impl Harness {
         (id, executor)
     }
 
+    /// Posts a task (see [`post`](Self::post)) and waits for its
+    /// `TaskVerified` in a finalized block (validators must attest:
+    /// `auto_attest`).
+    pub async fn post_until_verified(&self, model: &str, input: &[u8]) -> TaskId {
+        use futures::StreamExt;
+        use nsn_lane1::chain::ChainPort;
+        let mut blocks = self.chain.finalized_blocks(None);
+        let (id, _) = self.post(model, input).await;
+        within("TaskVerified", async {
+            while let Some(Ok(block)) = blocks.next().await {
+                if block.events.iter().any(
+                    |r| matches!(r.event, MarketEvent::TaskVerified { task_id, .. } if task_id == id),
+                ) {
+                    return;
+                }
+            }
+            panic!("the block stream ended");
+        })
+        .await;
+        id
+    }
+
     /// The task's status on chain.
     pub fn status(&self, id: TaskId) -> nsn_lane1::task::TaskStatus {
         chain_status(&self.chain, id)
