@@ -408,9 +408,13 @@ impl crate::layer::metrics::RecordTask for Lane1Metrics {
         model: &crate::task::ModelId,
         took: std::time::Duration,
     ) {
-        let labels = [outcome, lane.as_str(), model.as_str()];
-        self.tasks.with(&labels).inc();
-        self.task_seconds.with(&labels).observe(took.as_secs_f64());
+        // One label set for both families (they share their label names).
+        let series = labels(&self.tasks.names, &[outcome, lane.as_str(), model.as_str()]);
+        self.tasks.family.get_or_create(&series).inc();
+        self.task_seconds
+            .family
+            .get_or_create(&series)
+            .observe(took.as_secs_f64());
     }
 }
 
