@@ -579,6 +579,36 @@ where
             tracing::warn!(%task_id, "task is not assigned to us; not running it");
             return Ok(Err(TaskOutcome::NotOurs { task_id }));
         }
+        // Calls of ours may be in blocks that are not final yet (sent before
+        // a restart, whose record is gone): what the best block already
+        // holds is not sent again.
+        let mut on_chain = on_chain;
+        if matches!(
+            on_chain.status,
+            TaskStatus::Assigned | TaskStatus::Executing
+        ) {
+            let best = self.port.best_head().await?;
+            if best.hash != head.hash
+                && let Some(ahead) = self.port.task(best.hash, task_id).await?
+                && ahead.executor == Some(self.account)
+                && ahead.status != on_chain.status
+            {
+                match ahead.status {
+                    TaskStatus::Executing => {
+                        tracing::info!(%task_id, "started in a block not yet final");
+                        on_chain = ahead;
+                    }
+                    TaskStatus::Assigned => {}
+                    status => {
+                        tracing::info!(%task_id, ?status, "already moved on in a block not yet final");
+                        return Ok(Err(TaskOutcome::AlreadyResolved {
+                            task_id,
+                            status: Some(status),
+                        }));
+                    }
+                }
+            }
+        }
         if on_chain.status == TaskStatus::Assigned {
             // Nothing is started that the node cannot or should not run.
             match self.admission.check(task, head.number) {

@@ -321,6 +321,20 @@ impl Node {
         self.executor.is_finished()
     }
 
+    /// Tears the node down the way `kill -9` would: its listener and
+    /// executor are aborted mid-flight, nothing drains, nothing is failed
+    /// or flushed (the checkpoint keeps what it last wrote). For crash
+    /// tests; a node restarted from the same checkpoint picks up what was
+    /// left.
+    pub async fn kill(self) {
+        self.executor.abort();
+        self.listener.abort();
+        let _ = self.executor.await;
+        let _ = self.listener.await;
+        // The sidecar watch is the last task of the node.
+        self.shutdown.cancel();
+    }
+
     /// Stops gracefully and returns what the executor did.
     pub async fn stop(self) -> Result<ExecutorReport, NodeError> {
         self.shutdown.cancel();

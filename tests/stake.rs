@@ -478,3 +478,71 @@ async fn under_lane0_bursts_with_a_finality_lag_no_call_is_sent_twice() {
     assert_eq!(counted, u64::from(by_hook));
     assert_eq!(h.metrics.slashes.with(&["own_fail_task"]).get(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_does_not_send_again_a_start_that_a_block_not_yet_final_holds() {
+    use nsn_lane1::node::{Node, NodeParts};
+    let h = Harness::start(config(60_000), manual);
+    let id = post_manual(&h, b"a").await;
+    // The node pools its start and begins the run; a best block takes the
+    // start, finality does not yet.
+    within(
+        "the run",
+        h.sidecar.sidecar.wait_for(
+            &id.to_string(),
+            nsn_lane1::sidecar::server::RunState::Running,
+        ),
+    )
+    .await;
+    until("start_task pooled", || h.chain.pool_len() > 0).await;
+    h.chain.produce_block();
+    assert_eq!(calls_on_chain(&h.chain, BOB, "start_task", id), 1);
+    assert!(h.chain.finalized_number() < h.chain.head_number());
+
+    // The node dies, and a new one (its record of sent calls gone) starts.
+    let Harness {
+        chain,
+        sidecar,
+        node,
+        ..
+    } = h;
+    node.kill().await;
+    within(
+        "the orphaned run ends",
+        sidecar.sidecar.wait_for(
+            &id.to_string(),
+            nsn_lane1::sidecar::server::RunState::Cancelled,
+        ),
+    )
+    .await;
+    let second = Node::spawn(
+        config(60_000),
+        NodeParts {
+            port: chain.clone(),
+            submit: chain.submitter(BOB),
+            account: BOB,
+            sidecar: sidecar.client(),
+            models: None,
+            metrics: Default::default(),
+            checkpoint: None,
+        },
+    );
+    // It runs the task again, on the start the best block holds.
+    within(
+        "the run again",
+        sidecar.sidecar.wait_for(
+            &id.to_string(),
+            nsn_lane1::sidecar::server::RunState::Running,
+        ),
+    )
+    .await;
+    let last = chain.produce_block();
+    chain.finalize_to(last.number);
+    assert_eq!(
+        calls_on_chain(&chain, BOB, "start_task", id),
+        1,
+        "start_task sent once for the assignment"
+    );
+    assert_eq!(chain_status(&chain, id), TaskStatus::Executing);
+    second.kill().await;
+}
