@@ -30,11 +30,26 @@ fn task_for(sidecar: &TestSidecar, input: &[u8]) -> nsn_lane1::chain::MarketCall
 
 /// A node for Bob that claims candidates, keeping `checkpoint` if given.
 fn node(chain: &DevChain, sidecar: &TestSidecar, checkpoint: Option<&Checkpoint>) -> Node {
-    Node::spawn(
+    node_with(
         ExecutorConfig {
             claim_assignments: true,
             ..ExecutorConfig::default()
         },
+        chain,
+        sidecar,
+        checkpoint,
+    )
+}
+
+/// A node for Bob with `config`, keeping `checkpoint` if given.
+fn node_with(
+    config: ExecutorConfig,
+    chain: &DevChain,
+    sidecar: &TestSidecar,
+    checkpoint: Option<&Checkpoint>,
+) -> Node {
+    Node::spawn(
+        config,
         NodeParts {
             port: chain.clone(),
             submit: chain.submitter(AccountId::BOB),
@@ -320,20 +335,7 @@ async fn a_node_killed_mid_run_and_restarted_from_its_checkpoint_loses_nothing_a
         .collect(),
         ..ExecutorConfig::default()
     };
-    let spawn = || {
-        Node::spawn(
-            config.clone(),
-            NodeParts {
-                port: chain.clone(),
-                submit: chain.submitter(AccountId::BOB),
-                account: AccountId::BOB,
-                sidecar: sidecar.client(),
-                models: None,
-                metrics: Default::default(),
-                checkpoint: Some(checkpoint.clone()),
-            },
-        )
-    };
+    let spawn = || node_with(config.clone(), &chain, &sidecar, Some(&checkpoint));
     let first = spawn();
     within("first node follows", first.following()).await;
     let mut ids = Vec::new();
