@@ -633,7 +633,7 @@ async fn each_state_change_of_a_task_is_one_info_line_with_its_id() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let h = Harness::start(config(), |c| c.auto_attest = Some(90));
+    let h = Harness::start(config(), timed);
     let id = h.post_until_verified("sha256", b"log me").await;
     let last = "verified and paid";
     within("the last line", async {
@@ -683,7 +683,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn the_metrics_follow_a_task_through_the_chain_and_the_sidecar() {
-    let h = Harness::start(config(), |c| c.auto_attest = Some(90));
+    let h = Harness::start(config(), timed);
     h.post_until_verified("sleep", b"{}").await;
     let verified_at = h.chain.finalized_head().await.unwrap().number;
     // Wait for the listener to have handled the block (the metric's own

@@ -127,7 +127,7 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
 async fn every_metric_the_dashboard_and_the_alerts_use_is_in_a_real_scrape() {
     use support::Harness;
     // A node that has run a task to verification.
-    let h = Harness::start(Default::default(), |c| c.auto_attest = Some(90));
+    let h = Harness::start(Default::default(), support::timed);
     h.post_until_verified("sha256", b"scrape me").await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

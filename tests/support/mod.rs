@@ -50,6 +50,14 @@ pub fn create_with(lane: Lane, model: &str, deadline_blocks: u32, escrow: Balanc
     }
 }
 
+/// Real timing for a harness: a block every 20 ms, finality two blocks
+/// behind, validators attesting.
+pub fn timed(c: &mut DevConfig) {
+    c.block_mode = BlockMode::Interval(std::time::Duration::from_millis(20));
+    c.finality_lag = Some(2);
+    c.auto_attest = Some(90);
+}
+
 /// A Lane 1 task for `model` on an input in the sidecar's store, due in
 /// 1000 blocks.
 pub fn lane1_task(model: &str, input: &nsn_lane1::task::Cid) -> MarketCall {
