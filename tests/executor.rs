@@ -203,23 +203,12 @@ async fn lane0_arrival_preempts_running_lane1_work() {
     let h = Harness::start(config(), |_| {});
     // Chain tasks carry no parameters: `sleep` runs its default 1 s.
     let (id, _) = h.post("sleep", b"x").await;
-    within(
-        "run to start",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Running),
-    )
-    .await;
+    h.run_reaches("run to start", id, RunState::Running).await;
     assert_eq!(h.status(id), TaskStatus::Executing);
     ok(&h.requester, create(Lane::Lane0, "video-render")).await;
     // The GPU is freed at once: the run is cancelled at the sidecar.
-    within(
-        "run cancelled",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Cancelled),
-    )
-    .await;
+    h.run_reaches("run cancelled", id, RunState::Cancelled)
+        .await;
     // The node reports nothing itself (`fail_task(Preempted)` slashes): the
     // chain's hook decides, in the next block, while Lane 0 is still open.
     wait_state(&h, id, |s| matches!(s, ExecutorState::Queued)).await;
@@ -259,13 +248,8 @@ async fn a_preempted_task_whose_start_had_not_landed_goes_back_to_the_queue() {
     // pool; the run (`sleep`, 1 s) begins before it lands.
     wait_state(&h, id, |s| matches!(s, ExecutorState::Executing)).await;
     assert_eq!(h.chain.pool_len(), 1, "start_task in the pool");
-    within(
-        "the optimistic run",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Running),
-    )
-    .await;
+    h.run_reaches("the optimistic run", id, RunState::Running)
+        .await;
     // The node's Lane 0 side preempts before start_task lands.
     assert_eq!(
         h.node
@@ -277,20 +261,9 @@ async fn a_preempted_task_whose_start_had_not_landed_goes_back_to_the_queue() {
     // started, so the task is requeued and runs again. Its start_task is
     // still in the pool: the re-run waits for that one instead of sending a
     // second.
-    within(
-        "the preempted run cancelled",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Cancelled),
-    )
-    .await;
-    within(
-        "the re-run",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Running),
-    )
-    .await;
+    h.run_reaches("the preempted run cancelled", id, RunState::Cancelled)
+        .await;
+    h.run_reaches("the re-run", id, RunState::Running).await;
     assert_eq!(h.chain.pool_len(), 1, "one start_task in the pool, not two");
     assert_eq!(h.status(id), TaskStatus::Assigned, "start never landed");
     // Blocks go on: the pending start lands, and the requeued task runs to the end.
@@ -341,13 +314,7 @@ async fn a_chain_side_preemption_stops_the_sidecar_task() {
     );
     let mut blocks = h.chain.finalized_blocks(None);
     let (id, _) = h.post("sleep", b"x").await;
-    within(
-        "run to start",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Running),
-    )
-    .await;
+    h.run_reaches("run to start", id, RunState::Running).await;
     ok(&h.requester, create(Lane::Lane0, "video-render")).await;
     assert_eq!(
         h.sidecar.sidecar.state(&id.to_string()),
@@ -368,13 +335,8 @@ async fn a_chain_side_preemption_stops_the_sidecar_task() {
     })
     .await;
     assert_eq!(reason, FailReason::Preempted);
-    within(
-        "sidecar run cancelled",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Cancelled),
-    )
-    .await;
+    h.run_reaches("sidecar run cancelled", id, RunState::Cancelled)
+        .await;
     match h.done(id).await {
         TaskOutcome::AlreadyResolved { status, .. } => assert_eq!(status, Some(TaskStatus::Failed)),
         other => panic!("{other:?}"),
@@ -453,13 +415,7 @@ async fn shutdown_lets_short_work_finish_and_cancels_the_rest() {
     h.done(quick).await;
     // `sleep` with default parameters runs 1 s: within the grace period.
     let (short, _) = h.post("sleep", b"short").await;
-    within(
-        "short run",
-        h.sidecar
-            .sidecar
-            .wait_for(&short.to_string(), RunState::Running),
-    )
-    .await;
+    h.run_reaches("short run", short, RunState::Running).await;
     let report = within("graceful stop", h.node.stop()).await.unwrap();
     assert_eq!(report.submitted, 2, "{report:?}");
     assert_eq!(chain_status(&h.chain, short), TaskStatus::Submitted);
@@ -477,13 +433,7 @@ async fn shutdown_cancels_work_that_outlasts_the_grace_period() {
     );
     // `sleep` runs its default 1 s: longer than the 100 ms grace.
     let (id, _) = h.post("sleep", b"long").await;
-    within(
-        "run",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Running),
-    )
-    .await;
+    h.run_reaches("run", id, RunState::Running).await;
     let report = within("stop", h.node.stop()).await.unwrap();
     assert_eq!(report.preempted, 1, "{report:?}");
     assert_eq!(
@@ -508,13 +458,7 @@ async fn shutdown_can_fail_unfinished_work_instead() {
         |_| {},
     );
     let (id, _) = h.post("sleep", b"long").await;
-    within(
-        "run",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Running),
-    )
-    .await;
+    h.run_reaches("run", id, RunState::Running).await;
     let report = within("stop", h.node.stop()).await.unwrap();
     assert_eq!((report.preempted, report.failed), (1, 1), "{report:?}");
     assert_eq!(

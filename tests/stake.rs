@@ -93,13 +93,7 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 async fn lane0_work_while_submit_result_is_pooled_leaves_the_result_standing() {
     let h = Harness::start(config(50), manual);
     let id = post_manual(&h, b"a").await;
-    within(
-        "the run",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Completed),
-    )
-    .await;
+    h.run_reaches("the run", id, RunState::Completed).await;
     // The start goes into a block; then the result is sent, and waits.
     let start = h.chain.produce_block();
     h.chain.finalize_to(start.number);
@@ -133,13 +127,7 @@ async fn lane0_work_while_submit_result_is_pooled_leaves_the_result_standing() {
 async fn lane0_work_opened_and_settled_in_one_block_leaves_the_task_to_run_again() {
     let h = Harness::start(config(1_500), manual);
     let id = post_manual(&h, b"a").await;
-    within(
-        "the run",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Running),
-    )
-    .await;
+    h.run_reaches("the run", id, RunState::Running).await;
     let start = h.chain.produce_block();
     h.chain.finalize_to(start.number);
     assert_eq!(h.status(id), TaskStatus::Executing);
@@ -155,13 +143,8 @@ async fn lane0_work_opened_and_settled_in_one_block_leaves_the_task_to_run_again
     )
     .await;
     // The node yields the GPU at once: the run is cancelled.
-    within(
-        "the run cancelled for lane 0",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Cancelled),
-    )
-    .await;
+    h.run_reaches("the run cancelled for lane 0", id, RunState::Cancelled)
+        .await;
     // Lane 0 settled, the task is still ours (Executing): it runs again and
     // its result goes out — no `fail_task(Preempted)`, no slash.
     let outcome = {
@@ -258,13 +241,7 @@ async fn tasks_the_sidecar_cannot_run_are_failed_as_invalid_input_without_a_slas
 async fn a_sidecar_killed_mid_run_and_restarted_costs_neither_the_task_nor_the_stake() {
     let mut h = Harness::start(config(400), interval);
     let (id, _) = h.post("sleep", b"a").await;
-    within(
-        "the run",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Running),
-    )
-    .await;
+    h.run_reaches("the run", id, RunState::Running).await;
     let addr = h.sidecar.addr;
     h.sidecar.kill();
     // It comes back on the same address (with its input: a sidecar keeps

@@ -88,13 +88,8 @@ async fn drive_to_done(h: &Harness, id: TaskId) -> TaskOutcome {
 async fn the_model_runs_while_start_task_waits_for_its_block() {
     let h = Harness::start(sleeping(200, config()), manual);
     let id = post(&h, b"a").await;
-    within(
-        "the optimistic run",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Running),
-    )
-    .await;
+    h.run_reaches("the optimistic run", id, RunState::Running)
+        .await;
     // Running at the sidecar, and the chain has not started it: its
     // start_task is in the pool, in no block yet.
     assert_eq!(h.chain.pool_len(), 1);
@@ -124,13 +119,8 @@ async fn the_sidecar_slot_is_free_before_submit_result_is_in_a_block() {
     );
     let first = post(&h, b"first").await;
     let second = post(&h, b"second").await;
-    within(
-        "the first run",
-        h.sidecar
-            .sidecar
-            .wait_for(&first.to_string(), RunState::Running),
-    )
-    .await;
+    h.run_reaches("the first run", first, RunState::Running)
+        .await;
     // Both start_task calls are in the pool (the second was started ahead).
     within("both starts pooled", async {
         while h.chain.pool_len() < 2 {
@@ -140,22 +130,12 @@ async fn the_sidecar_slot_is_free_before_submit_result_is_in_a_block() {
     .await;
     // The starts go into a block; the first run ends and its result is sent.
     h.chain.produce_block();
-    within(
-        "the first run done",
-        h.sidecar
-            .sidecar
-            .wait_for(&first.to_string(), RunState::Completed),
-    )
-    .await;
+    h.run_reaches("the first run done", first, RunState::Completed)
+        .await;
     // The second run holds the slot while the first's submit_result waits
     // for a block: no block has been built since the starts'.
-    within(
-        "the second run",
-        h.sidecar
-            .sidecar
-            .wait_for(&second.to_string(), RunState::Running),
-    )
-    .await;
+    h.run_reaches("the second run", second, RunState::Running)
+        .await;
     assert_eq!(best_status(&h.chain, first), TaskStatus::Executing);
     assert_eq!(calls_on_chain(&h.chain, BOB, "submit_result", first), 0);
     within("the first result pooled", async {
@@ -206,13 +186,8 @@ async fn a_start_the_chain_refuses_cancels_the_run_and_nothing_is_submitted() {
     // refuses (`Lane0Priority`).
     let lane0 = send(&h.requester, create(Lane::Lane0, "video-render")).await;
     gate.add_permits(1);
-    within(
-        "the optimistic run",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Running),
-    )
-    .await;
+    h.run_reaches("the optimistic run", id, RunState::Running)
+        .await;
     let block = h.chain.produce_block();
     lane0.await.expect("lane 0 created");
     let refused = h
@@ -226,13 +201,8 @@ async fn a_start_the_chain_refuses_cancels_the_run_and_nothing_is_submitted() {
         "{refused:?}"
     );
     // The run is cancelled at the sidecar, well before its 2 s.
-    within(
-        "the run cancelled",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Cancelled),
-    )
-    .await;
+    h.run_reaches("the run cancelled", id, RunState::Cancelled)
+        .await;
     // The task waits for Lane 0; the chain's hook fails it in the next
     // block while Lane 0 is open (the pallet's rule, and its slash).
     h.chain.finalize_to(block.number);
@@ -254,13 +224,7 @@ async fn a_task_the_chain_fails_during_its_run_is_cancelled_at_the_sidecar() {
         c.finality_lag = Some(2);
     });
     let (id, _) = h.post("sleep", b"x").await;
-    within(
-        "run",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Running),
-    )
-    .await;
+    h.run_reaches("run", id, RunState::Running).await;
     // The requester withdraws the task (no slash: `Other`).
     ok(
         &h.requester,
@@ -270,13 +234,8 @@ async fn a_task_the_chain_fails_during_its_run_is_cancelled_at_the_sidecar() {
         },
     )
     .await;
-    within(
-        "the run cancelled",
-        h.sidecar
-            .sidecar
-            .wait_for(&id.to_string(), RunState::Cancelled),
-    )
-    .await;
+    h.run_reaches("the run cancelled", id, RunState::Cancelled)
+        .await;
     match h.done(id).await {
         TaskOutcome::AlreadyResolved { status, .. } => {
             assert_eq!(status, Some(TaskStatus::Failed))

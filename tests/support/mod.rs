@@ -344,6 +344,17 @@ impl Harness {
         id
     }
 
+    /// Waits (at most 10 s, naming `what` if not) until the sidecar shows
+    /// the task's run in `state`.
+    pub async fn run_reaches(
+        &self,
+        what: &str,
+        id: TaskId,
+        state: nsn_lane1::sidecar::server::RunState,
+    ) {
+        within(what, self.sidecar.sidecar.wait_for(&id.to_string(), state)).await;
+    }
+
     /// The task's status on chain.
     pub fn status(&self, id: TaskId) -> nsn_lane1::task::TaskStatus {
         chain_status(&self.chain, id)
