@@ -137,6 +137,12 @@ pub const RECONNECT_BASE: std::time::Duration = std::time::Duration::from_millis
 /// Longest delay between reconnection attempts.
 pub const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Best blocks a starting node waits, at most, for transactions of an
+/// earlier run to land (the real-chain backend's transaction mortality).
+pub const POOL_SETTLE_BLOCKS: u32 = 64;
+/// Longest wait for a best block while they do (then the pool is asked again).
+const POOL_SETTLE_LOOK: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The listener; see the [module docs](self).
 #[derive(Debug)]
 pub struct ChainListener<P> {
@@ -268,6 +274,7 @@ impl<P: ChainPort> ChainListener<P> {
         // Reconciled at one head; the stream starts right after it.
         let head = loop {
             let step = async {
+                self.settle_own_pool().await?;
                 let head = self.port.finalized_head().await?;
                 self.reconcile_at(head).await?;
                 if from.is_none() {
@@ -401,6 +408,40 @@ impl<P: ChainPort> ChainListener<P> {
             tracing::debug!(%task_id, "lane 0 hint not confirmed by finality; dropped");
             self.send(TaskEvent::Lane0Settled { task_id }).await?;
         }
+        Ok(())
+    }
+
+    /// Waits until no transaction of our account waits in the pool: what a
+    /// previous run of the node (killed, or crashed) sent and did not see
+    /// land is in a block before this run decides what to send — a
+    /// `start_task` still pooled is invisible in every block, and deciding
+    /// without it would send it twice. Each best block is a new look; after
+    /// [`POOL_SETTLE_BLOCKS`] of them (a real transaction's mortality) the
+    /// rest cannot land and the node goes on.
+    async fn settle_own_pool(&mut self) -> Result<(), ListenerError> {
+        let mut best = self.port.best_blocks(None);
+        for looked in 0..=POOL_SETTLE_BLOCKS {
+            // The pool's view first: a block that lands between the two
+            // reads can only make the chain's count catch up.
+            let next = self.port.account_nonce(self.account).await?;
+            let head = self.port.best_head().await?;
+            let included = self.port.account_nonce_at(head.hash, self.account).await?;
+            if next <= included {
+                return Ok(());
+            }
+            if looked == 0 {
+                tracing::info!(
+                    pending = next - included,
+                    "waiting for transactions of an earlier run to land before acting"
+                );
+            }
+            match tokio::time::timeout(POOL_SETTLE_LOOK, best.next()).await {
+                Ok(Some(Ok(_))) | Err(_) => {}
+                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(None) => return Err(ListenerError::StreamEnded),
+            }
+        }
+        tracing::warn!("transactions of an earlier run did not land; going on");
         Ok(())
     }
 

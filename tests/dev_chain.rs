@@ -535,6 +535,12 @@ async fn nonces_are_per_account_and_checked() {
     let b = send(&alice, create(Lane::Lane1, "sha256")).await;
     assert_eq!(chain.account_nonce(ALICE).await.unwrap(), 2, "pool-aware");
     assert_eq!(chain.account_nonce(BOB).await.unwrap(), 0);
+    let before = chain.best_head().await.unwrap();
+    assert_eq!(
+        chain.account_nonce_at(before.hash, ALICE).await.unwrap(),
+        0,
+        "pooled calls are in no block's state"
+    );
     // Same nonce twice in the pool.
     match alice
         .submit_with_nonce(create(Lane::Lane1, "sha256"), 1)
@@ -556,6 +562,12 @@ async fn nonces_are_per_account_and_checked() {
     );
     let (a, b) = (a.await.unwrap(), b.await.unwrap());
     assert_eq!((a.nonce, a.index, b.nonce, b.index), (0, 0, 1, 1));
+    assert_eq!(chain.account_nonce_at(block.hash, ALICE).await.unwrap(), 2);
+    assert_eq!(
+        chain.account_nonce_at(before.hash, ALICE).await.unwrap(),
+        0,
+        "read at the block asked for"
+    );
     assert_eq!(chain.pool_len(), 1, "nonce 3 still waits");
     let c = alice.submit_with_nonce(create(Lane::Lane1, "sha256"), 2);
     chain.produce_block();

@@ -59,6 +59,19 @@ async fn a_task_created_through_subxt_reads_back_as_the_crate_decodes_it() {
     assert_eq!(task.input_cid, cid.as_bytes());
     assert_eq!(task.compute_budget, 77);
     assert_eq!(task.escrow, UNIT);
+    // Alice's nonce in the state of the block that holds her first call.
+    use nsn_lane1::chain::ChainPort;
+    assert_eq!(
+        chain
+            .account_nonce_at(block, AccountId::ALICE)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        chain.account_nonce_at(block, AccountId::BOB).await.unwrap(),
+        0
+    );
 }
 
 #[tokio::test]

@@ -193,6 +193,9 @@ impl ChainPort for FlakyPort {
     async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
         self.chain.account_nonce(account).await
     }
+    async fn account_nonce_at(&self, at: BlockHash, account: AccountId) -> Result<u64, ChainError> {
+        self.chain.account_nonce_at(at, account).await
+    }
 }
 
 #[tokio::test]
@@ -299,14 +302,12 @@ async fn a_best_block_behind_finality_does_not_reopen_settled_lane0_work() {
     run.abort();
 }
 
-/// Open: a node killed while its `start_task` is still in the pool (the run
+/// A node killed while its `start_task` is still in the pool (the run
 /// begins as soon as the start is pooled) leaves that transaction behind;
-/// the restarted node cannot see it in any block and sends its own, which
-/// fails on chain — one call sent twice. A restart must first wait for the
-/// account's earlier transactions to land (its pool nonce reached by the
-/// chain's) before deciding what to send. The case of a start already in a
-/// best block is handled (`tests/stake.rs`).
-#[ignore = "open: a start left in the pool by a killed node is sent again after the restart"]
+/// no block shows it yet. The restarted node waits until the account's
+/// earlier transactions have landed (its pool nonce reached by the chain's)
+/// before deciding what to send, so it does not send its own. The case of a
+/// start already in a best block is in `tests/stake.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_run_and_restarted_from_its_checkpoint_loses_nothing_and_sends_nothing_twice()
  {

@@ -60,6 +60,16 @@ pub trait ChainPort: Clone + Send + Sync + 'static {
         at: BlockHash,
     ) -> impl Future<Output = Result<Vec<TaskId>, ChainError>> + Send;
 
+    /// The account's nonce in the state of a block: how many of its
+    /// transactions the chain up to that block includes. Below
+    /// [`account_nonce`](Self::account_nonce) while some of its transactions
+    /// wait in the pool.
+    fn account_nonce_at(
+        &self,
+        at: BlockHash,
+        account: AccountId,
+    ) -> impl Future<Output = Result<u64, ChainError>> + Send;
+
     /// The account's next nonce, counting transactions waiting in the pool.
     fn account_nonce(
         &self,

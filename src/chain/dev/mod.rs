@@ -191,6 +191,8 @@ struct State {
     /// A read at a block replays them, so history costs one entry per change.
     assigned: Vec<(BlockNumber, TaskId, bool)>,
     nonces: HashMap<AccountId, u64>,
+    /// Each account's nonce by the block that changed it.
+    nonce_history: HashMap<AccountId, History<u64>>,
     pool: VecDeque<PoolTx>,
     /// Every extrinsic included, in order.
     extrinsics: Vec<Extrinsic>,
@@ -253,6 +255,7 @@ impl DevChain {
             tasks: HashMap::new(),
             assigned: Vec::new(),
             nonces: HashMap::new(),
+            nonce_history: HashMap::new(),
             pool: VecDeque::new(),
             extrinsics: Vec::new(),
             mode: config.block_mode,
@@ -558,6 +561,17 @@ fn produce_block(shared: &Shared, st: &mut State) -> Block {
     for (id, added) in assigned_log {
         st.assigned.push((number, id, added));
     }
+    for (tx, ..) in &applied {
+        if let Origin::Signed(who) = tx.origin {
+            let nonce = st.nonces.get(&who).copied().unwrap_or(0);
+            let history = st.nonce_history.entry(who).or_insert_with(History::new);
+            if history.versions.last().is_none_or(|(b, _)| *b != number) {
+                history.record(number, nonce);
+            } else if let Some(last) = history.versions.last_mut() {
+                last.1 = nonce;
+            }
+        }
+    }
 
     let block = Block {
         number,
@@ -749,5 +763,16 @@ impl ChainPort for DevChain {
 
     async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
         Ok(self.lock().next_index(&account))
+    }
+
+    async fn account_nonce_at(&self, at: BlockHash, account: AccountId) -> Result<u64, ChainError> {
+        let st = self.lock();
+        let number = self.number_of(&st, at)?;
+        Ok(st
+            .nonce_history
+            .get(&account)
+            .and_then(|h| h.at(number))
+            .copied()
+            .unwrap_or(0))
     }
 }

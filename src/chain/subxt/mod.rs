@@ -600,6 +600,32 @@ impl ChainPort for SubxtChain {
         self.task_list(at, "OpenLane0Tasks").await
     }
 
+    async fn account_nonce_at(&self, at: BlockHash, account: AccountId) -> Result<u64, ChainError> {
+        let block = self.api.at_block(H256(at.0)).await.map_err(conn)?;
+        let addr =
+            subxt::dynamic::storage::<(subxt::utils::AccountId32,), Value>("System", "Account");
+        let Some(info) = block
+            .storage()
+            .try_fetch(addr, (subxt::utils::AccountId32(account.0),))
+            .await
+            .map_err(conn)?
+        else {
+            // No account record: it never sent a transaction.
+            return Ok(0);
+        };
+        let bad = |reason: String| ChainError::Decode {
+            what: format!("System.Account({account}).nonce"),
+            reason,
+        };
+        let value = info.decode().map_err(|e| bad(e.to_string()))?;
+        use subxt::ext::scale_value::At as _;
+        value
+            .at("nonce")
+            .and_then(|n| n.as_u128())
+            .ok_or_else(|| bad("no unsigned `nonce` field".into()))
+            .and_then(|n| u64::try_from(n).map_err(|e| bad(e.to_string())))
+    }
+
     async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
         let methods = subxt::rpcs::methods::LegacyRpcMethods::<
             subxt::config::RpcConfigFor<PolkadotConfig>,
