@@ -433,7 +433,23 @@ where
     // so the record is kept either way.
     let nonce = pooled.nonce();
     let work = async move {
-        let outcome = judge(&call, task_id, pooled.await, &port, account).await;
+        let included = match (pooled.await, nonce) {
+            // The answer was lost, not the call: it may still land. The
+            // chain says which before the record lets the call go again.
+            (
+                Err(lost @ (SubmitError::Connection(_) | SubmitError::Dropped { .. })),
+                Some(nonce),
+            ) => match fate(&call, task_id, nonce, &port, account).await {
+                Some(status) => {
+                    tracing::info!(%task_id, call = name, "its answer was lost, but it landed");
+                    record.send_replace(Sent::Landed(status));
+                    return Ok(Submitted::AlreadyApplied { task_id, status });
+                }
+                None => Err(lost),
+            },
+            (included, _) => included,
+        };
+        let outcome = judge(&call, task_id, included, &port, account).await;
         match &outcome {
             Ok(Submitted::Included(_)) => {
                 record.send_replace(Sent::Landed(status_after(&call)));
@@ -452,6 +468,59 @@ where
         outcome
     };
     Ok(Pooled::new(nonce, Finish(Some(Box::pin(work)))))
+}
+
+/// How often the chain is asked about a call whose answer was lost.
+const FATE_LOOK: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long, at most, a call whose answer was lost is looked for (then it is
+/// taken as gone: a real transaction's mortality is shorter).
+const FATE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Finds out from the chain what became of a call sent with `nonce` whose
+/// answer was lost: `Some(status)` if its effect is in the best block's
+/// state, `None` once it cannot land any more (the account's nonce in a
+/// block passed it without its effect, or the pool no longer holds it).
+/// Until then, and while the chain cannot be read, it waits.
+async fn fate<P: ChainPort>(
+    call: &MarketCall,
+    task_id: TaskId,
+    nonce: u64,
+    port: &P,
+    account: AccountId,
+) -> Option<TaskStatus> {
+    let deadline = tokio::time::Instant::now() + FATE_WAIT;
+    loop {
+        match fate_look(call, task_id, nonce, port, account).await {
+            Ok(Some(known)) => return known,
+            Ok(None) | Err(_) if tokio::time::Instant::now() >= deadline => return None,
+            Ok(None) | Err(_) => tokio::time::sleep(FATE_LOOK).await,
+        }
+    }
+}
+
+/// One look for [`fate`]: `Ok(None)` while the call may still land.
+async fn fate_look<P: ChainPort>(
+    call: &MarketCall,
+    task_id: TaskId,
+    nonce: u64,
+    port: &P,
+    account: AccountId,
+) -> Result<Option<Option<TaskStatus>>, ChainError> {
+    // The pool's view first: a block landing between the reads only makes
+    // the chain's count catch up.
+    let pooled = port.account_nonce(account).await?;
+    let best = port.best_head().await?;
+    let included = port.account_nonce_at(best.hash, account).await?;
+    if included > nonce {
+        let task = port.task(best.hash, task_id).await?;
+        return Ok(Some(match precondition(call, task.as_ref(), account) {
+            Precondition::Applied(status) => Some(status),
+            // The slot was used without this call's effect: it landed and
+            // failed, or another transaction took it.
+            _ => None,
+        }));
+    }
+    Ok((pooled <= nonce).then_some(None))
 }
 
 /// A call's remaining work — its block, the judgement, the record — run as

@@ -523,3 +523,75 @@ async fn a_restarted_node_does_not_send_again_a_start_that_a_block_not_yet_final
     assert_eq!(chain_status(&chain, id), TaskStatus::Executing);
     second.kill().await;
 }
+
+/// Loses the answer to the first `start_task` (as a dropped connection
+/// does) while the transaction itself stays in the pool, held there for
+/// `hold` blocks before it may land.
+#[derive(Clone)]
+struct LosesFirstStartAnswer {
+    inner: nsn_lane1::chain::dev::DevSubmitter,
+    chain: nsn_lane1::chain::dev::DevChain,
+    hold: u32,
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tower::Service<MarketCall> for LosesFirstStartAnswer {
+    type Response = nsn_lane1::chain::Pooled;
+    type Error = nsn_lane1::chain::SubmitError;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: MarketCall) -> Self::Future {
+        use std::sync::atomic::Ordering;
+        let is_start = matches!(call, MarketCall::StartTask { .. });
+        let pooled = self.inner.call(call);
+        let (chain, hold, lost) = (self.chain.clone(), self.hold, self.lost.clone());
+        Box::pin(async move {
+            let pooled = pooled.await?;
+            if !is_start || lost.swap(true, Ordering::SeqCst) {
+                return Ok(pooled);
+            }
+            let held = chain.hold_pooled(0, hold, |_, c| matches!(c, MarketCall::StartTask { .. }));
+            assert!(held.is_some(), "the start is held in the pool");
+            Ok(nsn_lane1::chain::Pooled::new(pooled.nonce(), async {
+                Err(nsn_lane1::chain::SubmitError::Connection(
+                    "connection reset; answer lost".into(),
+                ))
+            }))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_whose_answer_was_lost_is_not_sent_again_while_it_can_still_land() {
+    let chain = chain_with(|c| {
+        interval(c);
+        c.auto_attest = Some(90);
+    });
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = Harness::start_on(chain.clone(), config(50), |inner| LosesFirstStartAnswer {
+        inner,
+        chain,
+        // Long enough (30 blocks of 20 ms) for a retry to go out first.
+        hold: 30,
+        lost: lost.clone(),
+    });
+    let id = h.post_until_verified("sleep", b"a").await;
+    assert!(
+        lost.load(std::sync::atomic::Ordering::SeqCst),
+        "the start's answer was lost"
+    );
+    assert_eq!(
+        calls_on_chain(&h.chain, BOB, "start_task", id),
+        1,
+        "start_task sent once for the assignment"
+    );
+    assert_eq!(calls_on_chain(&h.chain, BOB, "submit_result", id), 1);
+    assert_eq!(own_slashes(&h.chain, BOB), 0);
+}

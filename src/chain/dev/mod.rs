@@ -157,6 +157,10 @@ struct PoolTx {
     call: MarketCall,
     nonce: u64,
     reply: Option<oneshot::Sender<Result<Inclusion, SubmitError>>>,
+    /// Not included before this block (a transaction delayed on its way,
+    /// holding back the account's later ones, as an out-of-order delivery
+    /// does).
+    held_until: BlockNumber,
 }
 
 /// Versions of one value, by the block that wrote them.
@@ -350,6 +354,73 @@ impl DevChain {
         self.lock().extrinsics.clone()
     }
 
+    /// Fault injection: drops the `pick`-th (modulo their number) signed
+    /// transaction in the pool that `which` selects, with every later one of
+    /// the same account (a real pool drops a transaction's dependents with
+    /// it). Each dropped transaction's submitter is told
+    /// [`SubmitError::Dropped`]. Returns what was dropped, in nonce order.
+    pub fn drop_pooled(
+        &self,
+        pick: usize,
+        which: impl Fn(&Origin, &MarketCall) -> bool,
+    ) -> Vec<(Origin, MarketCall)> {
+        let mut st = self.lock();
+        let candidates: Vec<usize> = (0..st.pool.len())
+            .filter(|i| {
+                let tx = &st.pool[*i];
+                matches!(tx.origin, Origin::Signed(_)) && which(&tx.origin, &tx.call)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        let chosen = &st.pool[candidates[pick % candidates.len()]];
+        let (origin, from) = (chosen.origin, chosen.nonce);
+        let (dropped, kept): (Vec<PoolTx>, Vec<PoolTx>) = st
+            .pool
+            .drain(..)
+            .partition(|tx| tx.origin == origin && tx.nonce >= from);
+        st.pool = kept.into();
+        let mut dropped = dropped;
+        dropped.sort_by_key(|tx| tx.nonce);
+        drop(st);
+        dropped
+            .into_iter()
+            .map(|tx| {
+                if let Some(reply) = tx.reply {
+                    let _ = reply.send(Err(SubmitError::Dropped {
+                        call: tx.call.name(),
+                    }));
+                }
+                (tx.origin, tx.call)
+            })
+            .collect()
+    }
+
+    /// Fault injection: holds the `pick`-th (modulo their number) pooled
+    /// transaction that `which` selects out of the next `blocks` blocks; the
+    /// account's later transactions wait behind it (as they do for one
+    /// delivered out of order). Returns the held call.
+    pub fn hold_pooled(
+        &self,
+        pick: usize,
+        blocks: u32,
+        which: impl Fn(&Origin, &MarketCall) -> bool,
+    ) -> Option<MarketCall> {
+        let mut st = self.lock();
+        let next_block = st.blocks.last().map_or(1, |b| b.number + 1);
+        let candidates: Vec<usize> = (0..st.pool.len())
+            .filter(|i| {
+                let tx = &st.pool[*i];
+                matches!(tx.origin, Origin::Signed(_)) && which(&tx.origin, &tx.call)
+            })
+            .collect();
+        let i = *candidates.get(pick % candidates.len().max(1))?;
+        let tx = &mut st.pool[i];
+        tx.held_until = next_block + blocks;
+        Some(tx.call.clone())
+    }
+
     /// Stops the chain: pending transactions fail with
     /// [`SubmitError::Closed`], streams end, new submissions are refused.
     pub fn shutdown(&self) {
@@ -420,15 +491,25 @@ async fn build_blocks_every(shared: Weak<Shared>, period: Duration) {
 }
 
 impl State {
-    /// The account's next nonce, counting its transactions in the pool.
+    /// The account's next nonce, counting its transactions in the pool that
+    /// follow on from its nonce without a gap (as a real pool's ready queue).
     fn next_index(&self, who: &AccountId) -> u64 {
-        let base = self.nonces.get(who).copied().unwrap_or(0);
-        let pooled = self
+        let mut next = self.nonces.get(who).copied().unwrap_or(0);
+        let mut pooled: Vec<u64> = self
             .pool
             .iter()
             .filter(|tx| tx.origin == Origin::Signed(*who))
-            .count() as u64;
-        base + pooled
+            .map(|tx| tx.nonce)
+            .collect();
+        pooled.sort_unstable();
+        for nonce in pooled {
+            if nonce == next {
+                next += 1;
+            } else if nonce > next {
+                break;
+            }
+        }
+        next
     }
 
     fn push(
@@ -470,12 +551,17 @@ impl State {
             call,
             nonce,
             reply,
+            held_until: 0,
         });
         Ok(nonce)
     }
 
     /// True when the transaction can go into the next block.
     fn is_ready(&self, tx: &PoolTx) -> bool {
+        let next_block = self.blocks.last().map_or(1, |b| b.number + 1);
+        if tx.held_until > next_block {
+            return false;
+        }
         match tx.origin {
             Origin::Root => true,
             Origin::Signed(who) => self.nonces.get(&who).copied().unwrap_or(0) == tx.nonce,
