@@ -693,13 +693,19 @@ struct Faulter {
     injected: BTreeMap<Fault, u64>,
     lane0: tokio::task::JoinSet<Result<Step, String>>,
     lane0_posted: u64,
+    /// Nodes found dead (not killed by a fault), with the cause.
+    deaths: Vec<String>,
 }
 
 impl Faulter {
     async fn run(mut self, stop: tokio_util::sync::CancellationToken) -> Result<Self, String> {
         if self.faults.is_empty() {
-            stop.cancelled().await;
-            return Ok(self);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(self),
+                    () = tokio::time::sleep(self.every) => self.restart_dead(),
+                }
+            }
         }
         loop {
             let mean = self.every.as_millis() as u64;
@@ -708,6 +714,7 @@ impl Faulter {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(gap) => {}
             }
+            self.restart_dead();
             let fault = self.rng.pick(&self.faults);
             if self.inject(fault).await? {
                 *self.injected.entry(fault).or_default() += 1;
@@ -731,6 +738,25 @@ impl Faulter {
 
     fn node_accounts(&self) -> HashSet<AccountId> {
         self.nodes.iter().map(|n| n.account).collect()
+    }
+
+    /// Restarts a node that died on its own (as a supervisor would), and
+    /// records why it died.
+    fn restart_dead(&mut self) {
+        for i in 0..self.nodes.len() {
+            let Some(cause) = self.nodes[i]
+                .node
+                .as_ref()
+                .and_then(|n| n.liveness().check().err())
+            else {
+                continue;
+            };
+            let account = self.nodes[i].account;
+            eprintln!("node {account} died: {cause}");
+            self.deaths.push(format!("node {account} died: {cause}"));
+            self.nodes[i].node = None;
+            self.nodes[i].spawn(&self.chain, &self.client, self.block);
+        }
     }
 
     /// Injects `fault`; `false` if there was nothing to inject it into.
@@ -932,6 +958,7 @@ struct Record {
     unexpected: Vec<String>,
     not_ended: u64,
     still: BTreeMap<String, u64>,
+    stuck: Vec<String>,
     max_calls: BTreeMap<&'static str, usize>,
     doubled: Vec<String>,
     deserved: u64,
@@ -971,6 +998,12 @@ fn read_record(soak: &Soak, accounts: &HashSet<AccountId>) -> Record {
                 && !t.status.is_terminal()
             {
                 *r.still.entry(format!("{:?}", t.status)).or_default() += 1;
+                r.stuck.push(format!(
+                    "task {id} ({}) is {:?} with {:?}",
+                    soak.ledger.jobs[soak.ledger.task_job[id]].kind.name(),
+                    t.status,
+                    t.executor
+                ));
             }
         }
     });
@@ -1077,6 +1110,13 @@ fn print_table(soak: &mut Soak, faulter: &Faulter, r: &Record, elapsed: Duration
     rows.push(("LOST (job without an end)".into(), r.not_ended.to_string()));
     let still: u64 = r.still.values().sum();
     rows.push(("still in progress on chain".into(), still.to_string()));
+    for (status, count) in &r.still {
+        rows.push((format!("  {status}"), count.to_string()));
+    }
+    rows.push((
+        "node deaths (restarted, as systemd would)".into(),
+        faulter.deaths.len().to_string(),
+    ));
     for call in ["start_task", "submit_result", "fail_task"] {
         rows.push((
             format!("max {call} per task"),
@@ -1121,7 +1161,9 @@ fn print_table(soak: &mut Soak, faulter: &Faulter, r: &Record, elapsed: Duration
         .iter()
         .chain(&r.doubled)
         .chain(&r.wrongful)
-        .take(20)
+        .chain(&r.stuck)
+        .chain(&faulter.deaths)
+        .take(30)
     {
         println!("  ! {line}");
     }
@@ -1196,6 +1238,7 @@ async fn soak(args: Args) -> Result<bool, String> {
         injected: BTreeMap::new(),
         lane0: tokio::task::JoinSet::new(),
         lane0_posted: 0,
+        deaths: Vec::new(),
     };
     let mut soak = Soak {
         rng: Rng(args.seed),
@@ -1236,6 +1279,7 @@ async fn soak(args: Args) -> Result<bool, String> {
         && record.unexpected.is_empty()
         && record.doubled.is_empty()
         && record.wrongful.is_empty()
+        && faulter.deaths.is_empty()
         && injected_all)
 }
 
