@@ -86,12 +86,20 @@ impl Checkpoint {
             path: self.path.clone(),
             source,
         };
-        let mut file = std::fs::File::create(&self.temp).map_err(io)?;
+        // A name no other save uses, in this process or another: two
+        // writers of one checkpoint (a node restarted while its previous
+        // writer still finishes) never write or rename each other's file.
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut temp = self.temp.clone().into_os_string();
+        temp.push(format!(".{}.{n}", std::process::id()));
+        let temp = PathBuf::from(temp);
+        let mut file = std::fs::File::create(&temp).map_err(io)?;
         file.write_all(format!("{block}\n").as_bytes())
             .map_err(io)?;
         file.sync_all().map_err(io)?;
         drop(file);
-        std::fs::rename(&self.temp, &self.path).map_err(io)?;
+        std::fs::rename(&temp, &self.path).map_err(io)?;
         // The rename is durable once the directory is.
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -160,7 +168,38 @@ mod tests {
         cp.save(41).expect("save");
         cp.save(42).expect("save");
         assert_eq!(cp.load().expect("load"), Some(42));
-        assert!(!dir.join("last-block.tmp").exists());
+        assert_eq!(
+            std::fs::read_dir(&dir).expect("dir").count(),
+            1,
+            "no temporary file left"
+        );
+    }
+
+    #[test]
+    fn two_writers_of_one_checkpoint_never_fail_each_other() {
+        // A node restarted in-process while its previous writer still
+        // finishes a save: both write the same checkpoint at once.
+        let dir = temp_dir("two-writers");
+        let path = dir.join("last-block");
+        let writers: Vec<_> = (0..2u32)
+            .map(|w| {
+                let cp = Checkpoint::new(&path);
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        cp.save(w * 1000 + i).expect("every save succeeds");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer");
+        }
+        let last = Checkpoint::new(&path)
+            .load()
+            .expect("load")
+            .expect("a block");
+        assert!(last == 199 || last == 1199, "{last}");
+        assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 1);
     }
 
     #[test]
