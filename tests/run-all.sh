@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs the pinned chopsticks (for the real-chain tests)
 # from tests/chain's lock file when it is missing or stale, then the whole
-# suite (the default build includes the real-chain backend).
+# suite (the default build includes the real-chain backend), then the soak.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,3 +14,11 @@ if [ ! -x "$chain/node_modules/.bin/chopsticks" ] || ! cmp -s "$chain/package-lo
 fi
 
 cargo test --locked "$@"
+
+# The seeded soak (examples/soak.rs, built by `cargo test`): 1,000 jobs
+# under every kind of fault; it exits non-zero if a job is lost, a call is
+# sent twice or a slash is wrongful. Only for the whole suite (no filter).
+if [ "$#" -eq 0 ]; then
+    echo "== soak: 1000 jobs, seed 1, all faults"
+    cargo run --locked --quiet --example soak -- --tasks 1000 --seed 1
+fi

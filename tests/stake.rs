@@ -595,3 +595,96 @@ async fn a_start_whose_answer_was_lost_is_not_sent_again_while_it_can_still_land
     assert_eq!(calls_on_chain(&h.chain, BOB, "submit_result", id), 1);
     assert_eq!(own_slashes(&h.chain, BOB), 0);
 }
+
+/// Opens Lane 0 work just before the node's first `start_task` and takes
+/// it just after (the requester's calls around it in the pool), so that the
+/// chain refuses that start with `Lane0Priority` in a block after which no
+/// Lane 0 work is open (the chain's preemption hook has nothing to do).
+#[derive(Clone)]
+struct Lane0AroundFirstStart {
+    inner: nsn_lane1::chain::dev::DevSubmitter,
+    requester: nsn_lane1::chain::dev::DevSubmitter,
+    opened: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tower::Service<MarketCall> for Lane0AroundFirstStart {
+    type Response = nsn_lane1::chain::Pooled;
+    type Error = nsn_lane1::chain::SubmitError;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: MarketCall) -> Self::Future {
+        use std::sync::atomic::Ordering;
+        let MarketCall::StartTask { task_id } = call else {
+            return tower::Service::call(&mut self.inner, call);
+        };
+        if self.opened.swap(true, Ordering::SeqCst) {
+            return tower::Service::call(&mut self.inner, call);
+        }
+        let mut pool = |call| {
+            tower::Service::call(&mut self.requester, call)
+                .into_inner()
+                .expect("pooled")
+        };
+        // The Lane 0 task is the next one created: its id follows ours.
+        let _created = pool(create(Lane::Lane0, "video-render"));
+        let start = tower::Service::call(&mut self.inner, call);
+        let _taken = pool(MarketCall::AcceptAssignment {
+            task_id: nsn_lane1::task::TaskId(task_id.0 + 1),
+        });
+        start
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_refused_for_lane0_work_is_sent_again_once_that_work_is_settled() {
+    use futures::StreamExt;
+    use nsn_lane1::chain::ChainPort;
+    let chain = chain_with(|c| {
+        interval(c);
+        c.auto_attest = Some(90);
+    });
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = Harness::start_on(chain.clone(), config(50), |inner| Lane0AroundFirstStart {
+        inner,
+        requester: chain.submitter(AccountId::ALICE),
+        opened: opened.clone(),
+    });
+    let mut blocks = h.chain.finalized_blocks(None);
+    let (id, _) = h.post("sleep", b"a").await;
+    within("TaskVerified", async {
+        while let Some(Ok(block)) = blocks.next().await {
+            if block.events.iter().any(|r| {
+                matches!(r.event, nsn_lane1::chain::MarketEvent::TaskVerified { task_id, .. } if task_id == id)
+            }) {
+                return;
+            }
+        }
+        panic!("the block stream ended");
+    })
+    .await;
+    let starts: Vec<bool> = h
+        .chain
+        .extrinsics()
+        .iter()
+        .filter(|x| x.call == MarketCall::StartTask { task_id: id })
+        .map(|x| x.result.is_ok())
+        .collect();
+    assert_eq!(
+        starts,
+        [false, true],
+        "refused once for lane 0, then sent again and taken"
+    );
+    assert_eq!(own_slashes(&h.chain, BOB), 0);
+    assert_eq!(
+        rule_slashes(&h.chain, BOB),
+        0,
+        "the hook never found lane 0 work open"
+    );
+}
