@@ -634,31 +634,9 @@ async fn lane0(chain: DevChain, input: Vec<u8>) -> Result<Step, String> {
         .await
         .map_err(|e| format!("lane 0 create: {e}"))?;
     let id = created_task_id(&inc.events).ok_or("no TaskCreated")?;
-    let accepted = alice
-        .submit(MarketCall::AcceptAssignment { task_id: id })
+    nsn_lane1::dev::lane0_side(chain, id)
         .await
-        .map_err(|e| format!("lane 0 assign: {e}"))?;
-    let executor = accepted
-        .events
-        .iter()
-        .find_map(|e| match e {
-            MarketEvent::TaskAssigned { executor, .. } => Some(*executor),
-            _ => None,
-        })
-        .ok_or("lane 0: no TaskAssigned")?;
-    let side = chain.submitter(executor);
-    let cid = BlobStore::cid_of(b"lane 0 frame");
-    side.clone()
-        .submit(MarketCall::StartTask { task_id: id })
-        .await
-        .map_err(|e| format!("lane 0 start: {e}"))?;
-    side.submit(MarketCall::SubmitResult {
-        task_id: id,
-        output_cid: cid.as_bytes().to_vec(),
-        attestation_cid: Some(cid.as_bytes().to_vec()),
-    })
-    .await
-    .map_err(|e| format!("lane 0 submit: {e}"))?;
+        .map_err(|e| e.to_string())?;
     Ok(Step::Lane0Done)
 }
 

@@ -676,9 +676,15 @@ async fn assign_all(requester: DevSubmitter, ids: Vec<TaskId>) -> Result<Done, D
     Ok(Done::Assigning { refused })
 }
 
-/// Plays the Lane 0 side of the node the chain assigns the Lane 0 task to:
-/// takes the task and delivers it.
 async fn serve_lane0(chain: DevChain, id: TaskId) -> Result<Done, DevError> {
+    lane0_side(chain, id).await.map(|()| Done::Lane0Served)
+}
+
+/// Plays the Lane 0 side of the node the chain assigns a Lane 0 task to (as
+/// the full node's video pipeline would, beside its Lane 1 executor): asks
+/// for the task's assignment, then starts it and submits a frame as the
+/// executor the chain picked.
+pub async fn lane0_side(chain: DevChain, id: TaskId) -> Result<(), DevError> {
     let fail = |e: crate::chain::SubmitError| DevError::Requester(format!("lane 0 side: {e}"));
     let accepted = chain
         .submitter(AccountId::ALICE)
@@ -708,7 +714,7 @@ async fn serve_lane0(chain: DevChain, id: TaskId) -> Result<Done, DevError> {
         })
         .await
         .map_err(fail)?;
-    Ok(Done::Lane0Served)
+    Ok(())
 }
 
 /// Counts an event of a Lane 1 task (the requester posts all of them).

@@ -644,8 +644,6 @@ impl tower::Service<MarketCall> for Lane0AroundFirstStart {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_refused_for_lane0_work_is_sent_again_once_that_work_is_settled() {
-    use futures::StreamExt;
-    use nsn_lane1::chain::ChainPort;
     let chain = chain_with(|c| {
         interval(c);
         c.auto_attest = Some(90);
@@ -656,19 +654,7 @@ async fn a_start_refused_for_lane0_work_is_sent_again_once_that_work_is_settled(
         requester: chain.submitter(AccountId::ALICE),
         opened: opened.clone(),
     });
-    let mut blocks = h.chain.finalized_blocks(None);
-    let (id, _) = h.post("sleep", b"a").await;
-    within("TaskVerified", async {
-        while let Some(Ok(block)) = blocks.next().await {
-            if block.events.iter().any(|r| {
-                matches!(r.event, nsn_lane1::chain::MarketEvent::TaskVerified { task_id, .. } if task_id == id)
-            }) {
-                return;
-            }
-        }
-        panic!("the block stream ended");
-    })
-    .await;
+    let id = h.post_until_verified("sleep", b"a").await;
     let starts: Vec<bool> = h
         .chain
         .extrinsics()
