@@ -1092,7 +1092,7 @@ fn print_table(soak: &mut Soak, faulter: &Faulter, r: &Record, elapsed: Duration
         rows.push((format!("  {status}"), count.to_string()));
     }
     rows.push((
-        "node deaths (restarted, as systemd would)".into(),
+        "node deaths (restarted, as by systemd)".into(),
         faulter.deaths.len().to_string(),
     ));
     for call in ["start_task", "submit_result", "fail_task"] {
