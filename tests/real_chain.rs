@@ -769,13 +769,18 @@ async fn killed_node_and_sidecar_processes_lose_no_task_and_send_no_call_twice()
     let (dave, eve) = (chain.submitter(dev::dave()), chain.submitter(dev::eve()));
     let mut submitted = std::collections::HashSet::new();
     let mut verified = std::collections::HashSet::new();
-    let mut attesting = futures::stream::FuturesUnordered::new();
+    let mut attesting = futures::stream::FuturesUnordered::<
+        futures::future::BoxFuture<'static, Result<_, nsn_lane1::chain::SubmitError>>,
+    >::new();
+    let (dave_turn, eve_turn) = (
+        std::sync::Arc::new(tokio::sync::Mutex::new(())),
+        std::sync::Arc::new(tokio::sync::Mutex::new(())),
+    );
     let mut faults = Vec::new();
-    within_secs(300, async {
+    within_secs(600, async {
         while verified.len() < N {
             tokio::select! {
                 Some(result) = attesting.next(), if !attesting.is_empty() => {
-                    let result: Result<_, nsn_lane1::chain::SubmitError> = result;
                     result.expect("attested");
                 }
                 block = blocks.next() => {
@@ -785,11 +790,19 @@ async fn killed_node_and_sidecar_processes_lose_no_task_and_send_no_call_twice()
                             MarketEvent::TaskSubmitted { task_id, .. }
                                 if ids.contains(&task_id) && submitted.insert(task_id) =>
                             {
-                                for v in [&dave, &eve] {
-                                    attesting.push(v.clone().submit(MarketCall::SubmitAttestation {
-                                        task_id,
-                                        score: 90,
-                                        attestation_cid: None,
+                                for (v, turn) in [(&dave, &dave_turn), (&eve, &eve_turn)] {
+                                    let (v, turn) = (v.clone(), turn.clone());
+                                    attesting.push(Box::pin(async move {
+                                        // One call of a validator at a time:
+                                        // chopsticks drops a transaction it
+                                        // takes before its predecessor.
+                                        let _turn = turn.lock().await;
+                                        v.submit(MarketCall::SubmitAttestation {
+                                            task_id,
+                                            score: 90,
+                                            attestation_cid: None,
+                                        })
+                                        .await
                                     }));
                                 }
                             }
