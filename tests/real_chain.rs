@@ -760,8 +760,11 @@ async fn killed_node_and_sidecar_processes_lose_no_task_and_send_no_call_twice()
 
     let stake_before = executor_stake(&chain, AccountId::BOB).await;
     let start = chain.finalized_head().await.unwrap().number;
-    let inputs = (0..N).map(|i| format!("soak {i}").into_bytes()).collect();
-    let ids = post_and_assign(&chain, &store, "sleep", inputs).await;
+    // The requester posts the tasks one after another (each created, then
+    // assigned) while the node works and the faults come.
+    let (id_tx, mut id_rx) = tokio::sync::mpsc::unbounded_channel();
+    let poster = tokio::spawn(post_one_by_one(chain.clone(), store.clone(), N, id_tx));
+    let mut ids = std::collections::HashSet::new();
 
     // The validators attest each result as it lands; the faults come at
     // set points of the run, while tasks are still to do.
@@ -780,6 +783,9 @@ async fn killed_node_and_sidecar_processes_lose_no_task_and_send_no_call_twice()
     within_secs(600, async {
         while verified.len() < N {
             tokio::select! {
+                Some(id) = id_rx.recv() => {
+                    ids.insert(id);
+                }
                 Some(result) = attesting.next(), if !attesting.is_empty() => {
                     result.expect("attested");
                 }
@@ -832,6 +838,8 @@ async fn killed_node_and_sidecar_processes_lose_no_task_and_send_no_call_twice()
         }
     })
     .await;
+    poster.await.expect("every task posted");
+    assert_eq!(ids.len(), N);
     assert_eq!(
         faults.len(),
         3,
@@ -874,6 +882,42 @@ async fn killed_node_and_sidecar_processes_lose_no_task_and_send_no_call_twice()
     );
     clock.abort();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Posts `n` Lane 1 `sleep` tasks as Alice, one after another (created,
+/// then assigned), with their inputs in `store`; tells each id as created.
+async fn post_one_by_one(
+    chain: SubxtChain,
+    store: nsn_lane1::sidecar::store::BlobStore,
+    n: usize,
+    ids: tokio::sync::mpsc::UnboundedSender<TaskId>,
+) {
+    use nsn_lane1::chain::{MarketCall, SubmitExt};
+    use nsn_lane1::task::{Lane, Priority, UNIT};
+    let alice = chain.submitter(subxt_signer::sr25519::dev::alice());
+    for i in 0..n {
+        let cid = store.put(format!("soak {i}").into_bytes()).unwrap();
+        let created = alice
+            .clone()
+            .submit(MarketCall::CreateTaskIntent {
+                lane: Lane::Lane1,
+                priority: Priority::Normal,
+                model_requirements: b"sleep".to_vec(),
+                input_cid: cid.as_bytes().to_vec(),
+                compute_budget: 1,
+                deadline_blocks: 1_000,
+                escrow_amount: UNIT,
+            })
+            .await
+            .expect("created");
+        let id = support::created_id(&created);
+        let _ = ids.send(id);
+        alice
+            .clone()
+            .submit(MarketCall::AcceptAssignment { task_id: id })
+            .await
+            .expect("assigned");
+    }
 }
 
 /// The block time of the real-process soak's chain.
