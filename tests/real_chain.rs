@@ -492,7 +492,6 @@ async fn in_batch_mode_many_calls_from_one_account_share_blocks_and_all_land() {
     let chain = SubxtChain::connect(&node.url, Backend::Legacy)
         .await
         .expect("connects");
-    let before = chain.finalized_head().await.unwrap().number;
     let submitter = chain.submitter(subxt_signer::sr25519::dev::alice());
     let calls = (0..CALLS).map(|i| {
         submitter.clone().submit(MarketCall::CreateTaskIntent {
@@ -506,10 +505,11 @@ async fn in_batch_mode_many_calls_from_one_account_share_blocks_and_all_land() {
         })
     });
     let results = within_secs(120, futures::future::join_all(calls)).await;
-    let mut nonces: Vec<u64> = results
+    let inclusions: Vec<_> = results
         .into_iter()
-        .map(|r| r.expect("every call lands").nonce)
+        .map(|r| r.expect("every call lands"))
         .collect();
+    let mut nonces: Vec<u64> = inclusions.iter().map(|i| i.nonce).collect();
     nonces.sort();
     assert_eq!(
         nonces,
@@ -517,16 +517,22 @@ async fn in_batch_mode_many_calls_from_one_account_share_blocks_and_all_land() {
         "each nonce used once"
     );
     assert_eq!(chain.account_nonce(AccountId::ALICE).await.unwrap(), CALLS);
-    // Calls share blocks: fewer blocks than calls. How many fewer depends
-    // on chopsticks' speed: it validates concurrent submissions
-    // concurrently and can pool a transaction before its predecessor, which
-    // then drops it and the account's later ones until they are sent again
-    // (under 8 blocks for 16 calls on a quiet machine, 11 or 12 on a loaded
-    // one; BENCHMARKS.md).
-    let blocks = chain.finalized_head().await.unwrap().number - before;
+    // Calls share blocks: some block holds several. How many blocks the 16
+    // take depends on chopsticks' speed: it validates concurrent
+    // submissions concurrently and can pool a transaction before its
+    // predecessor, which then drops it and the account's later ones until
+    // they are sent again (under 8 blocks for 16 calls on a quiet machine,
+    // 11 to 17 on a loaded one; BENCHMARKS.md), so the count of blocks is
+    // a bench figure, not this test's.
+    let mut per_block: std::collections::BTreeMap<u32, u64> = Default::default();
+    for inc in &inclusions {
+        *per_block.entry(inc.block.number).or_default() += 1;
+    }
+    let most = per_block.values().copied().max().unwrap_or(0);
     assert!(
-        u64::from(blocks) < CALLS,
-        "{CALLS} calls took {blocks} blocks"
+        most >= 2,
+        "{CALLS} calls in {} blocks, never two in one: {per_block:?}",
+        per_block.len()
     );
     assert_eq!(submitter.in_flight(), 0);
 }
