@@ -294,21 +294,12 @@ async fn post_one_by_one(
     ids: tokio::sync::mpsc::UnboundedSender<TaskId>,
 ) {
     use nsn_lane1::chain::{MarketCall, SubmitExt};
-    use nsn_lane1::task::{Lane, Priority, UNIT};
     let alice = chain.submitter(subxt_signer::sr25519::dev::alice());
     for i in 0..n {
         let cid = store.put(format!("soak {i}").into_bytes()).unwrap();
         let created = alice
             .clone()
-            .submit(MarketCall::CreateTaskIntent {
-                lane: Lane::Lane1,
-                priority: Priority::Normal,
-                model_requirements: b"sleep".to_vec(),
-                input_cid: cid.as_bytes().to_vec(),
-                compute_budget: 1,
-                deadline_blocks: 1_000,
-                escrow_amount: UNIT,
-            })
+            .submit(support::lane1_task("sleep", &cid))
             .await
             .expect("created");
         let id = support::created_id(&created);
