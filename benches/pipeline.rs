@@ -283,6 +283,7 @@ fn bench_pipeline(c: &mut Criterion) {
                             input_cid: input.clone(),
                             parameters: Parameters::none(),
                             timeout: None,
+                            attempt: 0,
                         })
                     })
                     .buffer_unordered(64)

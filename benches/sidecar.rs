@@ -57,6 +57,7 @@ fn bench_execute(c: &mut Criterion) {
                                     input_cid: input.clone(),
                                     parameters: Parameters::none(),
                                     timeout: None,
+                                    attempt: 0,
                                 })
                             })
                             .buffer_unordered(concurrency);

@@ -72,6 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             DefaultClassifier,
         ))
         .service(client.execute());
+    let admission = nsn_lane1::admission::Admission::new(config.admission.clone());
     // One record of sent calls for the account, shared by both submit stacks.
     let sent = SentCalls::default();
     let submit = submit_stack(
@@ -97,7 +98,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 preemptor: preemptor.clone(),
                 admit: config.admitted(),
                 parameters: config.model_parameters.clone(),
-                admission: nsn_lane1::admission::Admission::new(config.admission.clone()),
+                admission: admission.clone(),
+                attempts: Default::default(),
+                foreign_cancels: metrics.foreign_cancels.with(&[]),
             },
         ));
 
@@ -115,6 +118,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             board: board.clone(),
             preemptor,
             metrics: metrics.clone(),
+            admission,
         },
     );
     let stop = tokio_util::sync::CancellationToken::new();

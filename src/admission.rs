@@ -75,11 +75,53 @@ pub enum Verdict {
         /// What was wrong.
         cause: String,
     },
-    /// Not now: the node cannot run anything (the sidecar is down).
+    /// Not now: the node cannot run anything for a while.
     Hold {
         /// Why.
-        cause: String,
+        cause: HoldCause,
     },
+}
+
+/// Why a task is held: neither run nor failed, tried again later. None of
+/// these is the task's fault, and none is reported to the chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HoldCause {
+    /// The sidecar does not answer: the node's intake waits for it.
+    SidecarUnreachable,
+    /// The node's set-up failed the run (a plugin runner not configured, a
+    /// policy, VRAM), or the sidecar failed it in words the node does not
+    /// know: this task waits, on a backoff; the others go on.
+    Setup(crate::sidecar::client::Blame),
+    /// The stake breaker is open: no new work, no slashing call.
+    BreakerOpen,
+}
+
+impl std::fmt::Display for HoldCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HoldCause::SidecarUnreachable => f.write_str("the sidecar does not answer"),
+            HoldCause::Setup(blame) => {
+                write!(f, "the sidecar failed the run ({blame}), not the task")
+            }
+            HoldCause::BreakerOpen => f.write_str("the stake breaker is open"),
+        }
+    }
+}
+
+/// Why the node is not ready to take work.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotReady {
+    /// The sidecar does not answer.
+    #[error("the sidecar does not answer")]
+    SidecarUnreachable,
+    /// The stake breaker is open.
+    #[error("the stake breaker is open: slashing verdicts reached its bound")]
+    BreakerOpen,
+    /// Tasks are held for the set-up's faults.
+    #[error("{0} task(s) held: the sidecar fails runs for reasons of the node's set-up")]
+    SetupFaults(usize),
 }
 
 #[derive(Debug)]
@@ -89,6 +131,9 @@ struct Inner {
     /// ms (`None`: not known yet — nothing is refused for its model).
     served: RwLock<Option<HashMap<ModelId, u32>>>,
     healthy: watch::Sender<bool>,
+    breaker: crate::breaker::StakeBreaker,
+    /// Tasks held now for their runs' set-up faults.
+    setup_held: std::sync::Mutex<std::collections::HashSet<crate::task::TaskId>>,
 }
 
 /// The node's admission; clones share one view of the sidecar.
@@ -101,12 +146,59 @@ impl Admission {
     /// Admission by `policy`; the sidecar counts as healthy until told
     /// otherwise, and every model as served until the sidecar has said.
     pub fn new(policy: AdmissionPolicy) -> Self {
+        Self::with_breaker(
+            policy,
+            crate::breaker::StakeBreaker::new(Default::default()),
+        )
+    }
+
+    /// Admission by `policy`, with this stake breaker.
+    pub fn with_breaker(policy: AdmissionPolicy, breaker: crate::breaker::StakeBreaker) -> Self {
         Admission {
             inner: Arc::new(Inner {
                 policy,
                 served: RwLock::new(None),
                 healthy: watch::channel(true).0,
+                breaker,
+                setup_held: Default::default(),
             }),
+        }
+    }
+
+    /// The stake breaker.
+    pub fn breaker(&self) -> &crate::breaker::StakeBreaker {
+        &self.inner.breaker
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<crate::task::TaskId>> {
+        self.inner
+            .setup_held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that `task` is held (`true`) or no longer held (`false`)
+    /// for a set-up fault of its run.
+    pub fn set_setup_held(&self, task: crate::task::TaskId, held: bool) {
+        let mut set = self.held();
+        if held {
+            set.insert(task);
+        } else {
+            set.remove(&task);
+        }
+    }
+
+    /// Whether the node can take work now, and if not, why.
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        if !self.healthy() {
+            return Err(NotReady::SidecarUnreachable);
+        }
+        if self.inner.breaker.is_open() {
+            return Err(NotReady::BreakerOpen);
+        }
+        match self.held().len() {
+            0 => Ok(()),
+            n => Err(NotReady::SetupFaults(n)),
         }
     }
 
@@ -169,8 +261,18 @@ impl Admission {
         let _ = rx.wait_for(|h| *h).await;
     }
 
-    /// Judges `task` at the finalized head `head`.
+    /// Judges `task` at the finalized head `head` (no new work while the
+    /// stake breaker is open).
     pub fn check(&self, task: &Task, head: BlockNumber) -> Verdict {
+        match self.judge(task, head) {
+            Verdict::Admit if self.inner.breaker.is_open() => Verdict::Hold {
+                cause: HoldCause::BreakerOpen,
+            },
+            verdict => verdict,
+        }
+    }
+
+    fn judge(&self, task: &Task, head: BlockNumber) -> Verdict {
         if task.lane != Lane::Lane1 {
             return Verdict::Refuse {
                 reason: FailReason::InvalidInput,
@@ -185,7 +287,7 @@ impl Admission {
         };
         if !self.healthy() {
             return Verdict::Hold {
-                cause: "the sidecar does not answer".into(),
+                cause: HoldCause::SidecarUnreachable,
             };
         }
         let policy = &self.inner.policy;

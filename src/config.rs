@@ -7,8 +7,13 @@
 //! max_concurrent = 4
 //! retry_attempts = 2
 //!
+//! [executor.breaker]               # the stake breaker
+//! consecutive = 3                   # slashing verdicts in a row
+//! hourly_limit = 15000000000000     # smallest unit: 15 UNIT an hour
+//!
 //! [sidecar]
 //! endpoint = "http://127.0.0.1:50051"
+//! auth_token_file = "/etc/nsn/sidecar.token"   # the sidecar's --auth-token-file
 //!
 //! [chain]
 //! url = "ws://127.0.0.1:9944"
@@ -25,7 +30,8 @@
 //! Environment: `NSN_LANE1_SIDECAR`, `NSN_LANE1_CHAIN`, `NSN_LANE1_KEY_FILE`,
 //! `NSN_LANE1_CHAIN_BACKEND`, `NSN_LANE1_STATE_FILE`,
 //! `NSN_LANE1_TELEMETRY_LISTEN`, `NSN_LANE1_MAX_CONCURRENT`,
-//! `NSN_LANE1_EXECUTION_TIMEOUT_SECS`, `NSN_LANE1_LOG`. Keys are never taken
+//! `NSN_LANE1_EXECUTION_TIMEOUT_SECS`, `NSN_LANE1_LOG`,
+//! `NSN_LANE1_SIDECAR_TOKEN_FILE`. Keys are never taken
 //! from the command line or the config file's values directly: only the path
 //! of a key file is.
 
@@ -104,6 +110,32 @@ pub struct ExecutorSection {
     pub model_parameters: std::collections::BTreeMap<String, String>,
     /// What is checked before a task is started.
     pub admission: AdmissionSection,
+    /// When the stake breaker opens.
+    pub breaker: BreakerSection,
+}
+
+/// Stake breaker settings (`[executor.breaker]`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSection {
+    /// Slashing verdicts in a row that open it (0: no such bound).
+    pub consecutive: u32,
+    /// The most the node's own slashing calls may cost within an hour
+    /// (smallest unit).
+    pub hourly_limit: u128,
+    /// What one slashing call costs (smallest unit).
+    pub slash: u128,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        let d = crate::breaker::BreakerPolicy::default();
+        BreakerSection {
+            consecutive: d.consecutive,
+            hourly_limit: d.hourly_limit,
+            slash: d.slash,
+        }
+    }
 }
 
 /// Admission settings (`[executor.admission]`).
@@ -145,6 +177,7 @@ impl Default for ExecutorSection {
             fail_unfinished_on_shutdown: d.fail_unfinished_on_shutdown,
             model_parameters: Default::default(),
             admission: AdmissionSection::default(),
+            breaker: BreakerSection::default(),
         }
     }
 }
@@ -159,6 +192,15 @@ pub struct SidecarSection {
     pub connect_timeout_ms: u64,
     /// How long to wait for a cancel to be confirmed, milliseconds.
     pub cancel_wait_ms: u64,
+    /// A file holding the node's credential for the sidecar (a bearer
+    /// token; the sidecar is started with the same file).
+    pub auth_token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the sidecar's certificate: TLS to
+    /// the sidecar (an `https://` endpoint; needs the `tls` feature).
+    pub tls_ca_file: Option<PathBuf>,
+    /// The name the sidecar's certificate is checked against (default:
+    /// the endpoint's host).
+    pub tls_domain: Option<String>,
 }
 
 impl Default for SidecarSection {
@@ -167,6 +209,9 @@ impl Default for SidecarSection {
             endpoint: "http://127.0.0.1:50051".into(),
             connect_timeout_ms: 5_000,
             cancel_wait_ms: 10_000,
+            auth_token_file: None,
+            tls_ca_file: None,
+            tls_domain: None,
         }
     }
 }
@@ -314,6 +359,9 @@ impl Config {
         if let Some(v) = get("NSN_LANE1_LOG") {
             self.telemetry.log = v;
         }
+        if let Some(v) = get("NSN_LANE1_SIDECAR_TOKEN_FILE") {
+            self.sidecar.auth_token_file = Some(PathBuf::from(v));
+        }
         Ok(())
     }
 
@@ -359,6 +407,11 @@ impl Config {
                 submission_margin: e.admission.submission_margin,
                 min_escrow: e.admission.min_escrow,
             },
+            breaker: crate::breaker::BreakerPolicy {
+                consecutive: e.breaker.consecutive,
+                hourly_limit: e.breaker.hourly_limit,
+                slash: e.breaker.slash,
+            },
             ..ExecutorConfig::default()
         })
     }
@@ -372,6 +425,20 @@ impl Config {
         let mut c = SidecarConfig::new(s.endpoint.clone());
         c.connect_timeout = Duration::from_millis(s.connect_timeout_ms);
         c.cancel_wait = Duration::from_millis(s.cancel_wait_ms);
+        if let Some(path) = &s.auth_token_file {
+            c.auth_token = Some(
+                crate::sidecar::client::AuthToken::from_file(path)
+                    .map_err(|e| invalid("sidecar.auth_token_file", e.to_string()))?,
+            );
+        }
+        if let Some(path) = &s.tls_ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| invalid("sidecar.tls_ca_file", format!("{}: {e}", path.display())))?;
+            c.tls = Some(crate::sidecar::client::TlsConfig {
+                ca_certificate_pem: pem,
+                domain: s.tls_domain.clone(),
+            });
+        }
         Ok(c)
     }
 }

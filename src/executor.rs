@@ -37,6 +37,7 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tower::{BoxError, Service};
 
+use crate::admission::HoldCause;
 use crate::chain::{MarketCall, Pooled};
 use crate::layer::cause;
 use crate::layer::preempt::{PreemptReason, Preempted, Preemptor};
@@ -78,6 +79,8 @@ pub struct ExecutorConfig {
     pub preempt_on_lane0: bool,
     /// What is checked before a task is started.
     pub admission: crate::admission::AdmissionPolicy,
+    /// When the stake breaker opens.
+    pub breaker: crate::breaker::BreakerPolicy,
     /// Parameters sent to the sidecar with every run of a model (chain tasks
     /// carry none: these are the node's choice, e.g. a sampler's settings).
     pub model_parameters:
@@ -122,6 +125,7 @@ impl Default for ExecutorConfig {
             lane0_hints: true,
             model_parameters: Default::default(),
             admission: Default::default(),
+            breaker: Default::default(),
         }
     }
 }
@@ -192,7 +196,13 @@ struct Core<C> {
     scheduler: Scheduler<Task>,
     held: HashMap<TaskId, (Task, u32)>,
     attempts: HashMap<TaskId, u32>,
-    deferred: Vec<Task>,
+    deferred: Vec<Deferred>,
+    /// How many times in a row each task was held for a fault not its own
+    /// (its backoff doubles with each).
+    holds: HashMap<TaskId, u32>,
+    admission: crate::admission::Admission,
+    /// Blocks kept free before a deadline for a call to land.
+    submission_margin: crate::task::BlockNumber,
     lane0_open: HashSet<TaskId>,
     lane0_wait: bool,
     board: TaskBoard,
@@ -211,6 +221,18 @@ struct Core<C> {
     handled: Option<tokio::sync::watch::Sender<Option<crate::task::BlockNumber>>>,
 }
 
+/// A task waiting to be queued again.
+struct Deferred {
+    task: Task,
+    /// Blocks still to wait.
+    blocks: u32,
+    /// Why it waits (`None`: its lifecycle failed, or Lane 0 work).
+    cause: Option<HoldCause>,
+}
+
+/// The longest a held task waits between tries, in blocks.
+const MAX_HOLD_BLOCKS: u32 = 32;
+
 /// What an executor works with besides its stack.
 #[derive(Debug)]
 pub struct ExecutorParts<C> {
@@ -227,6 +249,9 @@ pub struct ExecutorParts<C> {
     pub preemptor: Preemptor,
     /// Where metrics go.
     pub metrics: Lane1Metrics,
+    /// The node's admission (tasks held for set-up faults make the node
+    /// not ready).
+    pub admission: crate::admission::Admission,
 }
 
 /// The executor; see the [module docs](self).
@@ -265,6 +290,9 @@ where
                 held: HashMap::new(),
                 attempts: HashMap::new(),
                 deferred: Vec::new(),
+                holds: HashMap::new(),
+                submission_margin: config.admission.submission_margin,
+                admission: parts.admission,
                 lane0_open: HashSet::new(),
                 lane0_wait: false,
                 board: parts.board,
@@ -389,6 +417,22 @@ where
     C::Future: Send,
 {
     fn update_gauges(&self) {
+        let mut held = [0i64; 3];
+        for d in &self.deferred {
+            match d.cause {
+                Some(HoldCause::SidecarUnreachable) => held[0] += 1,
+                Some(HoldCause::Setup(_)) => held[1] += 1,
+                Some(HoldCause::BreakerOpen) => held[2] += 1,
+                _ => {}
+            }
+        }
+        for (cause, n) in crate::telemetry::metrics::HOLD_CAUSES.iter().zip(held) {
+            self.metrics.held.with(&[cause]).set(n);
+        }
+        self.metrics
+            .stake_breaker_open
+            .with(&[])
+            .set(i64::from(self.admission.breaker().is_open()));
         let st = self.scheduler.stats();
         self.metrics
             .queued
@@ -479,7 +523,8 @@ where
                     PreemptReason::ChainFailed
                 };
                 self.sent.forget(task_id);
-                self.deferred.retain(|t| t.id != task_id);
+                self.deferred.retain(|d| d.task.id != task_id);
+                self.release_hold(task_id);
                 if self.scheduler.cancel(task_id).is_ok() {
                     let status = match reason {
                         PreemptReason::ChainExpired => TaskStatus::Expired,
@@ -516,10 +561,33 @@ where
                 if let Some(handled) = &self.handled {
                     handled.send_replace(Some(number));
                 }
-                // The chain moved on: tasks that had to wait may try again.
+                // The chain moved on: tasks that had to wait may try again
+                // (a held one once its backoff has passed).
                 self.lane0_wait = false;
-                for task in std::mem::take(&mut self.deferred) {
-                    self.enqueue(task);
+                let margin = self.submission_margin;
+                for mut d in std::mem::take(&mut self.deferred) {
+                    let held =
+                        matches!(d.cause, Some(HoldCause::Setup(_) | HoldCause::BreakerOpen));
+                    if held && number.saturating_add(margin) >= d.task.deadline {
+                        // Held to its end for faults not its own: given
+                        // back, with the reason that is true and does not
+                        // slash.
+                        let task_id = d.task.id;
+                        tracing::warn!(%task_id, cause = ?d.cause, "held until its deadline; failing it as DeadlineExceeded");
+                        self.release_hold(task_id);
+                        self.resolve_fail(
+                            task_id,
+                            FailReason::DeadlineExceeded,
+                            format!("held to its deadline: {:?}", d.cause),
+                        );
+                        continue;
+                    }
+                    if d.blocks > 1 {
+                        d.blocks -= 1;
+                        self.deferred.push(d);
+                    } else {
+                        self.enqueue(d.task);
+                    }
                 }
             }
             TaskEvent::Created { .. }
@@ -535,6 +603,13 @@ where
             return;
         };
         self.preemptor.allow(task_id);
+        let held_again = matches!(
+            result.as_ref().err().and_then(|e| cause::<LifecycleError>(e.as_ref())),
+            Some(LifecycleError::Held { cause, .. }) if !matches!(cause, HoldCause::SidecarUnreachable)
+        );
+        if !held_again {
+            self.release_hold(task_id);
+        }
         match result {
             Ok(outcome) => self.finish(outcome),
             Err(error) => {
@@ -544,26 +619,57 @@ where
                     return;
                 }
                 let _ = self.scheduler.fail(task_id);
-                if cause::<LifecycleError>(error.as_ref()).is_some_and(|e| {
-                    matches!(
-                        e,
-                        LifecycleError::Lane0Priority { .. } | LifecycleError::Held { .. }
-                    )
-                }) {
+                match cause::<LifecycleError>(error.as_ref()) {
                     // Waiting is not failing: Lane 0 work, or a sidecar that
-                    // does not answer (admission fails the task once its
-                    // deadline is out of reach).
-                    self.lane0_wait = true;
-                    self.defer(task, attempts);
-                } else if attempts + 1 < MAX_LIFECYCLE_ATTEMPTS {
-                    tracing::warn!(%task_id, %error, attempt = attempts + 1, "task lifecycle failed; will retry after the next block");
-                    self.defer(task, attempts + 1);
-                } else {
-                    tracing::error!(%task_id, %error, "task lifecycle failed; giving up");
-                    self.give_up(task_id, error.to_string());
+                    // does not answer (the intake waits for it; admission
+                    // fails the task once its deadline is out of reach).
+                    Some(LifecycleError::Lane0Priority { .. }) => {
+                        self.lane0_wait = true;
+                        self.defer(task, attempts, None);
+                    }
+                    Some(LifecycleError::Held {
+                        cause: cause @ HoldCause::SidecarUnreachable,
+                        ..
+                    }) => {
+                        self.lane0_wait = true;
+                        self.defer(task, attempts, Some(*cause));
+                    }
+                    // A fault that is not the task's, for this task only:
+                    // it waits on a backoff that doubles, the others go on.
+                    Some(LifecycleError::Held { cause, .. }) => {
+                        let cause = *cause;
+                        let n = self.holds.entry(task_id).or_insert(0);
+                        *n = n.saturating_add(1);
+                        let blocks = 1u32
+                            .checked_shl(n.saturating_sub(1))
+                            .unwrap_or(MAX_HOLD_BLOCKS)
+                            .min(MAX_HOLD_BLOCKS);
+                        if matches!(cause, HoldCause::Setup(_)) {
+                            self.admission.set_setup_held(task_id, true);
+                        }
+                        tracing::warn!(%task_id, %cause, blocks, "task held; trying again later");
+                        self.defer(task, attempts, Some(cause));
+                        if let Some(d) = self.deferred.last_mut() {
+                            d.blocks = blocks;
+                        }
+                    }
+                    _ if attempts + 1 < MAX_LIFECYCLE_ATTEMPTS => {
+                        tracing::warn!(%task_id, %error, attempt = attempts + 1, "task lifecycle failed; will retry after the next block");
+                        self.defer(task, attempts + 1, None);
+                    }
+                    _ => {
+                        tracing::error!(%task_id, %error, "task lifecycle failed; giving up");
+                        self.give_up(task_id, error.to_string());
+                    }
                 }
             }
         }
+    }
+
+    /// A task is no longer held (it ran, or it ended).
+    fn release_hold(&mut self, task_id: TaskId) {
+        self.holds.remove(&task_id);
+        self.admission.set_setup_held(task_id, false);
     }
 
     /// Records a task this executor could not resolve.
@@ -575,11 +681,15 @@ where
         );
     }
 
-    fn defer(&mut self, task: Task, attempts: u32) {
+    fn defer(&mut self, task: Task, attempts: u32, cause: Option<HoldCause>) {
         self.report.requeued += 1;
         self.attempts.insert(task.id, attempts);
         self.board.set(task.id, ExecutorState::Queued);
-        self.deferred.push(task);
+        self.deferred.push(Deferred {
+            task,
+            blocks: 1,
+            cause,
+        });
     }
 
     fn finish(&mut self, outcome: TaskOutcome) {

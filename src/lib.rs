@@ -63,6 +63,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod admission;
+pub mod breaker;
 pub mod chain;
 pub mod checkpoint;
 pub mod config;

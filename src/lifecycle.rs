@@ -40,13 +40,13 @@ use tokio_util::sync::PollSemaphore;
 use tower::{BoxError, Service, ServiceExt};
 use tracing::Instrument;
 
-use crate::admission::{Admission, Verdict};
+use crate::admission::{Admission, HoldCause, Verdict};
 use crate::chain::{BlockRef, ChainPort, MarketCall, MarketError};
 use crate::layer::cause;
 use crate::layer::metrics::Outcome;
 use crate::layer::preempt::{PreemptReason, Preemptor};
 use crate::layer::timeout::Elapsed;
-use crate::sidecar::client::{ExecuteRequest, ExecutionResult, Parameters, SidecarError};
+use crate::sidecar::client::{Blame, ExecuteRequest, ExecutionResult, Parameters, SidecarError};
 use crate::submitter::{GuardedOutcome, MarketCalls, PooledCall, SubmissionError, Submitted};
 use crate::task::{AccountId, Cid, FailReason, ModelId, Task, TaskId, TaskStatus};
 
@@ -233,14 +233,14 @@ pub enum LifecycleError {
         /// The task.
         task_id: TaskId,
     },
-    /// The node cannot run anything now (the sidecar does not answer); the
-    /// task is still ours and waits.
+    /// The task could not run now, for no fault of its own; it is still
+    /// ours and waits (see [`HoldCause`]).
     #[error("task {task_id} held: {cause}")]
     Held {
         /// The task.
         task_id: TaskId,
         /// Why.
-        cause: String,
+        cause: HoldCause,
     },
     /// A chain call failed, so the task could not be resolved on chain.
     #[error("task {task_id}: {source}")]
@@ -256,36 +256,106 @@ pub enum LifecycleError {
 /// What an execution failure is, and what to tell the chain about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attribution {
-    /// Tell the chain: the task failed for this (never slashing unless it
-    /// is `ExecutorFailed`, a model failing on a valid input).
+    /// Tell the chain: the task failed for this (`ExecutorFailed` only on
+    /// the sidecar's positive verdict that the model failed).
     Fail(FailReason),
-    /// Tell the chain nothing: the sidecar did not answer. The task is held
-    /// and tried again while its deadline allows.
-    Hold,
+    /// Run the task again at once, under a new run id: nothing was wrong
+    /// with it.
+    Rerun(Rerun),
+    /// Tell the chain nothing: the task waits and is tried again while its
+    /// deadline allows.
+    Hold(HoldCause),
+}
+
+/// Why a run is tried again at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rerun {
+    /// Another party cancelled the run: the node did not ask for it.
+    ForeignCancel,
+    /// The sidecar knows the run id already and will not answer this
+    /// request under it.
+    RunIdTaken,
 }
 
 /// The failure-attribution table: which reason a failure gives the chain.
 ///
 /// | failure | attribution |
 /// |---|---|
-/// | the model or sidecar rejects the input or parameters, the input is missing, the model is not served (`SidecarError::blames_task`) | `InvalidInput` |
-/// | the task's time limit passed (`Elapsed`, `TimedOut`) | `DeadlineExceeded` |
-/// | the model failed on a valid input (any other body failure), or sent an output that is not a CID | `ExecutorFailed` |
-/// | the sidecar unreachable, a transport or internal error, no answer, an unconfirmed cancel — anything else | hold: retried with backoff while the deadline allows, then `DeadlineExceeded` |
+/// | the sidecar's verdict: the model failed on a valid input ([`Blame::Model`]) | `ExecutorFailed` |
+/// | the task's input, parameters, or a model nobody serves ([`Blame::Task`]: verdict, or words such as NSN's `Invalid request: …`, `Plugin not found`) | `InvalidInput` |
+/// | the task's time limit passed (`Elapsed`, `TimedOut`, [`Blame::Time`]) | `DeadlineExceeded` |
+/// | a cancel the node did not ask for (`Cancelled`) | run again at once under a new run id |
+/// | a run id the sidecar knows already (`RunIdTaken`) | run again at once under a new run id |
+/// | the node's set-up ([`Blame::Setup`]: runner not configured, policy, VRAM, containers) or words the node does not know ([`Blame::Unknown`]) | hold this task on a backoff, node not ready; others go on |
+/// | the sidecar unreachable, a transport error, no answer, an unconfirmed cancel — anything else | hold the node's intake until it answers |
 ///
-/// A run already going for the task (`ALREADY_EXISTS`) is not a failure:
-/// the execute service attaches to it and takes its answer.
+/// Every hold ends, if it must, at the task's deadline with
+/// `DeadlineExceeded`, which does not slash. The stake breaker may turn
+/// `ExecutorFailed` into a hold as well ([`crate::breaker`]).
 pub fn attribute(error: &BoxError) -> Attribution {
     if cause::<Elapsed>(error.as_ref()).is_some() {
         return Attribution::Fail(FailReason::DeadlineExceeded);
     }
-    match cause::<SidecarError>(error.as_ref()) {
-        Some(SidecarError::TimedOut { .. }) => Attribution::Fail(FailReason::DeadlineExceeded),
-        Some(e) if e.blames_task() => Attribution::Fail(FailReason::InvalidInput),
-        Some(SidecarError::Model { .. } | SidecarError::InvalidOutput { .. }) => {
-            Attribution::Fail(FailReason::ExecutorFailed)
+    let Some(e) = cause::<SidecarError>(error.as_ref()) else {
+        return Attribution::Hold(HoldCause::SidecarUnreachable);
+    };
+    match e {
+        SidecarError::TimedOut { .. } => Attribution::Fail(FailReason::DeadlineExceeded),
+        SidecarError::Cancelled { .. } => Attribution::Rerun(Rerun::ForeignCancel),
+        SidecarError::RunIdTaken { .. } => Attribution::Rerun(Rerun::RunIdTaken),
+        e => match e.blame() {
+            Some(Blame::Model) => Attribution::Fail(FailReason::ExecutorFailed),
+            Some(Blame::Task) => Attribution::Fail(FailReason::InvalidInput),
+            Some(Blame::Time) => Attribution::Fail(FailReason::DeadlineExceeded),
+            Some(blame) => Attribution::Hold(HoldCause::Setup(blame)),
+            None => Attribution::Hold(HoldCause::SidecarUnreachable),
+        },
+    }
+}
+
+/// How many times one lifecycle runs a task again at once (foreign
+/// cancels, spent run ids) before it holds the task instead.
+const MAX_RERUNS: u32 = 8;
+
+/// The run attempts of the tasks this node has run: each new run of a task
+/// goes out under the next attempt's run id. Clones share one record.
+#[derive(Clone, Debug, Default)]
+pub struct RunAttempts(Arc<Mutex<HashMap<TaskId, u32>>>);
+
+impl RunAttempts {
+    /// The attempt for the next run of `task` (0 the first time).
+    pub fn begin(&self, task: TaskId) -> u32 {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get_mut(&task) {
+            Some(n) => {
+                *n = n.saturating_add(1);
+                *n
+            }
+            None => {
+                map.insert(task, 0);
+                0
+            }
         }
-        _ => Attribution::Hold,
+    }
+
+    /// The last attempt sent for `task`, if any.
+    pub fn last(&self, task: TaskId) -> Option<u32> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&task)
+            .copied()
+    }
+
+    /// Forgets `task` (its end is final).
+    pub fn forget(&self, task: TaskId) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&task);
     }
 }
 
@@ -299,6 +369,8 @@ pub struct Lifecycle<E, C, P> {
     preemptor: Preemptor,
     parameters: Arc<BTreeMap<ModelId, Parameters>>,
     admission: Admission,
+    attempts: RunAttempts,
+    foreign_cancels: crate::telemetry::metrics::Counter,
     gate: PollSemaphore,
     admitted: Option<OwnedSemaphorePermit>,
     /// Waits for the sidecar to answer again, while it does not.
@@ -327,6 +399,8 @@ impl<E: Clone, C: Clone, P: Clone> Clone for Lifecycle<E, C, P> {
             preemptor: self.preemptor.clone(),
             parameters: self.parameters.clone(),
             admission: self.admission.clone(),
+            attempts: self.attempts.clone(),
+            foreign_cancels: self.foreign_cancels.clone(),
             gate: self.gate.clone(),
             admitted: None,
             recovering: None,
@@ -352,6 +426,10 @@ pub struct LifecycleParts<P> {
     pub parameters: BTreeMap<ModelId, Parameters>,
     /// What is checked before a task is started, and the sidecar's health.
     pub admission: Admission,
+    /// The run attempts of every task (shared by the node's lifecycles).
+    pub attempts: RunAttempts,
+    /// Counts runs stopped by cancels the node did not ask for.
+    pub foreign_cancels: crate::telemetry::metrics::Counter,
 }
 
 impl<E, C, P> Lifecycle<E, C, P> {
@@ -367,6 +445,8 @@ impl<E, C, P> Lifecycle<E, C, P> {
             preemptor: parts.preemptor,
             parameters: Arc::new(parts.parameters),
             admission: parts.admission,
+            attempts: parts.attempts,
+            foreign_cancels: parts.foreign_cancels,
             recovering: None,
             gate: PollSemaphore::new(std::sync::Arc::new(Semaphore::new(parts.admit.max(1)))),
             admitted: None,
@@ -434,6 +514,8 @@ where
             account: self.account,
             board: self.board.clone(),
             preemptor: self.preemptor.clone(),
+            attempts: self.attempts.clone(),
+            foreign_cancels: self.foreign_cancels.clone(),
         };
         let span = tracing::info_span!("task", task_id = %task.id, model = %task.model);
         Box::pin(
@@ -452,6 +534,8 @@ struct Stages<C, P> {
     account: AccountId,
     board: TaskBoard,
     preemptor: Preemptor,
+    attempts: RunAttempts,
+    foreign_cancels: crate::telemetry::metrics::Counter,
 }
 
 /// How the start stage ended.
@@ -497,9 +581,39 @@ where
         tracing::info!(%task_id, model = %task.model, "executing");
         let mut request = ExecuteRequest::for_task(&task, None);
         request.parameters = parameters;
+        let attempts = self.attempts.clone();
+        let foreign_cancels = self.foreign_cancels.clone();
         let run = async move {
-            let svc = execute.ready().await.map_err(Into::into)?;
-            svc.call(request).await.map_err(Into::into)
+            // Each run goes out under a run id of its own; one that another
+            // party cancelled, or whose id the sidecar knows already, runs
+            // again at once under the next.
+            let mut reruns = 0;
+            loop {
+                request.attempt = attempts.begin(task_id);
+                let svc = execute.ready().await.map_err(Into::into)?;
+                let result: Result<ExecutionResult, BoxError> =
+                    svc.call(request.clone()).await.map_err(Into::into);
+                let Err(error) = &result else {
+                    break result;
+                };
+                let Attribution::Rerun(why) = attribute(error) else {
+                    break result;
+                };
+                if reruns >= MAX_RERUNS {
+                    break result;
+                }
+                reruns += 1;
+                let run = request.run();
+                match why {
+                    Rerun::ForeignCancel => {
+                        foreign_cancels.inc();
+                        tracing::warn!(%task_id, %run, %error, "a cancel the node did not ask for stopped the run; running it again");
+                    }
+                    Rerun::RunIdTaken => {
+                        tracing::info!(%task_id, %run, %error, "run id spent at the sidecar; running under the next");
+                    }
+                }
+            }
         };
         tokio::pin!(run);
         let mut start = match start {
@@ -549,6 +663,7 @@ where
         self.board.set(task_id, ExecutorState::Submitting);
         match result {
             Ok(output) => {
+                self.admission.breaker().record_success();
                 tracing::info!(
                     %task_id,
                     output_cid = %output.output_cid,
@@ -611,7 +726,8 @@ where
         }
         if on_chain.status == TaskStatus::Assigned {
             // Nothing is started that the node cannot or should not run.
-            match self.admission.check(task, head.number) {
+            let verdict = self.admission.check(task, head.number);
+            match verdict {
                 Verdict::Admit => tracing::info!(
                     %task_id,
                     model = %task.model,
@@ -680,21 +796,35 @@ where
     }
 
     async fn fail(&self, task_id: TaskId, error: BoxError) -> Result<TaskOutcome, BoxError> {
+        let held = |cause| -> Result<TaskOutcome, BoxError> {
+            Err(LifecycleError::Held { task_id, cause }.into())
+        };
         match attribute(&error) {
+            Attribution::Fail(FailReason::ExecutorFailed)
+                if !self.admission.breaker().permit_slash() =>
+            {
+                tracing::error!(%task_id, %error, "the model failed, but the stake breaker is open: holding the task, not failing it");
+                held(HoldCause::BreakerOpen)
+            }
             Attribution::Fail(reason) => {
                 tracing::warn!(%task_id, %error, ?reason, "execution failed");
                 self.fail_with(task_id, reason, error.to_string()).await
             }
-            Attribution::Hold => {
+            Attribution::Hold(cause @ HoldCause::SidecarUnreachable) => {
                 // The sidecar's trouble, not the task's: hold the node's
                 // intake and try the task again once it answers.
                 tracing::warn!(%task_id, %error, "sidecar failed; holding the task");
                 self.admission.set_healthy(false);
-                Err(LifecycleError::Held {
-                    task_id,
-                    cause: error.to_string(),
-                }
-                .into())
+                held(cause)
+            }
+            Attribution::Hold(cause) => {
+                tracing::warn!(%task_id, %error, %cause, "held, not failed: not the task's fault");
+                held(cause)
+            }
+            Attribution::Rerun(_) => {
+                // Reruns ran out: wait, as for the set-up's faults.
+                tracing::warn!(%task_id, %error, "run stopped again and again; holding the task");
+                held(HoldCause::Setup(Blame::Unknown))
             }
         }
     }

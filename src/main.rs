@@ -10,7 +10,7 @@ use nsn_lane1::checkpoint::Checkpoint;
 use nsn_lane1::config::Config;
 use nsn_lane1::dev::{DevOptions, run_dev};
 use nsn_lane1::sidecar::client::SidecarClient;
-use nsn_lane1::sidecar::server::{ReferenceSidecar, SidecarLimits};
+use nsn_lane1::sidecar::server::{ReferenceSidecar, Semantics, SidecarLimits};
 use nsn_lane1::sidecar::store::BlobStore;
 
 /// The Lane 1 executor of a Neural Sovereign Network node.
@@ -84,6 +84,13 @@ struct RunArgs {
     /// Keep the last handled block here and backfill from it on restart.
     #[arg(long, value_name = "FILE")]
     state_file: Option<PathBuf>,
+    /// A file holding the credential the sidecar asks for (its
+    /// --auth-token-file); never the token itself.
+    #[arg(long, value_name = "FILE")]
+    sidecar_token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the sidecar's certificate (TLS).
+    #[arg(long, value_name = "FILE")]
+    sidecar_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,6 +110,20 @@ struct SidecarArgs {
     /// Longest a model may run, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = SidecarLimits::default().max_run_time.as_secs())]
     max_run_secs: u64,
+    /// How it treats run ids, cancels and failures: `reference` (its own)
+    /// or `nsn` (as NSN's deployed sidecar: single-use run ids, a cancel
+    /// that only marks, NSN's codes and words, no verdict).
+    #[arg(long, default_value = "reference")]
+    semantics: Semantics,
+    /// Require this credential (a bearer token held in the file) on every
+    /// call of the Sidecar service.
+    #[arg(long, value_name = "FILE")]
+    auth_token_file: Option<PathBuf>,
+    /// While this file exists and names a set-up fault
+    /// (`runner-not-configured`, `sandbox-required`, `insufficient-vram`,
+    /// `container-unhealthy`), every run fails with it.
+    #[arg(long, value_name = "FILE")]
+    setup_fault_file: Option<PathBuf>,
     /// Most MiB of blobs kept in memory (the oldest leave first; with
     /// --store-dir they stay on disk).
     #[arg(long, value_name = "MIB", default_value_t = (nsn_lane1::sidecar::store::DEFAULT_MEMORY_LIMIT >> 20) as u64)]
@@ -253,6 +274,12 @@ async fn run(mut config: Config, args: RunArgs) -> CliResult {
     if let Some(f) = args.state_file {
         config.chain.state_file = Some(f);
     }
+    if let Some(f) = args.sidecar_token_file {
+        config.sidecar.auth_token_file = Some(f);
+    }
+    if let Some(f) = args.sidecar_ca_file {
+        config.sidecar.tls_ca_file = Some(f);
+    }
     let executor = config.executor_config()?;
     let sidecar_config = config.sidecar_config()?;
     let url = config
@@ -338,7 +365,7 @@ async fn run_on_chain(
         ),
         None => None,
     };
-    let ready = nsn_lane1::dev::ready_check(chain.clone(), sidecar.clone());
+    let sidecar_client = sidecar.clone();
     let node = Node::spawn(
         executor,
         NodeParts {
@@ -351,6 +378,8 @@ async fn run_on_chain(
             checkpoint: target.checkpoint,
         },
     );
+    let ready =
+        nsn_lane1::dev::ready_check(chain.clone(), sidecar_client, Some(node.admission.clone()));
     let metrics_registry = metrics.registry.clone();
     let liveness = node.liveness();
     if let Some(listener) = telemetry {
@@ -414,17 +443,25 @@ async fn sidecar(args: SidecarArgs) -> CliResult {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() {
-        // The sidecar has no authentication: anyone who reaches it can run
-        // models and read every blob.
-        tracing::warn!(%addr, "the sidecar listens beyond loopback; it has no authentication");
+    let token = match &args.auth_token_file {
+        Some(path) => Some(nsn_lane1::sidecar::client::AuthToken::from_file(path)?),
+        None => None,
+    };
+    if !addr.ip().is_loopback() && token.is_none() {
+        // Without a credential anyone who reaches it can run models, cancel
+        // runs and read every blob.
+        tracing::warn!(%addr, "the sidecar listens beyond loopback without --auth-token-file");
     }
-    tracing::info!(%addr, "reference sidecar listening");
+    tracing::info!(%addr, semantics = ?args.semantics, auth = token.is_some(), "reference sidecar listening");
     let limits = SidecarLimits {
         max_runs: args.max_runs,
         max_run_time: Duration::from_secs(args.max_run_secs),
     };
-    ReferenceSidecar::with_limits(store, limits)
+    let sidecar = ReferenceSidecar::with_limits(store, limits);
+    sidecar.set_semantics(args.semantics);
+    sidecar.set_auth_token(token);
+    sidecar.set_setup_fault_file(args.setup_fault_file);
+    sidecar
         .serve(listener, async {
             ctrl_c().await;
             tracing::info!("shutting down");

@@ -95,6 +95,9 @@ pub struct Node {
     pub preemptor: Preemptor,
     /// The node's metrics.
     pub metrics: Lane1Metrics,
+    /// What is checked before a task is started: the sidecar's health,
+    /// the stake breaker, the tasks held for set-up faults.
+    pub admission: Admission,
     shutdown: CancellationToken,
     following: tokio::sync::watch::Receiver<Option<crate::task::BlockNumber>>,
     liveness: Liveness,
@@ -181,7 +184,10 @@ impl Node {
         };
         // What is checked before a start, kept current by a watch on the
         // sidecar (its health and capabilities, each call with a deadline).
-        let admission = Admission::new(config.admission.clone());
+        let admission = Admission::with_breaker(
+            config.admission.clone(),
+            crate::breaker::StakeBreaker::new(config.breaker.clone()),
+        );
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_sidecar(
             parts.sidecar.clone(),
@@ -208,9 +214,11 @@ impl Node {
                 metrics: parts.metrics.clone(),
                 sent: sent.clone(),
                 admission: admission.clone(),
+                attempts: crate::lifecycle::RunAttempts::default(),
             },
         );
-        let listener_admission = admission;
+        let node_admission = admission.clone();
+        let listener_admission = admission.clone();
         let lane0_hints = config.lane0_hints;
         let submit = submit_stack(
             &config,
@@ -229,6 +237,7 @@ impl Node {
                 board: board.clone(),
                 preemptor: preemptor.clone(),
                 metrics: parts.metrics.clone(),
+                admission,
             },
         );
         let checkpoint = parts.checkpoint;
@@ -293,6 +302,7 @@ impl Node {
             board,
             preemptor,
             metrics: parts.metrics,
+            admission: node_admission,
             shutdown,
             following,
             liveness: Liveness(liveness),

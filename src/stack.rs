@@ -149,6 +149,8 @@ pub struct StackParts<X, C, P> {
     pub sent: SentCalls,
     /// What is checked before a task is started, and the sidecar's health.
     pub admission: Admission,
+    /// The run attempts of every task (shared by the node's stacks).
+    pub attempts: crate::lifecycle::RunAttempts,
 }
 
 /// The submit stack on its own (the executor's, for claims and for failing
@@ -209,6 +211,8 @@ where
             admit: config.admitted(),
             parameters: config.model_parameters.clone(),
             admission: parts.admission,
+            attempts: parts.attempts,
+            foreign_cancels: parts.metrics.foreign_cancels.with(&[]),
         },
     );
     ServiceBuilder::new()

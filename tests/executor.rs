@@ -14,7 +14,7 @@ use nsn_lane1::executor::ExecutorConfig;
 use nsn_lane1::layer::preempt::PreemptReason;
 use nsn_lane1::lifecycle::{ExecutorState, TaskOutcome};
 use nsn_lane1::sidecar::server::RunState;
-use nsn_lane1::task::{AccountId, FailReason, Lane, TaskStatus, UNIT};
+use nsn_lane1::task::{AccountId, FailReason, Lane, RunId, TaskStatus, UNIT};
 use support::*;
 use tower::ServiceExt;
 
@@ -263,7 +263,9 @@ async fn a_preempted_task_whose_start_had_not_landed_goes_back_to_the_queue() {
     // second.
     h.run_reaches("the preempted run cancelled", id, RunState::Cancelled)
         .await;
-    h.run_reaches("the re-run", id, RunState::Running).await;
+    // Under a run id of its own: the first one's is spent.
+    h.run_reaches("the re-run", RunId::first(id).next(), RunState::Running)
+        .await;
     assert_eq!(h.chain.pool_len(), 1, "one start_task in the pool, not two");
     assert_eq!(h.status(id), TaskStatus::Assigned, "start never landed");
     // Blocks go on: the pending start lands, and the requeued task runs to the end.

@@ -13,9 +13,9 @@ use nsn_lane1::layer::preempt::{PreemptLayer, PreemptReason, Preempted, Preempto
 use nsn_lane1::layer::retry::RetryPolicy;
 use nsn_lane1::layer::timeout::{Elapsed, TimeoutLayer};
 use nsn_lane1::lifecycle::TaskOutcome;
-use nsn_lane1::sidecar::client::{Execute, ExecuteRequest, Parameters, SidecarError};
+use nsn_lane1::sidecar::client::{Blame, Execute, ExecuteRequest, Parameters, SidecarError};
 use nsn_lane1::stack::{DefaultClassifier, Lane1Stack};
-use nsn_lane1::task::{AccountId, Cid, Lane, ModelId, Priority, Task, TaskId};
+use nsn_lane1::task::{AccountId, Cid, Lane, ModelId, Priority, RunId, Task, TaskId};
 use nsn_lane1::telemetry::metrics::Lane1Metrics;
 use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
 use tower::{BoxError, Service};
@@ -33,6 +33,7 @@ fn exec_req(id: u64, timeout: Option<Duration>) -> ExecuteRequest {
         input_cid: cid(),
         parameters: Parameters::none(),
         timeout,
+        attempt: 0,
     }
 }
 
@@ -52,7 +53,7 @@ fn task(id: u64, lane: Lane) -> Task {
 
 /// A canceller that records what it was asked to cancel.
 /// What a recording canceller was asked to cancel, and why.
-type CancelLog = Arc<Mutex<Vec<(TaskId, &'static str)>>>;
+type CancelLog = Arc<Mutex<Vec<(RunId, &'static str)>>>;
 
 fn recording_canceller() -> (Canceller, CancelLog) {
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -115,7 +116,7 @@ async fn timeout_writes_the_limit_into_the_request_and_cancels_on_expiry() {
     assert!(elapsed.sidecar_confirmed);
     assert_eq!(
         *cancelled.lock().unwrap(),
-        vec![(TaskId(1), "execution timed out")]
+        vec![(RunId::first(TaskId(1)), "execution timed out")]
     );
 }
 
@@ -148,6 +149,7 @@ async fn timeout_keeps_a_ready_answer_and_maps_late_failures() {
     respond.send_error(SidecarError::Model {
         task_id: TaskId(2),
         message: "timed out after 5000 ms".into(),
+        blame: Blame::Time,
     });
     let err = assert_ready!(late.poll()).unwrap_err();
     assert!(error_is::<Elapsed>(&err).is_some(), "{err}");
@@ -190,7 +192,7 @@ async fn preempt_drops_the_call_cancels_the_sidecar_task_and_says_why() {
     );
     assert_eq!(
         *cancelled.lock().unwrap(),
-        vec![(TaskId(1), "preempted by lane 0 work")]
+        vec![(RunId::first(TaskId(1)), "preempted by lane 0 work")]
     );
     assert_pending!(b.poll());
     assert_eq!(
@@ -316,6 +318,7 @@ async fn retry_retries_transient_errors_with_backoff_and_never_permanent_ones() 
     r.send_error(SidecarError::Model {
         task_id: TaskId(2),
         message: "bad".into(),
+        blame: Blame::Model,
     });
     assert!(assert_ready!(fut.poll()).is_err());
     assert!(matches!(handle.poll_request(), std::task::Poll::Pending));

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use nsn_lane1::sidecar::client::{ExecuteRequest, Parameters, SidecarError, SidecarStatus};
+use nsn_lane1::sidecar::client::{Blame, ExecuteRequest, Parameters, SidecarError, SidecarStatus};
 use nsn_lane1::sidecar::proto;
 use nsn_lane1::sidecar::proto::sidecar_client::SidecarClient as RawClient;
 use nsn_lane1::sidecar::server::RunState;
@@ -28,6 +28,7 @@ fn request(id: u64, model: &str, input: &Cid, params: serde_json::Value) -> Exec
             Parameters::json(&params)
         },
         timeout: Some(Duration::from_secs(30)),
+        attempt: 0,
     }
 }
 
@@ -103,9 +104,14 @@ async fn model_failure_is_a_permanent_body_error() {
         .await
         .unwrap_err();
     match &err {
-        SidecarError::Model { task_id, message } => {
+        SidecarError::Model {
+            task_id,
+            message,
+            blame,
+        } => {
             assert_eq!(*task_id, TaskId(3));
             assert_eq!(message, "out of ideas");
+            assert_eq!(*blame, Blame::Model, "the sidecar's own verdict");
         }
         other => panic!("{other:?}"),
     }
@@ -264,7 +270,10 @@ async fn the_sidecar_enforces_timeout_ms_and_stops_the_work() {
         .await
         .unwrap_err();
     match &err {
-        SidecarError::Model { message, .. } => assert_eq!(message, "timed out after 200 ms"),
+        SidecarError::Model { message, blame, .. } => {
+            assert_eq!(message, "timed out after 200 ms");
+            assert_eq!(*blame, Blame::Time);
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(s.sidecar.state("11"), Some(RunState::Failed));
@@ -324,7 +333,7 @@ async fn cancel_mid_run_is_confirmed_by_status() {
     assert_eq!(outcome.final_status, Some(SidecarStatus::Cancelled));
     assert_eq!(s.sidecar.state("21"), Some(RunState::Cancelled));
     match within("execute to end", run).await.unwrap() {
-        Err(SidecarError::Model { message, .. }) => assert_eq!(message, "cancelled"),
+        Err(SidecarError::Cancelled { message, .. }) => assert_eq!(message, "cancelled"),
         other => panic!("{other:?}"),
     }
     // Cancelling again, or an unknown task, is not an error: nothing runs.
@@ -360,7 +369,7 @@ async fn a_dropped_call_stops_the_run_on_the_sidecar() {
 }
 
 #[tokio::test]
-async fn a_second_run_of_a_running_task_is_refused() {
+async fn a_run_id_is_never_answered_for_another_request() {
     let s = TestSidecar::start();
     let input = put(&s, b"x");
     let client = s.client();
@@ -371,30 +380,55 @@ async fn a_second_run_of_a_running_task_is_refused() {
         serde_json::json!({"duration_ms": 60_000}),
     )));
     within("run to start", s.sidecar.wait_for("23", RunState::Running)).await;
-    let err = client
-        .execute()
-        .oneshot(request(23, "noop", &input, serde_json::Value::Null))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            SidecarError::Rpc {
-                code: tonic::Code::AlreadyExists,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    // Another request under the same id: refused while it runs...
+    let other = || request(23, "noop", &input, serde_json::Value::Null);
+    let err = client.execute().oneshot(other()).await.unwrap_err();
+    assert!(matches!(err, SidecarError::RunIdTaken { .. }), "{err:?}");
     assert!(!err.is_retryable());
     client.cancel(TaskId(23), "done").await.unwrap();
     let _ = first.await;
-    // Once it ended, the id may run again (a retry).
-    client
+    // ...and once it ended: the id is the first request's.
+    let err = client.execute().oneshot(other()).await.unwrap_err();
+    assert!(matches!(err, SidecarError::RunIdTaken { .. }), "{err:?}");
+    // The same request that was cancelled may run again (a retry).
+    let again = request(23, "sleep", &input, serde_json::json!({"duration_ms": 1}));
+    let err = client.execute().oneshot(again).await.unwrap_err();
+    assert!(
+        matches!(err, SidecarError::RunIdTaken { .. }),
+        "other parameters are another request: {err:?}"
+    );
+}
+
+#[tokio::test]
+async fn whoever_is_first_with_a_run_id_does_not_decide_our_output() {
+    let s = TestSidecar::start();
+    let theirs = put(&s, b"their input");
+    let ours = put(&s, b"our input");
+    let client = s.client();
+    // A third party runs id 26 first, with an input of its choosing.
+    let poisoned = client
         .execute()
-        .oneshot(request(23, "noop", &input, serde_json::Value::Null))
+        .oneshot(request(26, "sha256", &theirs, serde_json::Value::Null))
         .await
         .unwrap();
+    // Our request under that id is refused, never answered with theirs.
+    let err = client
+        .execute()
+        .oneshot(request(26, "sha256", &ours, serde_json::Value::Null))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SidecarError::RunIdTaken { .. }), "{err:?}");
+    // Under the next attempt's id, our own input's output.
+    let mut next = request(26, "sha256", &ours, serde_json::Value::Null);
+    next.attempt = 1;
+    let mine = client.execute().oneshot(next).await.unwrap();
+    assert_ne!(mine.output_cid, poisoned.output_cid);
+    let digest = s.sidecar.store().get(&mine.output_cid).unwrap().unwrap();
+    assert_eq!(&digest[..], &Sha256::digest(b"our input")[..]);
+    // The same request again is answered from the record, not run twice.
+    let mut same = request(26, "sha256", &ours, serde_json::Value::Null);
+    same.attempt = 1;
+    assert_eq!(client.execute().oneshot(same).await.unwrap(), mine);
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use nsn_lane1::lifecycle::TaskOutcome;
 use nsn_lane1::node::{Node, NodeParts};
 use nsn_lane1::sidecar::client::Parameters;
 use nsn_lane1::sidecar::server::RunState;
-use nsn_lane1::task::{AccountId, FailReason, Lane, ModelId, Priority, TaskStatus, UNIT};
+use nsn_lane1::task::{AccountId, FailReason, Lane, ModelId, Priority, RunId, TaskStatus, UNIT};
 use support::*;
 
 const BOB: AccountId = AccountId::BOB;
@@ -168,9 +168,13 @@ async fn lane0_work_opened_and_settled_in_one_block_leaves_the_task_to_run_again
         matches!(outcome, TaskOutcome::Submitted { .. }),
         "{outcome:?}"
     );
+    // The re-run went out under a run id of its own, and completed.
     assert_eq!(
-        h.sidecar.sidecar.state(&id.to_string()),
-        Some(RunState::Completed)
+        h.sidecar.sidecar.runs_of(id),
+        vec![
+            (RunId::first(id), RunState::Cancelled),
+            (RunId::first(id).next(), RunState::Completed)
+        ]
     );
     assert_eq!(calls_on_chain(&h.chain, BOB, "start_task", id), 1);
     assert_eq!(calls_on_chain(&h.chain, BOB, "submit_result", id), 1);
@@ -260,7 +264,7 @@ async fn a_sidecar_killed_mid_run_and_restarted_costs_neither_the_task_nor_the_s
         "{outcome:?}"
     );
     assert_eq!(
-        h.sidecar.sidecar.state(&id.to_string()),
+        h.sidecar.sidecar.runs_of(id).last().map(|r| r.1),
         Some(RunState::Completed),
         "the restarted sidecar ran it"
     );

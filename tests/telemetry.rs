@@ -137,7 +137,7 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_in_a_real_scrape() {
         listener,
         h.metrics.registry.clone(),
         Arc::new(move || live.check()),
-        nsn_lane1::dev::ready_check(h.chain.clone(), h.sidecar.client()),
+        nsn_lane1::dev::ready_check(h.chain.clone(), h.sidecar.client(), None),
         stop.clone().cancelled_owned(),
     ));
     let (status, scrape) = get(addr, "/metrics").await;

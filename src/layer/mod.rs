@@ -54,7 +54,7 @@ use std::time::Duration;
 
 use tower::BoxError;
 
-use crate::task::{Lane, ModelId, Task, TaskId};
+use crate::task::{Lane, ModelId, RunId, Task, TaskId};
 
 pub mod in_flight;
 pub mod metrics;
@@ -84,6 +84,11 @@ pub trait TaskRequest {
     fn lane(&self) -> Lane;
     /// Its model.
     fn model(&self) -> &ModelId;
+    /// The run attempt it is (the first, unless the request says otherwise):
+    /// what a [`Canceller`] stops.
+    fn run_id(&self) -> RunId {
+        RunId::first(self.task_id())
+    }
 }
 
 impl TaskRequest for Task {
@@ -109,7 +114,7 @@ pub trait TimeoutRequest: TaskRequest {
 /// A cancel in progress on the remote side: resolves once it is confirmed.
 pub type CancelFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
-type CancelFn = dyn Fn(TaskId, &'static str) -> CancelFuture + Send + Sync;
+type CancelFn = dyn Fn(RunId, &'static str) -> CancelFuture + Send + Sync;
 
 /// Stops a task where it runs (the sidecar) and waits for the confirmation.
 /// Cheap to clone. The sidecar client makes one (`SidecarClient::canceller`).
@@ -131,14 +136,14 @@ impl Canceller {
     /// A canceller from a function.
     pub fn from_fn<F, Fut>(f: F) -> Self
     where
-        F: Fn(TaskId, &'static str) -> Fut + Send + Sync + 'static,
+        F: Fn(RunId, &'static str) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
     {
         Canceller(Arc::new(move |id, reason| Box::pin(f(id, reason))))
     }
 
-    /// Cancels `id` on the remote side.
-    pub fn cancel(&self, id: TaskId, reason: &'static str) -> CancelFuture {
+    /// Cancels the run `id` on the remote side.
+    pub fn cancel(&self, id: RunId, reason: &'static str) -> CancelFuture {
         (self.0)(id, reason)
     }
 }

@@ -41,6 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::client::{ATTACH_HEADER, Blame, VERDICT_CANCELLED, VERDICT_HEADER};
 use super::models::{self, ModelError, ModelSpec};
 use super::proto;
 use super::proto::sidecar_server::{Sidecar, SidecarServer};
@@ -51,9 +52,104 @@ use crate::task::{Cid, Lane};
 /// `cancelled`).
 pub use super::client::SidecarStatus as RunState;
 
+/// What a run was asked to do: a request under a known run id is answered
+/// only if it asks for the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Identity {
+    model_id: String,
+    plugin_name: String,
+    input_cid: String,
+    parameters: Vec<u8>,
+    lane: u32,
+}
+
+impl Identity {
+    fn of(r: &proto::ExecuteTaskRequest) -> Self {
+        Identity {
+            model_id: r.model_id.clone(),
+            plugin_name: r.plugin_name.clone(),
+            input_cid: r.input_cid.clone(),
+            parameters: r.parameters.clone(),
+            lane: r.lane,
+        }
+    }
+}
+
+/// How the sidecar treats run ids, cancels and failures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Semantics {
+    /// The reference sidecar's own: a known run id with the same request
+    /// is attached to (running) or answered again (completed), with another
+    /// request refused; a cancel stops the model; failures carry a
+    /// structured verdict ([`VERDICT_HEADER`]).
+    #[default]
+    Reference,
+    /// As NSN's deployed sidecar behaves: run ids are single use (a known
+    /// id is `ALREADY_EXISTS` "Task already running: <id>", whatever its
+    /// end); a cancel only marks the run (the model goes on, and its call
+    /// ends `CANCELLED` "Task was cancelled: <id>"); failures in NSN's
+    /// codes and words, with no verdict.
+    Nsn,
+}
+
+impl std::str::FromStr for Semantics {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reference" => Ok(Semantics::Reference),
+            "nsn" => Ok(Semantics::Nsn),
+            other => Err(format!("unknown semantics {other:?} (reference, nsn)")),
+        }
+    }
+}
+
+/// A fault of the operator's set-up the sidecar can be told to show, as
+/// NSN's sidecar reports it: every run fails with it while it is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetupFault {
+    /// "Task execution failed: plugin runner not configured" (in the body).
+    RunnerNotConfigured,
+    /// "Plugin policy violation: untrusted plugins require sandboxed
+    /// execution" (in the body).
+    SandboxRequired,
+    /// `RESOURCE_EXHAUSTED` "Insufficient VRAM: …".
+    InsufficientVram,
+    /// `FAILED_PRECONDITION` "Container is unhealthy: …".
+    ContainerUnhealthy,
+}
+
+impl std::str::FromStr for SetupFault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "runner-not-configured" => Ok(SetupFault::RunnerNotConfigured),
+            "sandbox-required" => Ok(SetupFault::SandboxRequired),
+            "insufficient-vram" => Ok(SetupFault::InsufficientVram),
+            "container-unhealthy" => Ok(SetupFault::ContainerUnhealthy),
+            other => Err(format!(
+                "unknown set-up fault {other:?} (runner-not-configured, sandbox-required, insufficient-vram, container-unhealthy)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Settings {
+    semantics: Semantics,
+    setup_fault: Option<SetupFault>,
+    /// While this file exists and names a fault, runs fail with it (for a
+    /// sidecar in another process).
+    setup_fault_file: Option<std::path::PathBuf>,
+    auth: Option<crate::sidecar::client::AuthToken>,
+}
+
 #[derive(Debug)]
 struct Run {
     state: RunState,
+    /// The model is still at work (NSN's cancel marks a run `cancelled`
+    /// while its model goes on).
+    active: bool,
+    identity: Identity,
     progress: f32,
     stage: &'static str,
     error: String,
@@ -116,6 +212,7 @@ impl Default for SidecarLimits {
 struct Inner {
     store: BlobStore,
     limits: SidecarLimits,
+    settings: Mutex<Settings>,
     /// The most runs that were running at once.
     max_running: std::sync::atomic::AtomicUsize,
     runs: Mutex<Runs>,
@@ -138,6 +235,7 @@ impl std::fmt::Debug for ReferenceSidecar {
 }
 
 /// How a request for a run began.
+#[derive(Debug)]
 enum Begun {
     /// A new run, stopped by this token.
     Run(CancellationToken),
@@ -156,12 +254,42 @@ impl Drop for CancelOnDrop {
     }
 }
 
-fn body_error(message: impl Into<String>) -> Response<proto::ExecuteTaskResponse> {
-    Response::new(proto::ExecuteTaskResponse {
-        success: false,
-        error_message: message.into(),
-        ..Default::default()
-    })
+/// A failed run's answer: the message in the body and, from a sidecar
+/// that gives one, the verdict in the response metadata.
+fn body_error(
+    message: impl Into<String>,
+    verdict: Option<&'static str>,
+) -> Response<proto::ExecuteTaskResponse> {
+    answer(
+        proto::ExecuteTaskResponse {
+            success: false,
+            error_message: message.into(),
+            ..Default::default()
+        },
+        verdict,
+    )
+}
+
+fn answer(
+    body: proto::ExecuteTaskResponse,
+    verdict: Option<&'static str>,
+) -> Response<proto::ExecuteTaskResponse> {
+    let mut response = Response::new(body);
+    if let Some(v) = verdict {
+        response.metadata_mut().insert(
+            VERDICT_HEADER,
+            tonic::metadata::MetadataValue::from_static(v),
+        );
+    }
+    response
+}
+
+/// Why a request was not run, in the reference sidecar's words and verdict.
+struct Unfit {
+    message: String,
+    blame: Blame,
+    /// NSN's sidecar refuses this with a status rather than in the body.
+    nsn: Option<Status>,
 }
 
 impl ReferenceSidecar {
@@ -177,6 +305,7 @@ impl ReferenceSidecar {
             inner: Arc::new(Inner {
                 store,
                 limits,
+                settings: Mutex::default(),
                 max_running: std::sync::atomic::AtomicUsize::new(0),
                 runs: Mutex::new(Runs {
                     by_id: HashMap::new(),
@@ -212,9 +341,24 @@ impl ReferenceSidecar {
             .set_serving::<SidecarServer<ReferenceSidecar>>()
             .await;
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let me = self.clone();
+        // The node's credential, when one is set: checked on every call of
+        // the Sidecar service (the standard health service stays open).
+        let check = move |request: Request<()>| -> Result<Request<()>, Status> {
+            let settings = me.settings();
+            let Some(token) = &settings.auth else {
+                return Ok(request);
+            };
+            match request.metadata().get("authorization") {
+                Some(v) if token.admits(v.as_bytes()) => Ok(request),
+                _ => Err(Status::unauthenticated(
+                    "missing or wrong credential (authorization: Bearer <token>)",
+                )),
+            }
+        };
         tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(self.into_service())
+            .add_service(SidecarServer::with_interceptor(self, check))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
     }
@@ -235,6 +379,22 @@ impl ReferenceSidecar {
     /// The state of a run, if the sidecar knows it.
     pub fn state(&self, task_id: &str) -> Option<RunState> {
         self.runs().by_id.get(task_id).map(|r| r.state)
+    }
+
+    /// The runs of a chain task the sidecar knows (run ids `17`, `17-1`,
+    /// …), by attempt.
+    pub fn runs_of(&self, task: crate::task::TaskId) -> Vec<(crate::task::RunId, RunState)> {
+        let mut runs: Vec<_> = self
+            .runs()
+            .by_id
+            .iter()
+            .filter_map(|(id, run)| {
+                let run_id: crate::task::RunId = id.parse().ok()?;
+                (run_id.task == task).then_some((run_id, run.state))
+            })
+            .collect();
+        runs.sort_by_key(|r| r.0);
+        runs
     }
 
     /// Waits until the run `task_id` is in `state` (for tests and tools that
@@ -264,15 +424,100 @@ impl ReferenceSidecar {
         self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Registers a run; refuses a task id that is already running, and
-    /// answers a completed one with its answer.
-    fn begin(&self, task_id: &str) -> Result<Begun, Status> {
+    /// How it treats run ids, cancels and failures (default
+    /// [`Semantics::Reference`]).
+    pub fn set_semantics(&self, semantics: Semantics) {
+        self.settings().semantics = semantics;
+    }
+
+    /// Makes every run fail with a set-up fault (`None`: none).
+    pub fn set_setup_fault(&self, fault: Option<SetupFault>) {
+        self.settings().setup_fault = fault;
+    }
+
+    /// Makes runs fail with the set-up fault a file names, while it exists
+    /// (for a sidecar in a process of its own).
+    pub fn set_setup_fault_file(&self, path: Option<std::path::PathBuf>) {
+        self.settings().setup_fault_file = path;
+    }
+
+    /// Requires `authorization: Bearer <token>` on every call of the
+    /// `Sidecar` service ([`serve`](Self::serve) checks it).
+    pub fn set_auth_token(&self, token: Option<crate::sidecar::client::AuthToken>) {
+        self.settings().auth = token;
+    }
+
+    /// NSN's cancel: the run is marked `cancelled`; its model goes on.
+    fn mark_cancelled(&self, r: &proto::CancelTaskRequest) -> RpcResult<proto::CancelTaskResponse> {
+        let mut runs = self.runs();
+        let run = runs
+            .by_id
+            .get_mut(&r.task_id)
+            .ok_or_else(|| Status::not_found(format!("Task not found: {}", r.task_id)))?;
+        let was_running = run.state == RunState::Running;
+        if was_running {
+            tracing::info!(task_id = %r.task_id, reason = %r.reason, "run marked cancelled");
+            run.state = RunState::Cancelled;
+            run.stage = RunState::Cancelled.as_str();
+            run.error = format!("Cancelled: {}", r.reason);
+        }
+        drop(runs);
+        self.notify();
+        Ok(Response::new(proto::CancelTaskResponse {
+            success: true,
+            error_message: String::new(),
+            was_running,
+        }))
+    }
+
+    fn settings(&self) -> MutexGuard<'_, Settings> {
+        self.inner
+            .settings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn semantics(&self) -> Semantics {
+        self.settings().semantics
+    }
+
+    fn setup_fault(&self) -> Option<SetupFault> {
+        let settings = self.settings();
+        if let Some(f) = settings.setup_fault {
+            return Some(f);
+        }
+        let path = settings.setup_fault_file.clone()?;
+        drop(settings);
+        std::fs::read_to_string(path).ok()?.parse().ok()
+    }
+
+    /// Registers a run. A known run id: with NSN's semantics always
+    /// refused; with the reference's, refused for another request, attached
+    /// to while the same request runs, answered again once it completed.
+    fn begin(&self, r: &proto::ExecuteTaskRequest) -> Result<Begun, Status> {
+        let task_id = r.task_id.as_str();
+        let identity = Identity::of(r);
+        let semantics = self.semantics();
         let mut runs = self.runs();
         if let Some(run) = runs.by_id.get(task_id) {
-            if !run.state.is_final() {
+            if semantics == Semantics::Nsn {
                 return Err(Status::already_exists(format!(
-                    "task {task_id} is already running"
+                    "Task already running: {task_id}"
                 )));
+            }
+            if run.identity != identity {
+                return Err(Status::already_exists(format!(
+                    "run id {task_id} belongs to another request"
+                )));
+            }
+            if !run.state.is_final() {
+                let mut status =
+                    Status::already_exists(format!("task {task_id} is already running"));
+                status.metadata_mut().insert(
+                    ATTACH_HEADER,
+                    tonic::metadata::MetadataValue::from_static("same-request"),
+                );
+                return Err(status);
             }
             if let Some(answer) = &run.answer {
                 return Ok(Begun::Answered(answer.clone()));
@@ -290,6 +535,8 @@ impl ReferenceSidecar {
             task_id.to_owned(),
             Run {
                 state: RunState::Running,
+                active: true,
+                identity,
                 progress: 0.0,
                 stage: "starting",
                 error: String::new(),
@@ -316,22 +563,29 @@ impl ReferenceSidecar {
         }
     }
 
-    fn finish(&self, task_id: &str, state: RunState, error: String) {
+    /// Records how a run ended. A run marked cancelled while its model went
+    /// on (NSN's cancel) stays cancelled. Returns the state it ended in.
+    fn finish(&self, task_id: &str, state: RunState, error: String) -> RunState {
         let mut runs = self.runs();
+        let mut ended = state;
         if let Some(run) = runs.by_id.get_mut(task_id) {
-            let was_running = run.state == RunState::Running;
+            let was_active = std::mem::replace(&mut run.active, false);
             let started = run.started;
-            run.state = state;
-            run.error = error;
-            if state == RunState::Completed {
-                run.progress = 1.0;
+            if run.state == RunState::Cancelled && was_active {
+                ended = RunState::Cancelled;
+            } else {
+                run.state = state;
+                run.error = error;
+                if state == RunState::Completed {
+                    run.progress = 1.0;
+                }
+                run.stage = state.as_str();
             }
-            run.stage = state.as_str();
-            if was_running {
+            if was_active {
                 runs.running -= 1;
                 let record = RunRecord {
                     task_id: task_id.to_owned(),
-                    state,
+                    state: ended,
                     started,
                     ended: Instant::now(),
                 };
@@ -349,47 +603,89 @@ impl ReferenceSidecar {
         }
         drop(runs);
         self.notify();
+        ended
     }
 
     /// Checks a request and finds its model and input.
     fn prepare(
         &self,
         r: &proto::ExecuteTaskRequest,
-    ) -> Result<(&'static ModelSpec, Arc<[u8]>), String> {
-        let lane = Lane::from_index(r.lane).map_err(|e| format!("invalid input: {e}"))?;
+    ) -> Result<(&'static ModelSpec, Arc<[u8]>), Unfit> {
+        let task = |message: String, nsn: Option<Status>| Unfit {
+            message,
+            blame: Blame::Task,
+            nsn,
+        };
+        let lane = Lane::from_index(r.lane).map_err(|e| {
+            task(
+                format!("invalid input: {e}"),
+                Some(Status::invalid_argument(
+                    "Invalid request: invalid lane value",
+                )),
+            )
+        })?;
         let name = if r.plugin_name.is_empty() {
             &r.model_id
         } else {
             &r.plugin_name
         };
-        let model = models::find(name).ok_or_else(|| format!("unknown model {name:?}"))?;
+        let model = models::find(name).ok_or_else(|| {
+            task(
+                format!("unknown model {name:?}"),
+                Some(Status::not_found(format!("Plugin not found: {name}"))),
+            )
+        })?;
         if !model.lanes.contains(&lane) {
-            return Err(format!(
-                "unsupported lane: model {name:?} does not serve {lane}"
+            return Err(task(
+                format!("unsupported lane: model {name:?} does not serve {lane}"),
+                Some(Status::failed_precondition(format!(
+                    "Plugin policy violation: plugin '{name}' does not support lane {}",
+                    r.lane
+                ))),
             ));
         }
-        let cid = Cid::parse(&r.input_cid).map_err(|e| format!("invalid input: input_cid: {e}"))?;
+        if !r.parameters.is_empty() {
+            let value = serde_json::from_slice::<serde_json::Value>(&r.parameters)
+                .map_err(|e| task(format!("invalid parameters: not valid JSON: {e}"), None))?;
+            if self.semantics() == Semantics::Nsn && !value.is_object() {
+                return Err(task(
+                    "Invalid request: parameters must be a JSON object".into(),
+                    None,
+                ));
+            }
+        }
+        if let Some(fault) = self.setup_fault() {
+            return Err(setup_unfit(fault));
+        }
+        let cid = Cid::parse(&r.input_cid)
+            .map_err(|e| task(format!("invalid input: input_cid: {e}"), None))?;
         let input = self
             .inner
             .store
             .get(&cid)
-            .map_err(|e| format!("input {cid} could not be read: {e}"))?
-            .ok_or_else(|| format!("not found: input {cid} is not in the sidecar's store"))?;
-        if !r.parameters.is_empty() {
-            serde_json::from_slice::<serde_json::Value>(&r.parameters)
-                .map_err(|e| format!("invalid parameters: not valid JSON: {e}"))?;
-        }
+            .map_err(|e| Unfit {
+                message: format!("input {cid} could not be read: {e}"),
+                blame: Blame::Setup,
+                nsn: None,
+            })?
+            .ok_or_else(|| {
+                task(
+                    format!("not found: input {cid} is not in the sidecar's store"),
+                    None,
+                )
+            })?;
         Ok((model, input))
     }
+
     /// Runs a model to its end and records the outcome; the answer to
-    /// `ExecuteTask`.
+    /// `ExecuteTask`, with its verdict.
     async fn run(
         self,
         model: &'static ModelSpec,
         input: Arc<[u8]>,
         r: proto::ExecuteTaskRequest,
         cancel: CancellationToken,
-    ) -> proto::ExecuteTaskResponse {
+    ) -> Result<Response<proto::ExecuteTaskResponse>, Status> {
         let started = Instant::now();
         let me = self.clone();
         let id = r.task_id.clone();
@@ -414,23 +710,53 @@ impl ReferenceSidecar {
                 }
             }
         };
+        let nsn = self.semantics() == Semantics::Nsn;
         let execution_time_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let failed = |state: RunState, message: String| {
-            self.finish(&r.task_id, state, message.clone());
-            proto::ExecuteTaskResponse {
-                success: false,
-                error_message: message,
-                execution_time_ms,
-                ..Default::default()
+        let failed = |state: RunState, message: String, blame: Option<Blame>| {
+            let ended = self.finish(&r.task_id, state, message.clone());
+            if ended == RunState::Cancelled && nsn {
+                // Marked cancelled while the model went on.
+                return Err(Status::cancelled(format!(
+                    "Task was cancelled: {}",
+                    r.task_id
+                )));
             }
+            let (message, verdict) = if nsn {
+                (format!("Task execution failed: {message}"), None)
+            } else if ended == RunState::Cancelled {
+                ("cancelled".to_owned(), Some(VERDICT_CANCELLED))
+            } else {
+                (message, blame.map(Blame::verdict))
+            };
+            Ok(answer(
+                proto::ExecuteTaskResponse {
+                    success: false,
+                    error_message: message,
+                    execution_time_ms,
+                    ..Default::default()
+                },
+                verdict,
+            ))
         };
         match outcome {
+            Err(limit) if nsn => {
+                self.finish(&r.task_id, RunState::Failed, "timed out".into());
+                Err(Status::deadline_exceeded(format!(
+                    "Task {} timed out after {} ms",
+                    r.task_id,
+                    limit.as_millis()
+                )))
+            }
             Err(limit) => failed(
                 RunState::Failed,
                 format!("timed out after {} ms", limit.as_millis()),
+                Some(Blame::Time),
             ),
-            Ok(Err(ModelError::Cancelled)) => failed(RunState::Cancelled, "cancelled".into()),
-            Ok(Err(e)) => failed(RunState::Failed, e.to_string()),
+            Ok(Err(ModelError::Cancelled)) => failed(RunState::Cancelled, "cancelled".into(), None),
+            Ok(Err(
+                e @ (ModelError::InvalidInput { .. } | ModelError::InvalidParameters { .. }),
+            )) => failed(RunState::Failed, e.to_string(), Some(Blame::Task)),
+            Ok(Err(e)) => failed(RunState::Failed, e.to_string(), Some(Blame::Model)),
             Ok(Ok(output)) => {
                 let len = output.len();
                 match self.inner.store.put(output) {
@@ -439,23 +765,79 @@ impl ReferenceSidecar {
                             "model": model.name,
                             "output_bytes": len,
                         });
-                        let answer = proto::ExecuteTaskResponse {
+                        let body = proto::ExecuteTaskResponse {
                             success: true,
                             error_message: String::new(),
                             output_cid: cid.to_string(),
                             execution_time_ms,
                             result_metadata: metadata.to_string().into_bytes(),
                         };
-                        self.finish(&r.task_id, RunState::Completed, String::new());
-                        if let Some(run) = self.runs().by_id.get_mut(&r.task_id) {
-                            run.answer = Some(answer.clone());
+                        let ended = self.finish(&r.task_id, RunState::Completed, String::new());
+                        if ended == RunState::Cancelled {
+                            // NSN: marked cancelled while the model went on.
+                            return Err(Status::cancelled(format!(
+                                "Task was cancelled: {}",
+                                r.task_id
+                            )));
                         }
-                        answer
+                        if let Some(run) = self.runs().by_id.get_mut(&r.task_id) {
+                            run.answer = Some(body.clone());
+                        }
+                        Ok(Response::new(body))
                     }
-                    Err(e) => failed(RunState::Failed, format!("output could not be stored: {e}")),
+                    Err(e) => failed(
+                        RunState::Failed,
+                        format!("output could not be stored: {e}"),
+                        Some(Blame::Setup),
+                    ),
                 }
             }
         }
+    }
+}
+
+/// A failure in NSN's sidecar's words: what the plugin wrote, behind
+/// "Task execution failed: ", unless it is NSN's own wording already.
+fn nsn_words(unfit: &Unfit) -> String {
+    const OWN: [&str; 3] = [
+        "Invalid request:",
+        "Task execution failed:",
+        "Plugin policy violation:",
+    ];
+    if OWN.iter().any(|p| unfit.message.starts_with(p)) {
+        return unfit.message.clone();
+    }
+    if let Some(rest) = unfit.message.strip_prefix("invalid parameters: ") {
+        return format!("Invalid request: {rest}");
+    }
+    format!("Task execution failed: {}", unfit.message)
+}
+
+/// How a set-up fault shows: the reference sidecar's words and verdict,
+/// and NSN's status where NSN's sidecar refuses the call.
+fn setup_unfit(fault: SetupFault) -> Unfit {
+    let (message, nsn) = match fault {
+        SetupFault::RunnerNotConfigured => (
+            "Task execution failed: plugin runner not configured".to_owned(),
+            None,
+        ),
+        SetupFault::SandboxRequired => (
+            "Plugin policy violation: untrusted plugins require sandboxed execution".to_owned(),
+            None,
+        ),
+        SetupFault::InsufficientVram => {
+            let m = "Insufficient VRAM: required 8.0 GB, available 0.5 GB".to_owned();
+            (m.clone(), Some(Status::resource_exhausted(m)))
+        }
+        SetupFault::ContainerUnhealthy => {
+            let m = "Container is unhealthy: builtin".to_owned();
+            (m.clone(), Some(Status::failed_precondition(m)))
+        }
+    };
+    Unfit {
+        message,
+        blame: Blame::Setup,
+        nsn,
     }
 }
 
@@ -584,11 +966,25 @@ impl Sidecar for ReferenceSidecar {
         if r.task_id.is_empty() {
             return Err(Status::invalid_argument("task_id is empty"));
         }
+        let nsn = self.semantics() == Semantics::Nsn;
+        if nsn && self.state(&r.task_id).is_some() {
+            // Single use, whatever the first run's end.
+            return Err(Status::already_exists(format!(
+                "Task already running: {}",
+                r.task_id
+            )));
+        }
         let (model, input) = match self.prepare(&r) {
             Ok(ok) => ok,
-            Err(message) => return Ok(body_error(message)),
+            Err(unfit) if nsn => {
+                if let Some(status) = unfit.nsn {
+                    return Err(status);
+                }
+                return Ok(body_error(nsn_words(&unfit), None));
+            }
+            Err(unfit) => return Ok(body_error(unfit.message, Some(unfit.blame.verdict()))),
         };
-        let cancel = match self.begin(&r.task_id)? {
+        let cancel = match self.begin(&r)? {
             Begun::Run(cancel) => cancel,
             Begun::Answered(answer) => return Ok(Response::new(answer)),
         };
@@ -600,11 +996,13 @@ impl Sidecar for ReferenceSidecar {
         let response = match run.await {
             Ok(response) => response,
             Err(e) => {
-                return Err(Status::internal(format!("model run died: {e}")));
+                return Err(Status::internal(format!(
+                    "Internal error: model run died: {e}"
+                )));
             }
         };
         drop(guard);
-        Ok(Response::new(response))
+        response
     }
 
     async fn get_task_status(
@@ -612,11 +1010,15 @@ impl Sidecar for ReferenceSidecar {
         request: Request<proto::GetTaskStatusRequest>,
     ) -> RpcResult<proto::GetTaskStatusResponse> {
         let id = request.into_inner().task_id;
+        let nsn = self.semantics() == Semantics::Nsn;
         let runs = self.runs();
-        let run = runs
-            .by_id
-            .get(&id)
-            .ok_or_else(|| Status::not_found(format!("no task {id:?}")))?;
+        let run = runs.by_id.get(&id).ok_or_else(|| {
+            Status::not_found(if nsn {
+                format!("Task not found: {id}")
+            } else {
+                format!("no task {id:?}")
+            })
+        })?;
         let eta_ms = if run.state == RunState::Running && run.progress > 0.0 {
             let spent = run.started.elapsed().as_secs_f64();
             let left = spent * f64::from(1.0 - run.progress) / f64::from(run.progress);
@@ -638,6 +1040,9 @@ impl Sidecar for ReferenceSidecar {
         request: Request<proto::CancelTaskRequest>,
     ) -> RpcResult<proto::CancelTaskResponse> {
         let r = request.into_inner();
+        if self.semantics() == Semantics::Nsn {
+            return self.mark_cancelled(&r);
+        }
         let runs = self.runs();
         let Some(run) = runs.by_id.get(&r.task_id) else {
             return Ok(Response::new(proto::CancelTaskResponse {

@@ -57,6 +57,75 @@ pub struct TaskIdError {
     input: String,
 }
 
+/// One run attempt of a task at the sidecar. Sidecars keep task ids for
+/// good (NSN's refuses a known id with `ALREADY_EXISTS` whatever the first
+/// run's end), so every attempt goes out under an id of its own: the chain
+/// task id in decimal for the first (`17`), with the attempt after a dash
+/// for later ones (`17-1`, `17-2`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunId {
+    /// The chain task.
+    pub task: TaskId,
+    /// The attempt, from 0.
+    pub attempt: u32,
+}
+
+impl RunId {
+    /// The first attempt of `task`.
+    pub const fn first(task: TaskId) -> Self {
+        RunId { task, attempt: 0 }
+    }
+
+    /// The attempt after this one.
+    pub const fn next(self) -> Self {
+        RunId {
+            task: self.task,
+            attempt: self.attempt.saturating_add(1),
+        }
+    }
+}
+
+impl From<TaskId> for RunId {
+    fn from(task: TaskId) -> Self {
+        RunId::first(task)
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.attempt {
+            0 => write!(f, "{}", self.task),
+            n => write!(f, "{}-{n}", self.task),
+        }
+    }
+}
+
+impl FromStr for RunId {
+    type Err = TaskIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || TaskIdError {
+            input: s.to_owned(),
+        };
+        match s.split_once('-') {
+            None => Ok(RunId::first(s.parse()?)),
+            Some((task, attempt)) => {
+                if attempt.is_empty() || !attempt.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                let attempt: u32 = attempt.parse().map_err(|_| bad())?;
+                if attempt == 0 {
+                    return Err(bad());
+                }
+                Ok(RunId {
+                    task: task.parse().map_err(|_| bad())?,
+                    attempt,
+                })
+            }
+        }
+    }
+}
+
 /// A 32-byte account id (`AccountId32`, an sr25519 public key on NSN).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, MaxEncodedLen)]
 pub struct AccountId(pub [u8; 32]);
@@ -146,4 +215,23 @@ impl FromStr for AccountId {
 pub struct AccountIdError {
     input: String,
     reason: String,
+}
+
+#[cfg(test)]
+mod run_id_tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_read_back_and_differ_per_attempt() {
+        let first = RunId::first(TaskId(17));
+        assert_eq!(first.to_string(), "17");
+        assert_eq!(first.next().to_string(), "17-1");
+        assert_eq!(first.next().next().to_string(), "17-2");
+        for run in [first, first.next(), first.next().next()] {
+            assert_eq!(run.to_string().parse::<RunId>().unwrap(), run);
+        }
+        for bad in ["", "17-", "17-0", "-1", "17-x", "x-1", "17-1-2", "+17"] {
+            assert!(bad.parse::<RunId>().is_err(), "{bad:?}");
+        }
+    }
 }

@@ -52,7 +52,7 @@ mod model;
 mod status;
 
 pub use cid::{Cid, CidError};
-pub use id::{AccountId, AccountIdError, TaskId, TaskIdError};
+pub use id::{AccountId, AccountIdError, RunId, TaskId, TaskIdError};
 pub use lane::{Lane, Priority};
 pub use model::{ModelId, ModelIdError};
 pub use status::{FailReason, InvalidEnum, TaskStatus};

@@ -309,6 +309,13 @@ pub struct Lane1Metrics {
     /// Seconds the sidecar had at least one of our runs in progress; its
     /// rate is the sidecar's busy ratio.
     pub sidecar_busy: FloatCounterVec,
+    /// Runs stopped by a cancel the node did not ask for (another party
+    /// on the sidecar's port, or the sidecar itself).
+    pub foreign_cancels: CounterVec,
+    /// 1 while the stake breaker is open.
+    pub stake_breaker_open: GaugeVec,
+    /// Tasks held for faults that are not theirs, by cause.
+    pub held: GaugeVec,
 }
 
 impl Default for Lane1Metrics {
@@ -379,6 +386,21 @@ impl Lane1Metrics {
                 "Seconds with at least one model run in progress (its rate is the busy ratio).",
                 &[],
             ),
+            foreign_cancels: registry.counter(
+                "lane1_foreign_cancels_total",
+                "Runs stopped by a cancel the node did not ask for.",
+                &[],
+            ),
+            stake_breaker_open: registry.gauge(
+                "lane1_stake_breaker_open",
+                "1 while the stake breaker is open: no new work, no slashing call.",
+                &[],
+            ),
+            held: registry.gauge(
+                "lane1_tasks_held",
+                "Tasks held for faults that are not theirs, by cause (sidecar, setup, breaker).",
+                &["cause"],
+            ),
             registry,
         };
         // Series a dashboard or an alert reads exist from the start, at 0
@@ -393,9 +415,17 @@ impl Lane1Metrics {
         metrics.best_block.with(&[]);
         metrics.handled_block.with(&[]);
         metrics.sidecar_busy.add(&[], 0.0);
+        metrics.foreign_cancels.with(&[]);
+        metrics.stake_breaker_open.with(&[]);
+        for cause in HOLD_CAUSES {
+            metrics.held.with(&[cause]);
+        }
         metrics
     }
 }
+
+/// The causes `lane1_tasks_held` counts.
+pub const HOLD_CAUSES: [&str; 3] = ["sidecar", "setup", "breaker"];
 
 /// The causes `lane1_slashes_total` counts.
 pub const SLASH_CAUSES: [&str; 3] = ["preemption_hook", "rejected", "own_fail_task"];

@@ -349,10 +349,11 @@ impl Harness {
     pub async fn run_reaches(
         &self,
         what: &str,
-        id: TaskId,
+        run: impl Into<nsn_lane1::task::RunId>,
         state: nsn_lane1::sidecar::server::RunState,
     ) {
-        within(what, self.sidecar.sidecar.wait_for(&id.to_string(), state)).await;
+        let run = run.into();
+        within(what, self.sidecar.sidecar.wait_for(&run.to_string(), state)).await;
     }
 
     /// The task's status on chain.

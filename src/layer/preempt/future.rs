@@ -19,6 +19,8 @@ pub struct ResponseFuture<F> {
     #[pin]
     state: State<F>,
     task_id: crate::task::TaskId,
+    /// The run attempt to cancel.
+    run_id: crate::task::RunId,
     /// Released as soon as the call finishes, so a finished task is no
     /// longer listed as running.
     registration: Option<Registration>,
@@ -56,11 +58,17 @@ impl<F> ResponseFuture<F> {
         ResponseFuture {
             state: State::Refused,
             task_id: registration.task_id,
+            run_id: crate::task::RunId::first(registration.task_id),
             registration: Some(registration),
         }
     }
 
-    pub(super) fn new(inner: F, registration: Registration, canceller: Canceller) -> Self {
+    pub(super) fn new(
+        inner: F,
+        registration: Registration,
+        run_id: crate::task::RunId,
+        canceller: Canceller,
+    ) -> Self {
         ResponseFuture {
             state: State::Running {
                 inner,
@@ -68,6 +76,7 @@ impl<F> ResponseFuture<F> {
                 canceller,
             },
             task_id: registration.task_id,
+            run_id,
             registration: Some(registration),
         }
     }
@@ -101,7 +110,7 @@ where
                         .map_or(super::PreemptReason::Requested, Registration::reason);
                     let task_id = *this.task_id;
                     tracing::info!(%task_id, reason = reason.as_str(), "preempting task");
-                    let cancel = canceller.cancel(task_id, reason.as_str());
+                    let cancel = canceller.cancel(*this.run_id, reason.as_str());
                     // Replacing the state drops the inner call.
                     this.state.set(State::Cancelling { cancel });
                 }

@@ -267,6 +267,12 @@ where
             // Its lane is held: the call is not made at all.
             return ResponseFuture::refused(registration);
         }
-        ResponseFuture::new(self.inner.call(req), registration, self.canceller.clone())
+        let run_id = req.run_id();
+        ResponseFuture::new(
+            self.inner.call(req),
+            registration,
+            run_id,
+            self.canceller.clone(),
+        )
     }
 }

@@ -11,7 +11,7 @@ use tower::BoxError;
 
 use super::error::Elapsed;
 use crate::layer::{CancelFuture, Canceller};
-use crate::task::TaskId;
+use crate::task::{RunId, TaskId};
 
 /// The response future of [`Timeout`](super::Timeout).
 #[pin_project(project = StateProj)]
@@ -20,6 +20,7 @@ pub struct ResponseFuture<F> {
     #[pin]
     state: State<F>,
     task_id: TaskId,
+    run_id: RunId,
     limit: Duration,
     started: Instant,
 }
@@ -53,7 +54,7 @@ impl<F> ResponseFuture<F> {
         inner: F,
         limit: Duration,
         backstop: Duration,
-        task_id: TaskId,
+        run_id: RunId,
         canceller: Canceller,
     ) -> Self {
         ResponseFuture {
@@ -62,7 +63,8 @@ impl<F> ResponseFuture<F> {
                 sleep: tokio::time::sleep(backstop),
                 canceller,
             },
-            task_id,
+            task_id: run_id.task,
+            run_id,
             limit,
             started: Instant::now(),
         }
@@ -105,7 +107,7 @@ where
                     }
                     ready!(sleep.poll(cx));
                     tracing::warn!(task_id = %this.task_id, limit = ?this.limit, "task timed out");
-                    let cancel = canceller.cancel(*this.task_id, "execution timed out");
+                    let cancel = canceller.cancel(*this.run_id, "execution timed out");
                     // Dropping the inner call here stops waiting for it.
                     this.state.set(State::Cancelling { cancel });
                 }

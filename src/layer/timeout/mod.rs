@@ -101,13 +101,13 @@ where
     fn call(&mut self, mut req: R) -> Self::Future {
         let limit = req.timeout().map_or(self.limit, |own| own.min(self.limit));
         req.set_timeout(limit);
-        let task_id = req.task_id();
+        let run_id = req.run_id();
         let backstop = limit.saturating_add(self.grace);
         ResponseFuture::new(
             self.inner.call(req),
             limit,
             backstop,
-            task_id,
+            run_id,
             self.canceller.clone(),
         )
     }

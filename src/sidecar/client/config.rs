@@ -26,6 +26,82 @@ pub struct SidecarConfig {
     pub call_timeout: Duration,
     /// TLS, for a sidecar that is not on the same host.
     pub tls: Option<TlsConfig>,
+    /// The node's credential, sent with every call as
+    /// `authorization: Bearer <token>` (a sidecar started with
+    /// `--auth-token-file` refuses calls without it).
+    pub auth_token: Option<AuthToken>,
+}
+
+/// A bearer token shared by the node and its sidecar. It is never printed:
+/// its `Debug` shows only that there is one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthToken(String);
+
+impl std::fmt::Debug for AuthToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthToken(..)")
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthTokenError {
+    /// The token file could not be read.
+    #[error("token file {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The token is empty or holds characters a header cannot carry.
+    #[error("token {origin}: it must be 16 to 4096 visible ASCII characters (no spaces)")]
+    Malformed {
+        /// Where it came from.
+        origin: String,
+    },
+}
+
+impl AuthToken {
+    /// A token from text (surrounding white space is dropped): 16 to 4096
+    /// visible ASCII characters.
+    pub fn new(text: &str, origin: impl Into<String>) -> Result<Self, AuthTokenError> {
+        let t = text.trim();
+        if !(16..=4096).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(AuthTokenError::Malformed {
+                origin: origin.into(),
+            });
+        }
+        Ok(AuthToken(t.to_owned()))
+    }
+
+    /// The token held in a file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, AuthTokenError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AuthTokenError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        AuthToken::new(&text, format!("file {}", path.display()))
+    }
+
+    /// The `authorization` header value it makes.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+
+    /// True when `header` (an `authorization` value) carries this token;
+    /// compared in time that does not depend on where they differ.
+    pub fn admits(&self, header: &[u8]) -> bool {
+        let want = self.bearer();
+        let want = want.as_bytes();
+        let diff = want.len() ^ header.len();
+        let folded = want
+            .iter()
+            .zip(header.iter().chain(std::iter::repeat(&0)))
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        diff == 0 && folded == 0
+    }
 }
 
 /// TLS settings for the sidecar connection (needs the crate's `tls` feature).
@@ -52,6 +128,7 @@ impl SidecarConfig {
             cancel_wait: Duration::from_secs(10),
             call_timeout: Duration::from_secs(5),
             tls: None,
+            auth_token: None,
         }
     }
 }
@@ -74,6 +151,9 @@ pub enum SidecarConfigError {
     /// The TLS settings were refused.
     #[error("invalid TLS settings: {0}")]
     Tls(String),
+    /// The credential cannot be sent as a header.
+    #[error("the sidecar credential cannot be sent as a header")]
+    InvalidToken,
     /// The client must be created inside a tokio runtime.
     #[error("the sidecar client must be created inside a tokio runtime")]
     NoRuntime,

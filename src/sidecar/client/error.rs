@@ -8,18 +8,122 @@ use tonic::Code;
 use super::SidecarStatus;
 use crate::layer::cause;
 use crate::layer::retry::ErrorClass;
-use crate::task::{CidError, TaskId};
+use crate::task::{CidError, RunId, TaskId};
+
+/// Who a failed run is the fault of, as the sidecar's answer shows it.
+///
+/// Only [`Blame::Model`] can cost the node its stake, and only the sidecar
+/// can say it, positively: a structured verdict ([`VERDICT_HEADER`]) from a
+/// sidecar that gives one. Words are read only to find the task's fault or
+/// the set-up's; words the node does not know are [`Blame::Unknown`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Blame {
+    /// The model failed on a valid input (the sidecar's positive verdict):
+    /// `ExecutorFailed`.
+    Model,
+    /// The task's own input, parameters or model (one nobody serves here):
+    /// `InvalidInput`, which does not slash.
+    Task,
+    /// The task's time limit passed at the sidecar: `DeadlineExceeded`.
+    Time,
+    /// The node's own set-up — a plugin runner not configured, a policy,
+    /// VRAM, an unhealthy container, a request the sidecar finds malformed:
+    /// never the task's, never reported as a slashing reason. Held.
+    Setup,
+    /// Words or codes the node does not know: held, never slashing.
+    Unknown,
+}
+
+impl Blame {
+    /// A short name, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Blame::Model => "model",
+            Blame::Task => "task",
+            Blame::Time => "time",
+            Blame::Setup => "setup",
+            Blame::Unknown => "unknown",
+        }
+    }
+
+    /// The blame a sidecar's [`VERDICT_HEADER`] value gives, if it is one.
+    pub fn from_verdict(value: &str) -> Option<Blame> {
+        Some(match value {
+            "model-failed" => Blame::Model,
+            "task-invalid" => Blame::Task,
+            "timed-out" => Blame::Time,
+            "setup" => Blame::Setup,
+            _ => return None,
+        })
+    }
+
+    /// The [`VERDICT_HEADER`] value a sidecar sends for this blame.
+    pub fn verdict(self) -> &'static str {
+        match self {
+            Blame::Model => "model-failed",
+            Blame::Task => "task-invalid",
+            Blame::Time => "timed-out",
+            Blame::Setup => "setup",
+            Blame::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for Blame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The response metadata key in which a sidecar gives its structured
+/// verdict on a failed run (`model-failed`, `task-invalid`, `timed-out`,
+/// `setup`, `cancelled`). It rides beside the wire-compatible body: a
+/// sidecar that does not send it is read by its words, and never believed
+/// to say "the model failed".
+pub const VERDICT_HEADER: &str = "nsn-verdict";
+
+/// The verdict value for a run stopped by a cancel.
+pub const VERDICT_CANCELLED: &str = "cancelled";
+
+/// The metadata key with which a sidecar says that an `ALREADY_EXISTS`
+/// refusal is for this very request, still running, and that asking again
+/// once it ends gives its answer (value `same-request`). Without it a
+/// known run id is spent: the node runs a new attempt.
+pub const ATTACH_HEADER: &str = "nsn-attach";
 
 /// Why a sidecar call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum SidecarError {
-    /// The sidecar ran the task and reports it failed (body-level failure).
-    #[error("task {task_id}: model failed: {message}")]
+    /// The sidecar ran the task and reports it failed (body-level failure),
+    /// with whose fault it is as its answer shows it.
+    #[error("task {task_id}: run failed ({blame}): {message}")]
     Model {
         /// The task.
         task_id: TaskId,
         /// The sidecar's `error_message`.
+        message: String,
+        /// Whose fault it is, from the sidecar's verdict or its words.
+        blame: Blame,
+    },
+    /// The sidecar reports the run stopped by a cancel (in the body or as
+    /// `CANCELLED`). A cancel the node asks for never reaches the node as
+    /// this (its layers report their own): this one came from elsewhere.
+    #[error("task {task_id}: the sidecar says the run was cancelled: {message}")]
+    Cancelled {
+        /// The task.
+        task_id: TaskId,
+        /// What the sidecar said.
+        message: String,
+    },
+    /// The sidecar refused the run id as known (`ALREADY_EXISTS`) and will
+    /// not give this request's answer under it: the id is spent.
+    #[error("run {run}: the sidecar knows this run id already: {message}")]
+    RunIdTaken {
+        /// The run id.
+        run: RunId,
+        /// What the sidecar said.
         message: String,
     },
     /// The sidecar reported success with an output CID that is not a CID.
@@ -90,28 +194,90 @@ pub enum SidecarError {
     },
 }
 
-/// How a sidecar says, in a body failure's `error_message`, that the task
-/// itself was at fault — its model, input or parameters — rather than the
-/// model failing on a valid input. The reference sidecar begins such
-/// messages with one of these; the interface has no error codes, so a
-/// sidecar that does not is read as a model failure.
+/// Body failures whose words blame the task itself — its model, input or
+/// parameters — in the reference sidecar's wording (for versions that send
+/// no verdict) and in NSN's (`Invalid request: …`). Words never make a
+/// failure the model's.
 pub const TASK_FAULT_PREFIXES: &[&str] = &[
     "unknown model",
     "unsupported lane",
     "invalid input",
     "invalid parameters",
     "not found:",
+    "Invalid request:",
 ];
 
+/// Failures whose words blame the node's set-up, in NSN's sidecar's
+/// wording: a plugin runner that is not configured, a sandbox policy,
+/// containers, VRAM, its own internal errors.
+pub const SETUP_FAULT_PREFIXES: &[&str] = &[
+    "Plugin policy violation: untrusted plugins",
+    "Task execution failed: plugin runner not configured",
+    "Task execution failed: plugin runner command is empty",
+    "Task execution failed: non-plugin execution is not supported",
+    "Plugin registry is disabled",
+    "Container is unhealthy",
+    "Container limit reached",
+    "Insufficient VRAM",
+    "Internal error",
+    "Plugin registry error",
+];
+
+/// Who a body failure blames, by its words alone (no verdict was sent).
+pub fn blame_of_words(message: &str) -> Blame {
+    if SETUP_FAULT_PREFIXES.iter().any(|p| message.starts_with(p)) {
+        Blame::Setup
+    } else if TASK_FAULT_PREFIXES.iter().any(|p| message.starts_with(p)) {
+        Blame::Task
+    } else {
+        Blame::Unknown
+    }
+}
+
+/// True for the words with which a sidecar reports a run stopped by a
+/// cancel: the reference sidecar's `cancelled`, NSN's `Cancelled: <reason>`
+/// and `Task was cancelled: <id>`.
+pub fn is_cancel_words(message: &str) -> bool {
+    message == "cancelled"
+        || message.starts_with("Cancelled:")
+        || message.starts_with("Task was cancelled")
+}
+
 impl SidecarError {
-    /// True for a body failure that blames the task (its model, input or
-    /// parameters: see [`TASK_FAULT_PREFIXES`]).
-    pub fn blames_task(&self) -> bool {
+    /// Who the failure blames: a body failure's own [`Blame`]; for a refused
+    /// call, NSN's codes and words (a plugin nobody has, or a lane it does
+    /// not serve: the task; its own run timeout: time; policy, VRAM,
+    /// containers, internal errors, requests it finds malformed: the
+    /// set-up); an output that is not a CID: the set-up. `None` for what is
+    /// no verdict on the run (no answer, a broken connection, a cancel, a
+    /// spent id, a busy sidecar).
+    pub fn blame(&self) -> Option<Blame> {
         match self {
-            SidecarError::Model { message, .. } => TASK_FAULT_PREFIXES
-                .iter()
-                .any(|prefix| message.starts_with(prefix)),
-            _ => false,
+            SidecarError::Model { blame, .. } => Some(*blame),
+            SidecarError::InvalidOutput { .. } => Some(Blame::Setup),
+            SidecarError::Rpc { code, message, .. } => match code {
+                Code::NotFound if message.starts_with("Plugin not found") => Some(Blame::Task),
+                Code::FailedPrecondition
+                    if message.starts_with("Plugin policy violation: plugin")
+                        && message.contains("does not support lane") =>
+                {
+                    Some(Blame::Task)
+                }
+                Code::DeadlineExceeded if message.starts_with("Task ") => Some(Blame::Time),
+                Code::ResourceExhausted => {
+                    (blame_of_words(message) == Blame::Setup).then_some(Blame::Setup)
+                }
+                Code::FailedPrecondition
+                | Code::Internal
+                | Code::InvalidArgument
+                | Code::PermissionDenied
+                | Code::Unauthenticated
+                | Code::Unimplemented
+                | Code::Unknown
+                | Code::DataLoss => Some(Blame::Setup),
+                _ => None,
+            },
+            _ => None,
         }
     }
 
@@ -136,12 +302,14 @@ impl SidecarError {
     pub fn task_id(&self) -> Option<TaskId> {
         match self {
             SidecarError::Model { task_id, .. }
+            | SidecarError::Cancelled { task_id, .. }
             | SidecarError::InvalidOutput { task_id, .. }
             | SidecarError::TimedOut { task_id, .. }
             | SidecarError::UnknownTask { task_id }
             | SidecarError::BadReport { task_id, .. }
             | SidecarError::CancelRefused { task_id, .. }
             | SidecarError::CancelUnconfirmed { task_id, .. } => Some(*task_id),
+            SidecarError::RunIdTaken { run, .. } => Some(run.task),
             SidecarError::Rpc { task_id, .. } | SidecarError::Transport { task_id, .. } => *task_id,
         }
     }

@@ -25,6 +25,7 @@
 //!         input_cid: Cid::parse("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")?,
 //!         parameters: Parameters::none(),
 //!         timeout: Some(Duration::from_secs(30)),
+//!         attempt: 0,
 //!     })
 //!     .await?;
 //! println!("{} in {:?}", output.output_cid, output.execution_time);
@@ -41,15 +42,18 @@ use tower::BoxError;
 use crate::layer::Canceller;
 use crate::sidecar::proto;
 use crate::sidecar::proto::sidecar_client::SidecarClient as Grpc;
-use crate::task::{Lane, ModelId, TaskId};
+use crate::task::{Lane, ModelId, RunId, TaskId};
 
 mod config;
 mod error;
 mod execute;
 mod types;
 
-pub use config::{SidecarConfig, SidecarConfigError, TlsConfig};
-pub use error::{SidecarError, TASK_FAULT_PREFIXES};
+pub use config::{AuthToken, AuthTokenError, SidecarConfig, SidecarConfigError, TlsConfig};
+pub use error::{
+    ATTACH_HEADER, Blame, SETUP_FAULT_PREFIXES, SidecarError, TASK_FAULT_PREFIXES,
+    VERDICT_CANCELLED, VERDICT_HEADER, blame_of_words, is_cancel_words,
+};
 pub use execute::{Execute, ExecuteFuture};
 pub use types::{
     CancelOutcome, Capabilities, ExecuteRequest, ExecutionResult, Health, ModelCapability,
@@ -58,10 +62,31 @@ pub use types::{
 
 use error::error_chain;
 
+/// Adds the node's credential to every call (tonic's interceptor).
+#[derive(Clone, Debug, Default)]
+pub struct Credential(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Credential {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The connection calls go over: the channel, with the credential added.
+pub type Wire = tonic::service::interceptor::InterceptedService<Channel, Credential>;
+
 /// A client of one sidecar. Cheap to clone; clones share the connection.
 #[derive(Clone, Debug)]
 pub struct SidecarClient {
-    channel: Channel,
+    channel: Wire,
     config: Arc<SidecarConfig>,
 }
 
@@ -97,8 +122,20 @@ impl SidecarClient {
         if let Some(tls) = &config.tls {
             endpoint = apply_tls(endpoint, tls)?;
         }
+        let credential = match &config.auth_token {
+            Some(token) => Credential(Some(
+                token
+                    .bearer()
+                    .parse()
+                    .map_err(|_| SidecarConfigError::InvalidToken)?,
+            )),
+            None => Credential(None),
+        };
         Ok(SidecarClient {
-            channel: endpoint.connect_lazy(),
+            channel: tonic::service::interceptor::InterceptedService::new(
+                endpoint.connect_lazy(),
+                credential,
+            ),
             config: Arc::new(config),
         })
     }
@@ -112,7 +149,7 @@ impl SidecarClient {
     /// status until the sidecar reports it stopped.
     pub fn canceller(&self) -> Canceller {
         let client = self.clone();
-        Canceller::from_fn(move |id, reason| {
+        Canceller::from_fn(move |id: RunId, reason| {
             let client = client.clone();
             async move {
                 client
@@ -144,7 +181,7 @@ impl SidecarClient {
         }
     }
 
-    fn grpc(&self) -> Grpc<Channel> {
+    fn grpc(&self) -> Grpc<Wire> {
         Grpc::new(self.channel.clone())
     }
 
@@ -167,23 +204,25 @@ impl SidecarClient {
         }
     }
 
-    /// A task's status and progress.
-    pub async fn status(&self, task_id: TaskId) -> Result<TaskProgress, SidecarError> {
-        self.status_within(task_id, self.config.call_timeout).await
+    /// A run's status and progress (a task id names its first run).
+    pub async fn status(&self, run: impl Into<RunId>) -> Result<TaskProgress, SidecarError> {
+        self.status_within(run.into(), self.config.call_timeout)
+            .await
     }
 
     async fn status_within(
         &self,
-        task_id: TaskId,
+        run: RunId,
         limit: Duration,
     ) -> Result<TaskProgress, SidecarError> {
+        let task_id = run.task;
         let mut grpc = self.grpc();
         let r = self
             .bounded(
                 Some(task_id),
                 limit,
                 grpc.get_task_status(proto::GetTaskStatusRequest {
-                    task_id: task_id.to_string(),
+                    task_id: run.to_string(),
                 }),
             )
             .await?;
@@ -194,13 +233,15 @@ impl SidecarClient {
     /// `limit`, if given), asking for its status with growing pauses.
     pub async fn wait_ended(
         &self,
-        task_id: TaskId,
+        run: impl Into<RunId>,
         limit: Option<Duration>,
     ) -> Result<SidecarStatus, SidecarError> {
+        let run = run.into();
+        let task_id = run.task;
         let started = Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
-            match self.status(task_id).await {
+            match self.status(run).await {
                 Ok(p) if p.status.is_final() => return Ok(p.status),
                 Ok(_) => {}
                 // Gone from the sidecar's records: nothing of it runs.
@@ -227,9 +268,11 @@ impl SidecarClient {
     /// answer leaves the cancel unconfirmed, not pending.
     pub async fn cancel(
         &self,
-        task_id: TaskId,
+        run: impl Into<RunId>,
         reason: &str,
     ) -> Result<CancelOutcome, SidecarError> {
+        let run = run.into();
+        let task_id = run.task;
         let started = Instant::now();
         let wait = self.config.cancel_wait;
         let left = || {
@@ -242,7 +285,7 @@ impl SidecarClient {
                 Some(task_id),
                 left(),
                 grpc.cancel_task(proto::CancelTaskRequest {
-                    task_id: task_id.to_string(),
+                    task_id: run.to_string(),
                     reason: reason.to_owned(),
                 }),
             )
@@ -280,7 +323,7 @@ impl SidecarClient {
                     last,
                 });
             }
-            let status = match self.status_within(task_id, left()).await {
+            let status = match self.status_within(run, left()).await {
                 Ok(p) => p.status,
                 Err(SidecarError::Rpc {
                     code: tonic::Code::DeadlineExceeded,
@@ -493,14 +536,20 @@ mod fuzz {
                 success, error_message: error_message.clone(), output_cid: output_cid.clone(),
                 execution_time_ms, result_metadata,
             };
-            match execute::result_of(TaskId(1), body) {
+            match execute::result_of(TaskId(1), body, None) {
                 Ok(r) => {
                     prop_assert!(success);
                     prop_assert_eq!(r.output_cid.as_str(), output_cid.as_str());
                 }
-                Err(SidecarError::Model { message, .. }) => {
+                Err(SidecarError::Model { message, blame, .. }) => {
                     prop_assert!(!success);
+                    // Words alone never blame the model.
+                    prop_assert_ne!(blame, Blame::Model);
                     prop_assert_eq!(message, error_message);
+                }
+                Err(SidecarError::Cancelled { message, .. }) => {
+                    prop_assert!(!success);
+                    prop_assert!(is_cancel_words(&message));
                 }
                 Err(SidecarError::InvalidOutput { .. }) => prop_assert!(success),
                 Err(other) => prop_assert!(false, "unexpected {other:?}"),
@@ -569,7 +618,7 @@ mod fuzz {
         #[test]
         fn answers_from_arbitrary_wire_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(body) = proto::ExecuteTaskResponse::decode(&bytes[..]) {
-                let _ = execute::result_of(TaskId(1), body);
+                let _ = execute::result_of(TaskId(1), body, None);
             }
             if let Ok(r) = proto::GetTaskStatusResponse::decode(&bytes[..]) {
                 let _ = progress_of(TaskId(1), r);
@@ -628,7 +677,8 @@ mod tests {
         assert!(
             !SidecarError::Model {
                 task_id: t,
-                message: "x".into()
+                message: "x".into(),
+                blame: Blame::Model,
             }
             .is_retryable()
         );

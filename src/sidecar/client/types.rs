@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::layer::{TaskRequest, TimeoutRequest};
-use crate::task::{Cid, Lane, ModelId, Task, TaskId};
+use crate::task::{Cid, Lane, ModelId, RunId, Task, TaskId};
 
 /// A model's JSON parameters, checked to be JSON (or empty: the model's
 /// defaults).
@@ -65,6 +65,9 @@ pub struct ExecuteRequest {
     /// How long the sidecar may take (`None`: no limit). Sent as
     /// `timeout_ms`; the call's deadline adds [`SidecarConfig::timeout_grace`](super::SidecarConfig::timeout_grace).
     pub timeout: Option<Duration>,
+    /// Which run attempt of the task this is (0 for the first): the
+    /// sidecar sees it in the run id ([`RunId`]), which it never sees twice.
+    pub attempt: u32,
 }
 
 impl ExecuteRequest {
@@ -77,6 +80,15 @@ impl ExecuteRequest {
             input_cid: task.input_cid.clone(),
             parameters: Parameters::none(),
             timeout,
+            attempt: 0,
+        }
+    }
+
+    /// The run id the sidecar sees.
+    pub fn run(&self) -> RunId {
+        RunId {
+            task: self.task_id,
+            attempt: self.attempt,
         }
     }
 }
@@ -90,6 +102,9 @@ impl TaskRequest for ExecuteRequest {
     }
     fn model(&self) -> &ModelId {
         &self.model
+    }
+    fn run_id(&self) -> RunId {
+        self.run()
     }
 }
 
