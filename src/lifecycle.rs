@@ -892,3 +892,97 @@ fn start_refused(task_id: TaskId, e: SubmissionError) -> Result<TaskOutcome, Box
         Resolved::Error(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::RunId;
+
+    fn model(message: &str, blame: Blame) -> BoxError {
+        SidecarError::Model {
+            task_id: TaskId(1),
+            message: message.into(),
+            blame,
+        }
+        .into()
+    }
+
+    #[test]
+    fn the_attribution_table() {
+        let cases: Vec<(BoxError, Attribution)> = vec![
+            (
+                model("out of ideas", Blame::Model),
+                Attribution::Fail(FailReason::ExecutorFailed),
+            ),
+            (
+                model(
+                    "Invalid request: parameters must be a JSON object",
+                    Blame::Task,
+                ),
+                Attribution::Fail(FailReason::InvalidInput),
+            ),
+            (
+                model("timed out after 10 ms", Blame::Time),
+                Attribution::Fail(FailReason::DeadlineExceeded),
+            ),
+            (
+                model(
+                    "Task execution failed: plugin runner not configured",
+                    Blame::Setup,
+                ),
+                Attribution::Hold(HoldCause::Setup(Blame::Setup)),
+            ),
+            (
+                model("Task execution failed: segfault", Blame::Unknown),
+                Attribution::Hold(HoldCause::Setup(Blame::Unknown)),
+            ),
+            (
+                SidecarError::Cancelled {
+                    task_id: TaskId(1),
+                    message: "Task was cancelled: 1".into(),
+                }
+                .into(),
+                Attribution::Rerun(Rerun::ForeignCancel),
+            ),
+            (
+                SidecarError::RunIdTaken {
+                    run: RunId::first(TaskId(1)),
+                    message: "Task already running: 1".into(),
+                }
+                .into(),
+                Attribution::Rerun(Rerun::RunIdTaken),
+            ),
+            (
+                SidecarError::Rpc {
+                    task_id: Some(TaskId(1)),
+                    code: tonic::Code::NotFound,
+                    message: "Plugin not found: llama".into(),
+                }
+                .into(),
+                Attribution::Fail(FailReason::InvalidInput),
+            ),
+            (
+                SidecarError::Transport {
+                    task_id: Some(TaskId(1)),
+                    message: "connection refused".into(),
+                }
+                .into(),
+                Attribution::Hold(HoldCause::SidecarUnreachable),
+            ),
+        ];
+        for (error, want) in cases {
+            assert_eq!(attribute(&error), want, "{error}");
+        }
+    }
+
+    #[test]
+    fn run_attempts_count_up_per_task() {
+        let attempts = RunAttempts::default();
+        assert_eq!(attempts.begin(TaskId(1)), 0);
+        assert_eq!(attempts.begin(TaskId(1)), 1);
+        assert_eq!(attempts.begin(TaskId(2)), 0);
+        assert_eq!(attempts.last(TaskId(1)), Some(1));
+        attempts.forget(TaskId(1));
+        assert_eq!(attempts.last(TaskId(1)), None);
+    }
+}

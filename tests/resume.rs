@@ -311,6 +311,18 @@ async fn a_best_block_behind_finality_does_not_reopen_settled_lane0_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_run_and_restarted_from_its_checkpoint_loses_nothing_and_sends_nothing_twice()
  {
+    killed_mid_run_and_restarted(nsn_lane1::sidecar::server::Semantics::Reference).await;
+}
+
+/// Against a sidecar with NSN's semantics the run id of the killed node's
+/// run is spent (`ALREADY_EXISTS` for good, and its status has no output
+/// CID): the restarted node runs the task under the next attempt's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_run_against_nsn_semantics_runs_a_new_attempt_after_the_restart() {
+    killed_mid_run_and_restarted(nsn_lane1::sidecar::server::Semantics::Nsn).await;
+}
+
+async fn killed_mid_run_and_restarted(semantics: nsn_lane1::sidecar::server::Semantics) {
     use nsn_lane1::chain::dev::BlockMode;
     use support::{calls_on_chain, own_slashes, within_secs};
     // Real timing: 50 ms blocks, finality two blocks behind; validators
@@ -321,7 +333,11 @@ async fn a_node_killed_mid_run_and_restarted_from_its_checkpoint_loses_nothing_a
         c.auto_attest = Some(90);
     });
     let sidecar = TestSidecar::start();
-    let dir = std::env::temp_dir().join(format!("nsn-lane1-kill-{}", std::process::id()));
+    sidecar.sidecar.set_semantics(semantics);
+    let dir = std::env::temp_dir().join(format!(
+        "nsn-lane1-kill-{}-{semantics:?}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let checkpoint = Checkpoint::new(dir.join("last-block"));
     let _ = std::fs::remove_file(checkpoint.path());
@@ -392,6 +408,12 @@ async fn a_node_killed_mid_run_and_restarted_from_its_checkpoint_loses_nothing_a
         assert_eq!(calls_on_chain(&chain, AccountId::BOB, "fail_task", *id), 0);
     }
     assert_eq!(own_slashes(&chain, AccountId::BOB), 0);
+    if semantics == nsn_lane1::sidecar::server::Semantics::Nsn {
+        // The killed node's run id was spent: the task ran again under the
+        // next.
+        let runs = sidecar.sidecar.runs_of(ids[0]);
+        assert!(runs.len() >= 2, "{runs:?}");
+    }
     second.stop().await.expect("stops");
     chain.shutdown();
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use nsn_lane1::sidecar::client::{Blame, ExecuteRequest, Parameters, SidecarError, SidecarStatus};
 use nsn_lane1::sidecar::proto;
 use nsn_lane1::sidecar::proto::sidecar_client::SidecarClient as RawClient;
-use nsn_lane1::sidecar::server::RunState;
+use nsn_lane1::sidecar::server::{RunState, Semantics, SetupFault};
 use nsn_lane1::sidecar::store::BlobStore;
 use nsn_lane1::task::{Cid, Lane, ModelId, TaskId};
 use sha2::{Digest, Sha256};
@@ -585,4 +585,201 @@ async fn the_sidecar_bounds_concurrent_runs_and_run_time() {
         .oneshot(request(32, "noop", &input, serde_json::Value::Null))
         .await
         .unwrap();
+}
+
+// ---- a sidecar that behaves as NSN's deployed one ---------------------------
+
+fn nsn_sidecar() -> TestSidecar {
+    let s = TestSidecar::start();
+    s.sidecar.set_semantics(Semantics::Nsn);
+    s
+}
+
+#[tokio::test]
+async fn nsn_semantics_run_ids_are_single_use_whatever_the_end() {
+    let s = nsn_sidecar();
+    let input = put(&s, b"x");
+    let client = s.client();
+    let req = || request(40, "noop", &input, serde_json::Value::Null);
+    client.execute().oneshot(req()).await.unwrap();
+    // Completed: the same request under the same id is refused, for good.
+    for _ in 0..2 {
+        match client.execute().oneshot(req()).await.unwrap_err() {
+            SidecarError::RunIdTaken { run, message } => {
+                assert_eq!(run.to_string(), "40");
+                assert_eq!(message, "Task already running: 40");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Failed: refused too.
+    let fail = || request(41, "fail", &input, serde_json::json!({"message": "no"}));
+    let err = client.execute().oneshot(fail()).await.unwrap_err();
+    assert!(matches!(err, SidecarError::Model { .. }), "{err:?}");
+    let err = client.execute().oneshot(fail()).await.unwrap_err();
+    assert!(matches!(err, SidecarError::RunIdTaken { .. }), "{err:?}");
+    // Its status carries no output CID, and an unknown id is NOT_FOUND.
+    let status = client.status(TaskId(40)).await.unwrap();
+    assert_eq!(status.status, SidecarStatus::Completed);
+    assert!(matches!(
+        client.status(TaskId(49)).await,
+        Err(SidecarError::UnknownTask { .. })
+    ));
+}
+
+#[tokio::test]
+async fn nsn_semantics_a_cancel_only_marks_the_run() {
+    let s = nsn_sidecar();
+    let input = put(&s, b"x");
+    let client = s.client();
+    let run = tokio::spawn(client.execute().oneshot(request(
+        42,
+        "sleep",
+        &input,
+        serde_json::json!({"duration_ms": 300}),
+    )));
+    within("run to start", s.sidecar.wait_for("42", RunState::Running)).await;
+    let outcome = within("cancel", client.cancel(TaskId(42), "someone else"))
+        .await
+        .unwrap();
+    assert!(outcome.was_running);
+    assert_eq!(outcome.final_status, Some(SidecarStatus::Cancelled));
+    let status = client.status(TaskId(42)).await.unwrap();
+    assert_eq!(status.error.as_deref(), Some("Cancelled: someone else"));
+    // The model went on: the call ends when it does, as CANCELLED.
+    match within("the call to end", run).await.unwrap() {
+        Err(SidecarError::Cancelled { message, .. }) => {
+            assert_eq!(message, "Task was cancelled: 42")
+        }
+        other => panic!("{other:?}"),
+    }
+    let history = s.sidecar.run_history();
+    let record = history.iter().find(|r| r.task_id == "42").unwrap();
+    assert!(
+        record.ended - record.started >= Duration::from_millis(300),
+        "the model ran to its end"
+    );
+}
+
+#[tokio::test]
+async fn nsn_semantics_failures_come_in_nsn_words_and_blame_no_model() {
+    let s = nsn_sidecar();
+    let input = put(&s, b"x");
+    let client = s.client();
+    let blame_of = |err: &SidecarError| err.blame();
+    // The model failing: words only, not a verdict.
+    let err = client
+        .execute()
+        .oneshot(request(
+            50,
+            "fail",
+            &input,
+            serde_json::json!({"message": "boom"}),
+        ))
+        .await
+        .unwrap_err();
+    match &err {
+        SidecarError::Model { message, blame, .. } => {
+            assert_eq!(message, "Task execution failed: boom");
+            assert_eq!(*blame, Blame::Unknown);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Parameters that are not an object: the task's.
+    let err = client
+        .execute()
+        .oneshot(request(51, "noop", &input, serde_json::json!([1])))
+        .await
+        .unwrap_err();
+    assert_eq!(blame_of(&err), Some(Blame::Task), "{err:?}");
+    // A plugin nobody has: NOT_FOUND, the task's.
+    let err = client
+        .execute()
+        .oneshot(request(52, "llama", &input, serde_json::Value::Null))
+        .await
+        .unwrap_err();
+    assert_eq!(blame_of(&err), Some(Blame::Task), "{err:?}");
+    // The node's set-up: the plugin runner, VRAM, the container.
+    for (fault, id) in [
+        (SetupFault::RunnerNotConfigured, 53),
+        (SetupFault::SandboxRequired, 54),
+        (SetupFault::InsufficientVram, 55),
+        (SetupFault::ContainerUnhealthy, 56),
+    ] {
+        s.sidecar.set_setup_fault(Some(fault));
+        let err = client
+            .execute()
+            .oneshot(request(id, "noop", &input, serde_json::Value::Null))
+            .await
+            .unwrap_err();
+        assert_eq!(blame_of(&err), Some(Blame::Setup), "{fault:?}: {err:?}");
+    }
+    s.sidecar.set_setup_fault(None);
+    // Its own run timeout: time.
+    let mut req = request(
+        57,
+        "sleep",
+        &input,
+        serde_json::json!({"duration_ms": 5_000}),
+    );
+    req.timeout = Some(Duration::from_millis(100));
+    let err = client.execute().oneshot(req).await.unwrap_err();
+    assert_eq!(blame_of(&err), Some(Blame::Time), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_reference_sidecar_gives_its_verdict() {
+    let s = TestSidecar::start();
+    let input = put(&s, b"x");
+    let client = s.client();
+    let blame = |r: Result<_, SidecarError>| r.unwrap_err().blame();
+    let run = |id, model, params| client.execute().oneshot(request(id, model, &input, params));
+    assert_eq!(
+        blame(run(60, "fail", serde_json::json!({"message": "no"})).await),
+        Some(Blame::Model)
+    );
+    assert_eq!(
+        blame(run(61, "sleep", serde_json::json!({"duration_ms": "x"})).await),
+        Some(Blame::Task)
+    );
+    assert_eq!(
+        blame(run(62, "llama", serde_json::Value::Null).await),
+        Some(Blame::Task)
+    );
+    s.sidecar
+        .set_setup_fault(Some(SetupFault::RunnerNotConfigured));
+    assert_eq!(
+        blame(run(63, "noop", serde_json::Value::Null).await),
+        Some(Blame::Setup)
+    );
+}
+
+#[tokio::test]
+async fn a_sidecar_with_a_credential_refuses_calls_without_it() {
+    use nsn_lane1::sidecar::client::{AuthToken, SidecarClient, SidecarConfig};
+    let s = TestSidecar::start();
+    let input = put(&s, b"x");
+    let token = AuthToken::new("a-token-of-the-node-0123456789", "test").unwrap();
+    s.sidecar.set_auth_token(Some(token.clone()));
+    let with = |t: Option<AuthToken>| {
+        let mut c = SidecarConfig::new(s.endpoint());
+        c.auth_token = t;
+        SidecarClient::connect_lazy(c).unwrap()
+    };
+    let req = |id| request(id, "noop", &input, serde_json::Value::Null);
+    let wrong = AuthToken::new("a-token-of-another-0123456789", "test").unwrap();
+    for (client, id) in [(with(None), 70), (with(Some(wrong)), 71)] {
+        match client.execute().oneshot(req(id)).await.unwrap_err() {
+            SidecarError::Rpc { code, .. } => assert_eq!(code, tonic::Code::Unauthenticated),
+            other => panic!("{other:?}"),
+        }
+        // Nor can it stop or read runs.
+        assert!(client.cancel(TaskId(72), "meddling").await.is_err());
+        assert!(client.status(TaskId(72)).await.is_err());
+    }
+    assert_eq!(s.sidecar.state("70"), None, "nothing ran");
+    let ours = with(Some(token));
+    ours.execute().oneshot(req(72)).await.unwrap();
+    assert!(format!("{:?}", ours.config()).contains("AuthToken(..)"));
+    assert!(!format!("{:?}", ours.config()).contains("a-token-of-the-node"));
 }

@@ -361,3 +361,152 @@ pub(super) fn error_chain(e: &dyn StdError) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(message: &str) -> Blame {
+        blame_of_words(message)
+    }
+
+    fn status(code: Code, message: &str) -> Option<Blame> {
+        SidecarError::Rpc {
+            task_id: Some(TaskId(1)),
+            code,
+            message: message.to_owned(),
+        }
+        .blame()
+    }
+
+    /// NSN's deployed sidecar's failures (shared/SIDECAR.md), each with
+    /// whom it blames. None of them is the model's: NSN's sidecar never
+    /// says "the model failed on a valid input".
+    #[test]
+    fn nsn_wordings_blame_who_they_say() {
+        // In the body.
+        for (message, blame) in [
+            (
+                "Plugin policy violation: untrusted plugins require sandboxed execution",
+                Blame::Setup,
+            ),
+            (
+                "Task execution failed: plugin runner not configured",
+                Blame::Setup,
+            ),
+            (
+                "Task execution failed: plugin runner command is empty",
+                Blame::Setup,
+            ),
+            (
+                "Invalid request: expected value at line 1 column 1",
+                Blame::Task,
+            ),
+            (
+                "Invalid request: parameters must be a JSON object",
+                Blame::Task,
+            ),
+            (
+                "Task execution failed: CUDA error: out of memory",
+                Blame::Unknown,
+            ),
+            (
+                "Task execution failed: Traceback (most recent call last)",
+                Blame::Unknown,
+            ),
+            (
+                "Task execution failed: EOF while parsing a value",
+                Blame::Unknown,
+            ),
+            (
+                "Task execution failed: plugin output missing 'output' object",
+                Blame::Unknown,
+            ),
+            (
+                "Task execution failed: missing 'output_cid'",
+                Blame::Unknown,
+            ),
+            ("the model exploded", Blame::Unknown),
+        ] {
+            assert_eq!(body(message), blame, "{message}");
+        }
+        // As a status.
+        for (code, message, blame) in [
+            (Code::NotFound, "Plugin not found: llama", Some(Blame::Task)),
+            (
+                Code::FailedPrecondition,
+                "Plugin policy violation: plugin 'llama' does not support lane 1",
+                Some(Blame::Task),
+            ),
+            (
+                Code::FailedPrecondition,
+                "Plugin registry is disabled",
+                Some(Blame::Setup),
+            ),
+            (
+                Code::FailedPrecondition,
+                "Task execution failed: non-plugin execution is not supported",
+                Some(Blame::Setup),
+            ),
+            (
+                Code::FailedPrecondition,
+                "Container is unhealthy: c1",
+                Some(Blame::Setup),
+            ),
+            (
+                Code::InvalidArgument,
+                "Invalid request: invalid lane value",
+                Some(Blame::Setup),
+            ),
+            (
+                Code::ResourceExhausted,
+                "Container limit reached: 4",
+                Some(Blame::Setup),
+            ),
+            (
+                Code::ResourceExhausted,
+                "Insufficient VRAM: required 8 GB, available 1 GB",
+                Some(Blame::Setup),
+            ),
+            (
+                Code::DeadlineExceeded,
+                "Task 7 timed out after 1000 ms",
+                Some(Blame::Time),
+            ),
+            (Code::Internal, "Internal error: boom", Some(Blame::Setup)),
+            (
+                Code::Internal,
+                "Plugin registry error: io",
+                Some(Blame::Setup),
+            ),
+            (
+                Code::Unauthenticated,
+                "missing or wrong credential",
+                Some(Blame::Setup),
+            ),
+            // Busy, or no answer: not a verdict on the run.
+            (
+                Code::ResourceExhausted,
+                "the sidecar runs at most 4 models at once",
+                None,
+            ),
+            (Code::Unavailable, "connection refused", None),
+        ] {
+            assert_eq!(status(code, message), blame, "{code:?} {message}");
+        }
+        for cancel in ["cancelled", "Cancelled: lane 0", "Task was cancelled: 7"] {
+            assert!(is_cancel_words(cancel), "{cancel}");
+        }
+        assert!(!is_cancel_words("Task execution failed: cancelled by user"));
+    }
+
+    #[test]
+    fn only_a_verdict_names_the_model() {
+        assert_eq!(Blame::from_verdict("model-failed"), Some(Blame::Model));
+        for b in [Blame::Model, Blame::Task, Blame::Time, Blame::Setup] {
+            assert_eq!(Blame::from_verdict(b.verdict()), Some(b));
+        }
+        assert_eq!(Blame::from_verdict("the model failed"), None);
+        assert_ne!(body("model failed on a valid input"), Blame::Model);
+    }
+}
