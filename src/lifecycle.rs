@@ -518,10 +518,18 @@ where
             foreign_cancels: self.foreign_cancels.clone(),
         };
         let span = tracing::info_span!("task", task_id = %task.id, model = %task.model);
+        let attempts = self.attempts.clone();
+        let task_id = task.id;
         Box::pin(
-            stage
-                .run(task, parameters, execute, admitted)
-                .instrument(span),
+            async move {
+                let result = stage.run(task, parameters, execute, admitted).await;
+                if result.is_ok() {
+                    // Ended here: no run of it follows.
+                    attempts.forget(task_id);
+                }
+                result
+            }
+            .instrument(span),
         )
     }
 }
