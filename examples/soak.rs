@@ -36,9 +36,11 @@ use nsn_lane1::chain::{
 use nsn_lane1::checkpoint::Checkpoint;
 use nsn_lane1::executor::ExecutorConfig;
 use nsn_lane1::node::{Node, NodeParts};
-use nsn_lane1::sidecar::client::{Parameters, SidecarClient, SidecarConfig};
+use nsn_lane1::sidecar::client::{ExecuteRequest, Parameters, SidecarClient, SidecarConfig};
+use nsn_lane1::sidecar::server::Semantics;
 use nsn_lane1::sidecar::store::BlobStore;
 use nsn_lane1::task::{AccountId, FailReason, Lane, ModelId, Priority, TaskId, UNIT};
+use tower::ServiceExt;
 
 /// The soak's options.
 #[derive(Parser, Debug, Clone)]
@@ -51,7 +53,8 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Faults to inject, comma-separated: sidecar, node, connection,
-    /// pool-drop, pool-delay, lane0-storm; `all` or `none`.
+    /// pool-drop, pool-delay, lane0-storm, meddler, poison, nsn-sidecar;
+    /// `all` or `none`.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Lane 1 nodes (Bob, Charlie, Ferdie).
@@ -83,6 +86,12 @@ struct Args {
     /// Internal: the sidecar's store directory in sidecar mode.
     #[arg(long, hide = true)]
     store_dir: Option<PathBuf>,
+    /// Internal: the sidecar's semantics in sidecar mode.
+    #[arg(long, hide = true, default_value = "reference")]
+    semantics: Semantics,
+    /// Internal: the sidecar's set-up fault file in sidecar mode.
+    #[arg(long, hide = true)]
+    setup_fault_file: Option<PathBuf>,
 }
 
 const NODE_ACCOUNTS: [AccountId; 3] = [AccountId::BOB, AccountId::CHARLIE, AccountId::FERDIE];
@@ -164,15 +173,32 @@ impl Kind {
             Kind::MissingInput => "missing input".into(),
         }
     }
-    /// The end this job must reach.
-    fn expected(self) -> End {
-        match self {
-            Kind::Good(_) => End::Verified,
-            Kind::Fails => End::Failed(FailReason::ExecutorFailed),
-            Kind::BadInput | Kind::MissingInput => End::Failed(FailReason::InvalidInput),
+    /// The end this job must reach. Against NSN's sidecar nothing says
+    /// that the model failed or that an input is bad (its words are the
+    /// plugin's stderr): those jobs are held and given back at their
+    /// (short) deadline, or expire unassigned.
+    fn expected(self, nsn: bool) -> &'static [End] {
+        match (self, nsn) {
+            (Kind::Good(_), _) => &[End::Verified],
+            (Kind::Fails, false) => &[End::Failed(FailReason::ExecutorFailed)],
+            (Kind::BadInput | Kind::MissingInput, false) => {
+                &[End::Failed(FailReason::InvalidInput)]
+            }
+            (_, true) => &[End::Failed(FailReason::DeadlineExceeded), End::Expired],
+        }
+    }
+
+    /// Blocks until its deadline: short for the jobs that end there.
+    fn deadline(self, nsn: bool) -> u32 {
+        match (self, nsn) {
+            (Kind::Good(_), _) | (_, false) => 20_000,
+            (_, true) => NSN_FAILING_DEADLINE,
         }
     }
 }
+
+/// The deadline, in blocks, of the jobs that fail against NSN's sidecar.
+const NSN_FAILING_DEADLINE: u32 = 120;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
@@ -202,15 +228,27 @@ enum Fault {
     PoolDelay,
     /// Many Lane 0 tasks at once.
     Lane0Storm,
+    /// A third party on the sidecar's port cancels our runs.
+    Meddler,
+    /// A third party runs our next task ids first, with inputs of its own.
+    Poison,
+    /// The sidecar behaves as NSN's deployed one (single-use run ids, a
+    /// cancel that only marks, NSN's words, no verdict), and now and then
+    /// fails runs for the operator's set-up (runner not configured, VRAM,
+    /// sandbox policy, an unhealthy container).
+    NsnSidecar,
 }
 
-const ALL_FAULTS: [Fault; 6] = [
+const ALL_FAULTS: [Fault; 9] = [
     Fault::Sidecar,
     Fault::Node,
     Fault::Connection,
     Fault::PoolDrop,
     Fault::PoolDelay,
     Fault::Lane0Storm,
+    Fault::Meddler,
+    Fault::Poison,
+    Fault::NsnSidecar,
 ];
 
 impl Fault {
@@ -222,6 +260,9 @@ impl Fault {
             Fault::PoolDrop => "pool-drop",
             Fault::PoolDelay => "pool-delay",
             Fault::Lane0Storm => "lane0-storm",
+            Fault::Meddler => "meddler",
+            Fault::Poison => "poison",
+            Fault::NsnSidecar => "nsn-sidecar",
         }
     }
 
@@ -396,7 +437,12 @@ struct SidecarProcess {
 }
 
 impl SidecarProcess {
-    fn new(args: &Args, addr: std::net::SocketAddr, store: &std::path::Path) -> Self {
+    fn new(
+        args: &Args,
+        addr: std::net::SocketAddr,
+        store: &std::path::Path,
+        nsn: Option<&std::path::Path>,
+    ) -> Self {
         let me = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("soak"));
         let beside = me
             .parent()
@@ -407,7 +453,16 @@ impl SidecarProcess {
             .clone()
             .or_else(|| beside.filter(|b| b.is_file()));
         let store = store.display().to_string();
-        let command = match bin {
+        let mut nsn_args: Vec<String> = Vec::new();
+        if let Some(file) = nsn {
+            nsn_args = vec![
+                "--semantics".into(),
+                "nsn".into(),
+                "--setup-fault-file".into(),
+                file.display().to_string(),
+            ];
+        }
+        let mut command = match bin {
             Some(bin) => (
                 bin,
                 vec![
@@ -428,6 +483,7 @@ impl SidecarProcess {
                 ],
             ),
         };
+        command.1.extend(nsn_args);
         SidecarProcess {
             command,
             addr,
@@ -467,7 +523,12 @@ impl SidecarProcess {
 }
 
 /// Sidecar mode: what `nsn-lane1 sidecar --store-dir` does.
-async fn serve_sidecar(addr: std::net::SocketAddr, dir: PathBuf) -> ExitCode {
+async fn serve_sidecar(
+    addr: std::net::SocketAddr,
+    dir: PathBuf,
+    semantics: Semantics,
+    setup_fault_file: Option<PathBuf>,
+) -> ExitCode {
     let store = match BlobStore::with_dir(&dir) {
         Ok(s) => s,
         Err(e) => {
@@ -482,9 +543,10 @@ async fn serve_sidecar(addr: std::net::SocketAddr, dir: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let served = nsn_lane1::sidecar::server::ReferenceSidecar::new(store)
-        .serve(listener, std::future::pending())
-        .await;
+    let sidecar = nsn_lane1::sidecar::server::ReferenceSidecar::new(store);
+    sidecar.set_semantics(semantics);
+    sidecar.set_setup_fault_file(setup_fault_file);
+    let served = sidecar.serve(listener, std::future::pending()).await;
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -507,6 +569,14 @@ struct SoakNode {
 fn executor_config(block: Duration) -> ExecutorConfig {
     let mut config = ExecutorConfig::default();
     config.admission.block_time = block;
+    // The mix fails 8 % of its jobs with the `fail` model on purpose, a
+    // slashing verdict each: the stake breaker (tested on its own) would
+    // hold them all. Here it bounds nothing.
+    config.breaker = nsn_lane1::breaker::BreakerPolicy {
+        consecutive: 0,
+        hourly_limit: u128::MAX,
+        ..Default::default()
+    };
     config.model_parameters.insert(
         ModelId::new("sleep").expect("a model id"),
         Parameters::json(&serde_json::json!({ "duration_ms": 20 })),
@@ -545,6 +615,8 @@ impl SoakNode {
 struct Job {
     kind: Kind,
     input: Vec<u8>,
+    /// Blocks until its deadline.
+    deadline: u32,
 }
 
 /// What the requester knows of the jobs.
@@ -582,7 +654,7 @@ async fn post(alice: DevSubmitter, job: usize, j: Job) -> Result<Step, String> {
             model_requirements: j.kind.model().as_bytes().to_vec(),
             input_cid: j.input,
             compute_budget: 1_000,
-            deadline_blocks: 20_000,
+            deadline_blocks: j.deadline,
             escrow_amount: UNIT / 10,
         })
         .await
@@ -659,6 +731,12 @@ const POOL_FAULT_LOOKS: u32 = 400;
 /// Injects faults on a seeded schedule until stopped; owns what it breaks.
 struct Faulter {
     faults: Vec<Fault>,
+    /// Names the set-up fault the NSN-like sidecar shows while it exists.
+    setup_fault_file: PathBuf,
+    /// Another party's client on the sidecar's port.
+    meddler: SidecarClient,
+    /// The sidecar's store (for the poisoner's inputs).
+    store: BlobStore,
     chain: DevChain,
     sidecar: SidecarProcess,
     client: SidecarClient,
@@ -792,6 +870,74 @@ impl Faulter {
                 }
                 return Ok(false);
             }
+            Fault::Meddler => {
+                // Cancels a run of ours: run ids are public (the chain task
+                // id, then attempts after a dash).
+                for _ in 0..POOL_FAULT_LOOKS {
+                    let running: Vec<TaskId> = self.chain.with_market(|m| {
+                        let ours = self.lane1.lock().unwrap_or_else(|e| e.into_inner());
+                        ours.iter()
+                            .copied()
+                            .filter(|id| {
+                                m.task(*id).is_some_and(|t| {
+                                    matches!(
+                                        t.status,
+                                        nsn_lane1::task::TaskStatus::Assigned
+                                            | nsn_lane1::task::TaskStatus::Executing
+                                    )
+                                })
+                            })
+                            .collect()
+                    });
+                    for task in running {
+                        let mut run = nsn_lane1::task::RunId::first(task);
+                        for _ in 0..3 {
+                            if let Ok(c) = self.meddler.cancel(run, "meddling").await
+                                && c.was_running
+                            {
+                                return Ok(true);
+                            }
+                            run = run.next();
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                return Ok(false);
+            }
+            Fault::Poison => {
+                // Runs the next task ids first, on inputs of its own.
+                let next = self.chain.with_market(|m| m.next_task_id());
+                let mut hit = false;
+                for k in 0..2 {
+                    let input = self
+                        .store
+                        .put(format!("poison {next} {k}").into_bytes())
+                        .map_err(|e| e.to_string())?;
+                    let request = ExecuteRequest {
+                        task_id: TaskId(next + k),
+                        lane: Lane::Lane1,
+                        model: ModelId::new("noop").map_err(|e| e.to_string())?,
+                        input_cid: input,
+                        parameters: Parameters::none(),
+                        timeout: Some(Duration::from_secs(5)),
+                        attempt: 0,
+                    };
+                    hit |= self.meddler.execute().oneshot(request).await.is_ok();
+                }
+                return Ok(hit);
+            }
+            Fault::NsnSidecar => {
+                let fault = self.rng.pick(&[
+                    "runner-not-configured",
+                    "sandbox-required",
+                    "insufficient-vram",
+                    "container-unhealthy",
+                ]);
+                std::fs::write(&self.setup_fault_file, fault).map_err(|e| e.to_string())?;
+                let pause = self.rng.range(100, 800);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                std::fs::remove_file(&self.setup_fault_file).map_err(|e| e.to_string())?;
+            }
             Fault::Lane0Storm => {
                 let count = self.rng.range(4, 12);
                 for _ in 0..count {
@@ -810,6 +956,8 @@ impl Faulter {
 /// The requester's side of the run.
 struct Soak {
     args: Args,
+    /// The sidecar behaves as NSN's.
+    nsn: bool,
     chain: DevChain,
     store: BlobStore,
     rng: Rng,
@@ -850,7 +998,12 @@ impl Soak {
             if posted < n && open < self.args.backlog {
                 let kind = Kind::draw(&mut self.rng);
                 let input = self.input_for(posted, kind)?;
-                let job = Job { kind, input };
+                let deadline = kind.deadline(self.nsn);
+                let job = Job {
+                    kind,
+                    input,
+                    deadline,
+                };
                 self.ledger.jobs.push(job.clone());
                 self.ledger.ends.push(None);
                 steps.push(Box::pin(post(alice.clone(), posted, job)));
@@ -959,11 +1112,11 @@ fn read_record(soak: &Soak, accounts: &HashSet<AccountId>) -> Record {
             None => r.not_ended += 1,
             Some((end, task)) => {
                 *r.ends.entry(format!("{end:?}")).or_default() += 1;
-                if *end != job.kind.expected() {
+                if !job.kind.expected(soak.nsn).contains(end) {
                     r.unexpected.push(format!(
                         "job {i} ({}) task {task}: {end:?}, expected {:?}",
                         job.kind.name(),
-                        job.kind.expected()
+                        job.kind.expected(soak.nsn)
                     ));
                 }
             }
@@ -1016,7 +1169,12 @@ fn read_record(soak: &Soak, accounts: &HashSet<AccountId>) -> Record {
                 && reason.slashes_executor()
             {
                 let job = soak.ledger.task_job[&task];
-                if soak.ledger.jobs[job].kind == Kind::Fails && reason == FailReason::ExecutorFailed
+                // Deserved only on the sidecar's positive verdict: the
+                // reference sidecar gives it for the `fail` model; NSN's
+                // sidecar never does.
+                if !soak.nsn
+                    && soak.ledger.jobs[job].kind == Kind::Fails
+                    && reason == FailReason::ExecutorFailed
                 {
                     r.deserved += 1;
                 } else {
@@ -1064,6 +1222,10 @@ fn percentile(v: &mut [Duration], p: f64) -> String {
 fn print_table(soak: &mut Soak, faulter: &Faulter, r: &Record, elapsed: Duration) {
     let mut rows: Vec<(String, String)> = vec![
         ("seed".into(), soak.args.seed.to_string()),
+        (
+            "sidecar semantics".into(),
+            if soak.nsn { "nsn" } else { "reference" }.into(),
+        ),
         ("jobs posted".into(), r.jobs.to_string()),
         ("lane 1 tasks created".into(), r.tasks.to_string()),
         (
@@ -1179,7 +1341,14 @@ async fn soak(args: Args) -> Result<bool, String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?;
-    let mut sidecar = SidecarProcess::new(&args, port, &store_dir);
+    let nsn = faults.contains(&Fault::NsnSidecar);
+    let setup_fault_file = dir.join("setup-fault");
+    let mut sidecar = SidecarProcess::new(
+        &args,
+        port,
+        &store_dir,
+        nsn.then_some(setup_fault_file.as_path()),
+    );
     sidecar.start().await?;
     eprintln!(
         "sidecar: {} {}",
@@ -1205,6 +1374,9 @@ async fn soak(args: Args) -> Result<bool, String> {
     let lane1 = Arc::new(std::sync::Mutex::new(HashSet::new()));
     let faulter = Faulter {
         faults,
+        setup_fault_file,
+        meddler: client.clone(),
+        store: store.clone(),
         chain: chain.clone(),
         sidecar,
         client,
@@ -1219,6 +1391,7 @@ async fn soak(args: Args) -> Result<bool, String> {
         deaths: Vec::new(),
     };
     let mut soak = Soak {
+        nsn,
         rng: Rng(args.seed),
         args,
         chain,
@@ -1271,7 +1444,12 @@ fn main() -> ExitCode {
         }
     };
     if let (Some(addr), Some(dir)) = (args.serve_sidecar, args.store_dir.clone()) {
-        return runtime.block_on(serve_sidecar(addr, dir));
+        return runtime.block_on(serve_sidecar(
+            addr,
+            dir,
+            args.semantics,
+            args.setup_fault_file.clone(),
+        ));
     }
     if std::env::var("NSN_LANE1_LOG").is_ok() {
         let _ = nsn_lane1::telemetry::init_tracing(

@@ -182,6 +182,9 @@ pub enum ExecutorError {
 enum Resolution {
     Done(TaskOutcome),
     Error(TaskId, SubmissionError),
+    /// A held task's `fail_task` at its deadline did not go out: it waits
+    /// and is tried again at the next block.
+    Again(Deferred, SubmissionError),
     Nothing,
 }
 
@@ -575,11 +578,7 @@ where
                         let task_id = d.task.id;
                         tracing::warn!(%task_id, cause = ?d.cause, "held until its deadline; failing it as DeadlineExceeded");
                         self.release_hold(task_id);
-                        self.resolve_fail(
-                            task_id,
-                            FailReason::DeadlineExceeded,
-                            format!("held to its deadline: {:?}", d.cause),
-                        );
+                        self.fail_held(d);
                         continue;
                     }
                     if d.blocks > 1 {
@@ -760,6 +759,11 @@ where
     fn on_resolution(&mut self, resolution: Resolution) {
         match resolution {
             Resolution::Done(outcome) => self.finish(outcome),
+            Resolution::Again(deferred, error) => {
+                let task_id = deferred.task.id;
+                tracing::warn!(%task_id, %error, "could not give the held task back yet; trying again");
+                self.deferred.push(deferred);
+            }
             Resolution::Error(task_id, error) => {
                 tracing::error!(%task_id, %error, "could not resolve task on chain");
                 let _ = self.scheduler.fail(task_id);
@@ -767,6 +771,28 @@ where
             }
             Resolution::Nothing => {}
         }
+    }
+
+    /// Gives a task held to its deadline back to the chain
+    /// (`DeadlineExceeded`, which does not slash); a call that does not go
+    /// out is tried again at the next block, never given up.
+    fn fail_held(&mut self, held: Deferred) {
+        let submitter = self.submitter.clone();
+        self.resolving.push(Box::pin(async move {
+            let task_id = held.task.id;
+            let reason = FailReason::DeadlineExceeded;
+            match submitter.fail_task(task_id, reason).await {
+                Ok(_) => Resolution::Done(TaskOutcome::Failed {
+                    task_id,
+                    reason,
+                    cause: format!("held to its deadline: {:?}", held.cause),
+                }),
+                Err(SubmissionError::Inapplicable { status, .. }) => {
+                    Resolution::Done(TaskOutcome::AlreadyResolved { task_id, status })
+                }
+                Err(e) => Resolution::Again(held, e),
+            }
+        }));
     }
 
     /// Fails a task on chain without running it.
