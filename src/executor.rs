@@ -191,16 +191,11 @@ enum Resolution {
 type ResolveFuture = Pin<Box<dyn Future<Output = Resolution> + Send>>;
 type Completion = Pin<Box<dyn Future<Output = (TaskId, Result<TaskOutcome, BoxError>)> + Send>>;
 
-/// How many times a task whose lifecycle errored is retried before it is
-/// given up (logged and counted in [`ExecutorReport::errors`]).
-const MAX_LIFECYCLE_ATTEMPTS: u32 = 3;
-
 struct Core<C> {
     scheduler: Scheduler<Task>,
-    held: HashMap<TaskId, (Task, u32)>,
-    attempts: HashMap<TaskId, u32>,
+    held: HashMap<TaskId, Task>,
     deferred: Vec<Deferred>,
-    /// How many times in a row each task was held for a fault not its own
+    /// How many times in a row each task's lifecycle was held or failed
     /// (its backoff doubles with each).
     holds: HashMap<TaskId, u32>,
     admission: crate::admission::Admission,
@@ -291,7 +286,6 @@ where
             core: Core {
                 scheduler: Scheduler::new(config.queue_capacity),
                 held: HashMap::new(),
-                attempts: HashMap::new(),
                 deferred: Vec::new(),
                 holds: HashMap::new(),
                 submission_margin: config.admission.submission_margin,
@@ -368,8 +362,7 @@ where
                     ready.map_err(ExecutorError::Stack)?;
                     if let Some(task) = core.scheduler.next_task() {
                         let task_id = task.id;
-                        let attempts = core.attempts.remove(&task_id).unwrap_or(0);
-                        core.held.insert(task_id, (task.clone(), attempts));
+                        core.held.insert(task_id, task.clone());
                         let call = stack.call(task);
                         in_flight.push(Box::pin(async move { (task_id, call.await) }));
                     }
@@ -569,10 +562,8 @@ where
                 self.lane0_wait = false;
                 let margin = self.submission_margin;
                 for mut d in std::mem::take(&mut self.deferred) {
-                    let held =
-                        matches!(d.cause, Some(HoldCause::Setup(_) | HoldCause::BreakerOpen));
-                    if held && number.saturating_add(margin) >= d.task.deadline {
-                        // Held to its end for faults not its own: given
+                    if number.saturating_add(margin) >= d.task.deadline {
+                        // Waited to its end for faults not its own: given
                         // back, with the reason that is true and does not
                         // slash.
                         let task_id = d.task.id;
@@ -597,17 +588,29 @@ where
     }
 
     fn on_done(&mut self, task_id: TaskId, result: Result<TaskOutcome, BoxError>) {
-        let Some((task, attempts)) = self.held.remove(&task_id) else {
+        let Some(task) = self.held.remove(&task_id) else {
             tracing::error!(%task_id, "completion for a task not in flight");
             return;
         };
         self.preemptor.allow(task_id);
-        let held_again = matches!(
-            result.as_ref().err().and_then(|e| cause::<LifecycleError>(e.as_ref())),
-            Some(LifecycleError::Held { cause, .. }) if !matches!(cause, HoldCause::SidecarUnreachable)
-        );
-        if !held_again {
-            self.release_hold(task_id);
+        let lifecycle_error = result
+            .as_ref()
+            .err()
+            .filter(|e| cause::<Preempted>(e.as_ref()).is_none());
+        let setup_held = lifecycle_error
+            .and_then(|e| cause::<LifecycleError>(e.as_ref()))
+            .is_some_and(|e| {
+                matches!(
+                    e,
+                    LifecycleError::Held {
+                        cause: HoldCause::Setup(_),
+                        ..
+                    }
+                )
+            });
+        self.admission.set_setup_held(task_id, setup_held);
+        if lifecycle_error.is_none() {
+            self.holds.remove(&task_id);
         }
         match result {
             Ok(outcome) => self.finish(outcome),
@@ -618,51 +621,49 @@ where
                     return;
                 }
                 let _ = self.scheduler.fail(task_id);
+                // Nothing is given up while the task is ours: it waits and
+                // is tried again, on a backoff for what may last, until its
+                // deadline gives it back (`DeadlineExceeded`, no slash).
                 match cause::<LifecycleError>(error.as_ref()) {
-                    // Waiting is not failing: Lane 0 work, or a sidecar that
-                    // does not answer (the intake waits for it; admission
-                    // fails the task once its deadline is out of reach).
+                    // Lane 0 work, or a sidecar that does not answer: the
+                    // intake waits for the next block (and for the sidecar).
                     Some(LifecycleError::Lane0Priority { .. }) => {
                         self.lane0_wait = true;
-                        self.defer(task, attempts, None);
+                        self.defer(task, None, 1);
                     }
                     Some(LifecycleError::Held {
                         cause: cause @ HoldCause::SidecarUnreachable,
                         ..
                     }) => {
                         self.lane0_wait = true;
-                        self.defer(task, attempts, Some(*cause));
+                        self.defer(task, Some(*cause), 1);
                     }
                     // A fault that is not the task's, for this task only:
                     // it waits on a backoff that doubles, the others go on.
                     Some(LifecycleError::Held { cause, .. }) => {
                         let cause = *cause;
-                        let n = self.holds.entry(task_id).or_insert(0);
-                        *n = n.saturating_add(1);
-                        let blocks = 1u32
-                            .checked_shl(n.saturating_sub(1))
-                            .unwrap_or(MAX_HOLD_BLOCKS)
-                            .min(MAX_HOLD_BLOCKS);
-                        if matches!(cause, HoldCause::Setup(_)) {
-                            self.admission.set_setup_held(task_id, true);
-                        }
+                        let blocks = self.backoff(task_id);
                         tracing::warn!(%task_id, %cause, blocks, "task held; trying again later");
-                        self.defer(task, attempts, Some(cause));
-                        if let Some(d) = self.deferred.last_mut() {
-                            d.blocks = blocks;
-                        }
-                    }
-                    _ if attempts + 1 < MAX_LIFECYCLE_ATTEMPTS => {
-                        tracing::warn!(%task_id, %error, attempt = attempts + 1, "task lifecycle failed; will retry after the next block");
-                        self.defer(task, attempts + 1, None);
+                        self.defer(task, Some(cause), blocks);
                     }
                     _ => {
-                        tracing::error!(%task_id, %error, "task lifecycle failed; giving up");
-                        self.give_up(task_id, error.to_string());
+                        let blocks = self.backoff(task_id);
+                        tracing::warn!(%task_id, %error, blocks, "task lifecycle failed; trying again later");
+                        self.defer(task, None, blocks);
                     }
                 }
             }
         }
+    }
+
+    /// Blocks to wait before the next try of a task held or failed again:
+    /// 1, 2, 4, … up to [`MAX_HOLD_BLOCKS`].
+    fn backoff(&mut self, task_id: TaskId) -> u32 {
+        let n = self.holds.entry(task_id).or_insert(0);
+        *n = n.saturating_add(1);
+        1u32.checked_shl(n.saturating_sub(1))
+            .unwrap_or(MAX_HOLD_BLOCKS)
+            .min(MAX_HOLD_BLOCKS)
     }
 
     /// A task is no longer held (it ran, or it ended).
@@ -680,13 +681,12 @@ where
         );
     }
 
-    fn defer(&mut self, task: Task, attempts: u32, cause: Option<HoldCause>) {
+    fn defer(&mut self, task: Task, cause: Option<HoldCause>, blocks: u32) {
         self.report.requeued += 1;
-        self.attempts.insert(task.id, attempts);
         self.board.set(task.id, ExecutorState::Queued);
         self.deferred.push(Deferred {
             task,
-            blocks: 1,
+            blocks: blocks.max(1),
             cause,
         });
     }

@@ -12,8 +12,8 @@ mod support;
 use std::time::Duration;
 
 use nsn_lane1::admission::NotReady;
+use nsn_lane1::chain::MarketCall;
 use nsn_lane1::chain::dev::BlockMode;
-use nsn_lane1::chain::{MarketCall, SubmitExt};
 use nsn_lane1::executor::ExecutorConfig;
 use nsn_lane1::lifecycle::TaskOutcome;
 use nsn_lane1::sidecar::client::{ExecuteRequest, Parameters};
@@ -311,4 +311,103 @@ async fn three_slashing_verdicts_in_a_row_open_the_stake_breaker() {
     assert_eq!(calls_on_chain(&h.chain, BOB, "fail_task", fourth), 0);
     assert_eq!(executor_failed(&h), 3, "no fourth slashing call");
     assert!(h.sidecar.sidecar.runs_of(fourth).is_empty());
+}
+
+/// A TCP relay between the node and the sidecar whose connections can be
+/// cut mid-call, as a network fault would.
+struct Relay {
+    addr: std::net::SocketAddr,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn to(target: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let held = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                held.lock().unwrap().push(relay);
+            }
+        });
+        Relay {
+            addr,
+            conns,
+            accept,
+        }
+    }
+
+    /// Cuts every connection open now; returns how many.
+    fn cut(&self) -> usize {
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap());
+        let n = conns.iter().filter(|c| !c.is_finished()).count();
+        for c in conns {
+            c.abort();
+        }
+        n
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// The connection breaks mid-run and the execute stack's retry sends the
+/// run again: against NSN's sidecar the first run's id is spent, so the
+/// node runs the task under the next one instead of holding it for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_retried_after_a_broken_connection_completes_against_nsn_semantics() {
+    use nsn_lane1::node::{Node, NodeParts};
+    let chain = chain_with(timed);
+    let sidecar = TestSidecar::start();
+    sidecar.sidecar.set_semantics(Semantics::Nsn);
+    let relay = Relay::to(sidecar.addr).await;
+    let mut config = config();
+    config.retry_attempts = 2;
+    config.retry_base = Duration::from_millis(20);
+    let node = Node::spawn(
+        config,
+        NodeParts {
+            port: chain.clone(),
+            submit: chain.submitter(BOB),
+            account: BOB,
+            sidecar: client_for(&format!("http://{}", relay.addr)),
+            models: None,
+            metrics: Default::default(),
+            checkpoint: None,
+        },
+    );
+    let requester = chain.submitter(AccountId::ALICE);
+    let cid = sidecar.sidecar.store().put(b"r".to_vec()).unwrap();
+    let id = created_id(&ok(&requester, lane1_task("sleep", &cid)).await);
+    ok(&requester, MarketCall::AcceptAssignment { task_id: id }).await;
+    within(
+        "our run",
+        sidecar
+            .sidecar
+            .wait_for(&RunId::first(id).to_string(), RunState::Running),
+    )
+    .await;
+    assert!(relay.cut() > 0, "the connection was cut mid-run");
+    match within_secs(30, node.board.wait_done(id)).await {
+        TaskOutcome::Submitted { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let runs = sidecar.sidecar.runs_of(id);
+    assert!(runs.len() >= 2, "ran again under a new id: {runs:?}");
+    assert_eq!(runs.last().map(|r| r.1), Some(RunState::Completed));
+    assert_eq!(calls_on_chain(&chain, BOB, "submit_result", id), 1);
+    assert_eq!(calls_on_chain(&chain, BOB, "fail_task", id), 0);
+    assert_eq!(own_slashes(&chain, BOB), 0);
+    node.stop().await.unwrap();
 }

@@ -19,6 +19,9 @@ cargo test --locked "$@"
 # under every kind of fault; it exits non-zero if a job is lost, a call is
 # sent twice or a slash is wrongful. Only for the whole suite (no filter).
 if [ "$#" -eq 0 ]; then
-    echo "== soak: 1000 jobs, seed 1, all faults"
+    echo "== soak: 1000 jobs, seed 1, all faults (the sidecar with NSN's semantics)"
     cargo run --locked --quiet --example soak -- --tasks 1000 --seed 1
+    echo "== soak: 1000 jobs, seed 2, the reference sidecar's semantics (deserved slashes)"
+    cargo run --locked --quiet --example soak -- --tasks 1000 --seed 2 \
+        --faults sidecar,node,connection,pool-drop,pool-delay,lane0-storm,meddler,poison
 fi

@@ -19,6 +19,23 @@
 //!   `LoadModel` / `UnloadModel` accept them (they are always loaded).
 //! - Container RPCs answer `UNIMPLEMENTED`; `GetVramStatus` reports no GPU.
 //!
+//! **Our runs are ours.** Each run keeps its request (model, input,
+//! parameters, lane): a request under a known run id that asks for
+//! something else is refused `ALREADY_EXISTS`, never answered with the
+//! other's record; the same request still running is refused with
+//! `nsn-attach: same-request` (ask again once it ends), and once completed
+//! is answered again from its record. Failed runs carry a structured
+//! verdict in the `nsn-verdict` response metadata (`model-failed` only for
+//! the model failing on a valid input). With a credential
+//! ([`ReferenceSidecar::set_auth_token`]) every call of the `Sidecar`
+//! service must carry it.
+//!
+//! **NSN's semantics** ([`Semantics::Nsn`]): the stand-in behaves as the
+//! sidecar NSN deploys — single-use run ids, a cancel that only marks the
+//! run while its model goes on, NSN's codes and words, no verdict — so that
+//! the node can be run against it. [`SetupFault`] makes runs fail for the
+//! operator's set-up, as NSN's sidecar reports it.
+//!
 //! ```no_run
 //! use nsn_lane1::sidecar::server::ReferenceSidecar;
 //! use nsn_lane1::sidecar::store::BlobStore;
