@@ -316,7 +316,16 @@ pub struct Lane1Metrics {
     pub stake_breaker_open: GaugeVec,
     /// Tasks held for faults that are not theirs, by cause.
     pub held: GaugeVec,
+    /// The task series already looked up, by outcome, lane and model: a
+    /// task's record is a read of this map, not a label set built and
+    /// hashed into two families.
+    task_series: Arc<std::sync::RwLock<TaskSeries>>,
 }
+
+type TaskSeries = std::collections::HashMap<
+    (&'static str, crate::task::Lane, crate::task::ModelId),
+    (PromCounter, PromHistogram),
+>;
 
 impl Default for Lane1Metrics {
     fn default() -> Self {
@@ -401,6 +410,7 @@ impl Lane1Metrics {
                 "Tasks held for faults that are not theirs, by cause (sidecar, setup, breaker).",
                 &["cause"],
             ),
+            task_series: Arc::default(),
             registry,
         };
         // Series a dashboard or an alert reads exist from the start, at 0
@@ -433,18 +443,33 @@ pub const SLASH_CAUSES: [&str; 3] = ["preemption_hook", "rejected", "own_fail_ta
 impl crate::layer::metrics::RecordTask for Lane1Metrics {
     fn record_task(
         &self,
-        outcome: &str,
+        outcome: &'static str,
         lane: crate::task::Lane,
         model: &crate::task::ModelId,
         took: std::time::Duration,
     ) {
+        let seconds = took.as_secs_f64();
+        {
+            let cached = self
+                .task_series
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((count, time)) = cached.get(&(outcome, lane, model.clone())) {
+                count.inc();
+                time.observe(seconds);
+                return;
+            }
+        }
         // One label set for both families (they share their label names).
         let series = labels(&self.tasks.names, &[outcome, lane.as_str(), model.as_str()]);
-        self.tasks.family.get_or_create(&series).inc();
-        self.task_seconds
-            .family
-            .get_or_create(&series)
-            .observe(took.as_secs_f64());
+        let count = self.tasks.family.get_or_create(&series).clone();
+        let time = self.task_seconds.family.get_or_create(&series).clone();
+        count.inc();
+        time.observe(seconds);
+        self.task_series
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((outcome, lane, model.clone()), (count, time));
     }
 }
 

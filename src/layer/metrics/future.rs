@@ -33,7 +33,7 @@ impl<M: RecordTask> Guard<M> {
         }
     }
 
-    fn record(&mut self, outcome: &str) {
+    fn record(&mut self, outcome: &'static str) {
         if self.recorded {
             return;
         }

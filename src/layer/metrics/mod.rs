@@ -34,7 +34,7 @@ pub use layer::MetricsLayer;
 /// how long it took.
 pub trait RecordTask: Clone + std::fmt::Debug {
     /// Records one finished (or dropped) task.
-    fn record_task(&self, outcome: &str, lane: Lane, model: &ModelId, took: Duration);
+    fn record_task(&self, outcome: &'static str, lane: Lane, model: &ModelId, took: Duration);
 }
 
 /// The outcome label of a response or an error.
