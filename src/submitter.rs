@@ -458,9 +458,10 @@ where
                 record.send_replace(Sent::Landed(*status));
             }
             Err(e) => match SubmissionError::from_box_ref(e) {
-                // Refused while Lane 0 work was open: the call had no
-                // effect and is due again once that work is settled.
-                Some((_, Some(MarketError::Lane0Priority))) => sent.release((task_id, kind)),
+                // Refused for a while (Lane 0 work open, the verification
+                // list full): the call had no effect and is due again once
+                // that passes.
+                Some((_, Some(market))) if market.can_pass() => sent.release((task_id, kind)),
                 Some((error, market)) => {
                     record.send_replace(Sent::Refused { error, market });
                 }

@@ -15,7 +15,9 @@ use nsn_lane1::lifecycle::TaskOutcome;
 use nsn_lane1::node::{Node, NodeParts};
 use nsn_lane1::sidecar::client::Parameters;
 use nsn_lane1::sidecar::server::RunState;
-use nsn_lane1::task::{AccountId, FailReason, Lane, ModelId, Priority, RunId, TaskStatus, UNIT};
+use nsn_lane1::task::{
+    AccountId, FailReason, Lane, ModelId, Priority, RunId, TaskId, TaskStatus, UNIT,
+};
 use support::*;
 
 const BOB: AccountId = AccountId::BOB;
@@ -677,4 +679,74 @@ async fn a_start_refused_for_lane0_work_is_sent_again_once_that_work_is_settled(
         0,
         "the hook never found lane 0 work open"
     );
+}
+
+/// The chain-wide cap on results waiting for verification fills under load:
+/// a `submit_result` refused with `TooManyPendingVerifications` had no
+/// effect, and is sent again once the cap has room — the task is verified,
+/// not left assigned (where the hook would slash it at the next Lane 0
+/// burst) nor given up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_refused_for_the_pending_verification_cap_is_submitted_once_it_has_room() {
+    use nsn_lane1::chain::dev::{DevGenesis, Origin};
+    use nsn_lane1::chain::{DispatchError, MarketError};
+    let mut genesis = DevGenesis::development();
+    genesis.params.max_pending_tasks = 1;
+    let chain = chain_with(|c| {
+        c.genesis = genesis;
+        c.block_mode = BlockMode::Interval(Duration::from_millis(20));
+        c.finality_lag = Some(2);
+        // Validators attest by hand below.
+        c.auto_attest = None;
+    });
+    let h = Harness::start_on(chain, config(100), |s| s);
+    let attest = |id: TaskId| {
+        let chain = h.chain.clone();
+        async move {
+            for v in [AccountId::DAVE, AccountId::EVE] {
+                ok(
+                    &chain.submitter(v),
+                    MarketCall::SubmitAttestation {
+                        task_id: id,
+                        score: 90,
+                        attestation_cid: None,
+                    },
+                )
+                .await;
+            }
+        }
+    };
+    // A waits for verification: the cap (1) is full.
+    let (a, _) = h.post("sha256", b"a").await;
+    assert!(matches!(h.done(a).await, TaskOutcome::Submitted { .. }));
+    // B's result is refused by the cap: the fault happened.
+    let (b, _) = h.post("sha256", b"b").await;
+    let refused = |chain: &nsn_lane1::chain::dev::DevChain| {
+        chain.extrinsics().iter().any(|x| {
+            x.origin == Origin::Signed(BOB)
+                && x.call.name() == "submit_result"
+                && x.call.task_id() == Some(b)
+                && x.result
+                    == Err(DispatchError::from(
+                        MarketError::TooManyPendingVerifications,
+                    ))
+        })
+    };
+    within("the cap to refuse B's result", async {
+        while !refused(&h.chain) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // A is verified: the cap has room, and B's result goes out.
+    attest(a).await;
+    let outcome = within_secs(30, h.node.board.wait_done(b)).await;
+    assert!(
+        matches!(outcome, TaskOutcome::Submitted { .. }),
+        "{outcome:?}"
+    );
+    attest(b).await;
+    assert_eq!(h.status(b), TaskStatus::Verified);
+    assert_eq!(calls_on_chain(&h.chain, BOB, "fail_task", b), 0);
+    assert_eq!(own_slashes(&h.chain, BOB), 0);
 }

@@ -144,6 +144,23 @@ pub enum DispatchError {
     Other(String),
 }
 
+impl MarketError {
+    /// True for a refusal that says "not now" rather than "never": the
+    /// call had no effect, and the same call may succeed later (`start_task`
+    /// while Lane 0 work is open; `submit_result` while the chain-wide list
+    /// of results waiting for verification is full; a list of open or
+    /// assigned tasks that is full).
+    pub fn can_pass(self) -> bool {
+        matches!(
+            self,
+            MarketError::Lane0Priority
+                | MarketError::TooManyPendingVerifications
+                | MarketError::TooManyPendingTasks
+                | MarketError::TooManyAssignedLane1Tasks
+        )
+    }
+}
+
 impl DispatchError {
     /// A task-market module error.
     pub fn market(error: MarketError) -> Self {
