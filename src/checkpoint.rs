@@ -24,6 +24,17 @@ pub enum CheckpointError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Another process holds this state file: two processes would sign
+    /// with one key and both send every call.
+    #[error(
+        "state file {path} is in use by another process (pid {holder}): one key must have one signer; stop the other one first"
+    )]
+    Locked {
+        /// The state file.
+        path: PathBuf,
+        /// The holder's process id, as it wrote it (`?` if unknown).
+        holder: String,
+    },
     /// The file does not hold a block number.
     #[error("checkpoint {path} does not hold a block number: {content:?}")]
     Corrupt {
@@ -32,6 +43,14 @@ pub enum CheckpointError {
         /// What it holds (at most 64 characters of it).
         content: String,
     },
+}
+
+/// The exclusive hold of a state file by one process (see
+/// [`Checkpoint::lock`]); released when dropped, or when the process ends
+/// however it ends.
+#[derive(Debug)]
+pub struct CheckpointLock {
+    _file: std::fs::File,
 }
 
 /// A checkpoint file.
@@ -56,6 +75,46 @@ impl Checkpoint {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Holds the state file for this process: a second process (or a
+    /// second hold in this one) is refused with
+    /// [`CheckpointError::Locked`] while the returned lock lives. The lock
+    /// is the operating system's (`flock` on a `.lock` file beside the
+    /// state file), so it goes with the process, even killed.
+    pub fn lock(&self) -> Result<CheckpointLock, CheckpointError> {
+        use std::io::{Read, Seek, Write};
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push(".lock");
+        let lock_path = PathBuf::from(lock_path);
+        let io = |source| CheckpointError::Io {
+            path: lock_path.clone(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(CheckpointError::Locked {
+                    path: self.path.clone(),
+                    holder: if holder.is_empty() { "?" } else { holder }.to_owned(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(CheckpointLock { _file: file })
     }
 
     /// The saved block, or `None` if nothing was saved yet.
@@ -200,6 +259,23 @@ mod tests {
             .expect("a block");
         assert!(last == 199 || last == 1199, "{last}");
         assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 1);
+    }
+
+    #[test]
+    fn a_state_file_has_one_holder_at_a_time() {
+        let dir = temp_dir("lock");
+        let cp = Checkpoint::new(dir.join("last-block"));
+        let held = cp.lock().expect("the first hold");
+        match Checkpoint::new(dir.join("last-block")).lock() {
+            Err(e @ CheckpointError::Locked { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains(&std::process::id().to_string()), "{text}");
+                assert!(text.contains("one signer"), "{text}");
+            }
+            other => panic!("a second hold: {other:?}"),
+        }
+        drop(held);
+        cp.lock().expect("free again once released");
     }
 
     #[test]

@@ -298,6 +298,9 @@ async fn run(mut config: Config, args: RunArgs) -> CliResult {
         return Err(format!("key file {} is empty", key_file.display()).into());
     }
     let checkpoint = config.chain.state_file.clone().map(Checkpoint::new);
+    // One signer per key: a second process with this state file is refused
+    // before it connects to anything (the hold goes with this process).
+    let _held = checkpoint.as_ref().map(Checkpoint::lock).transpose()?;
     if let Some(cp) = &checkpoint {
         // Refuse a damaged state file before connecting to anything.
         match cp.load()? {

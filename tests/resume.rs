@@ -417,3 +417,43 @@ async fn killed_mid_run_and_restarted(semantics: nsn_lane1::sidecar::server::Sem
     second.stop().await.expect("stops");
     chain.shutdown();
 }
+
+/// One key, one signer: a second `nsn-lane1 run` with the state file
+/// another process holds is refused at once, before it connects to
+/// anything, with a message that says so.
+#[tokio::test]
+async fn a_second_process_on_the_same_state_file_is_refused() {
+    let dir = std::env::temp_dir().join(format!("nsn-lane1-lock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("lane1.block");
+    let key = dir.join("lane1.key");
+    std::fs::write(&key, "//Bob\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    // The first signer: this process holds the state file.
+    let _first = Checkpoint::new(&state).lock().expect("the first hold");
+    let out = within(
+        "the second process to stop",
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_nsn-lane1"))
+            .args(["run", "--chain", "ws://127.0.0.1:9", "--key-file"])
+            .arg(&key)
+            .arg("--state-file")
+            .arg(&state)
+            .env("NSN_LANE1_TELEMETRY_LISTEN", "127.0.0.1:0")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused: {stderr}");
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    assert!(
+        stderr.contains(&std::process::id().to_string()),
+        "names the holder: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
