@@ -168,6 +168,9 @@ pub struct ChainListener<P> {
     reconnects: ExponentialBackoff,
     /// Attempts since the connection was last good.
     lost: u32,
+    /// The calls the node sent (to tell its `fail_task` from the
+    /// requester's).
+    sent: Option<crate::submitter::SentCalls>,
 }
 
 impl<P: ChainPort> ChainListener<P> {
@@ -193,7 +196,16 @@ impl<P: ChainPort> ChainListener<P> {
             following: None,
             reconnects: backoff(RECONNECT_BASE, RECONNECT_MAX),
             lost: 0,
+            sent: None,
         }
+    }
+
+    /// Tells our own `fail_task` from the requester's by this record of the
+    /// calls the node sent (without it, every `ExecutorFailed` of our tasks
+    /// is counted as our own).
+    pub fn sent_calls(mut self, sent: crate::submitter::SentCalls) -> Self {
+        self.sent = Some(sent);
+        self
     }
 
     /// Follows best blocks for Lane 0 hints (the default), or not.
@@ -542,6 +554,17 @@ impl<P: ChainPort> ChainListener<P> {
                     // node's own ExecutorFailed.
                     let cause = match reason {
                         FailReason::Preempted => Some("preemption_hook"),
+                        // The requester may fail a running task itself,
+                        // and the pallet slashes the executor for it: not
+                        // a fault of ours.
+                        FailReason::ExecutorFailed
+                            if self
+                                .sent
+                                .as_ref()
+                                .is_some_and(|sent| !sent.sent_fail(*task_id)) =>
+                        {
+                            Some("requester")
+                        }
                         FailReason::ExecutorFailed => Some("own_fail_task"),
                         _ => None,
                     };

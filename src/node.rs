@@ -219,6 +219,7 @@ impl Node {
         );
         let node_admission = admission.clone();
         let listener_admission = admission.clone();
+        let listener_sent = sent.clone();
         let lane0_hints = config.lane0_hints;
         let submit = submit_stack(
             &config,
@@ -275,6 +276,7 @@ impl Node {
                 }),
             };
             let listener = ChainListener::new(listener_port, account, models, tx, listener_metrics)
+                .sent_calls(listener_sent)
                 .lane0_hints(lane0_hints)
                 .report_following(following_tx);
             let from = match checkpoint.as_ref().map(Checkpoint::load) {

@@ -209,6 +209,15 @@ impl SentCalls {
         self.lock().is_empty()
     }
 
+    /// True when this node sent `fail_task` for the task and the chain did
+    /// not refuse it (to tell our own failing of a task from its
+    /// requester's, whose event is the same).
+    pub fn sent_fail(&self, task_id: TaskId) -> bool {
+        self.lock()
+            .get(&(task_id, Kind::Fail))
+            .is_some_and(|s| !matches!(*s.borrow(), Sent::Refused { .. }))
+    }
+
     /// True when a result for the task was sent and has not been refused.
     fn has_result(&self, task_id: TaskId) -> bool {
         self.lock()

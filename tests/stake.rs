@@ -750,3 +750,37 @@ async fn a_result_refused_for_the_pending_verification_cap_is_submitted_once_it_
     assert_eq!(calls_on_chain(&h.chain, BOB, "fail_task", b), 0);
     assert_eq!(own_slashes(&h.chain, BOB), 0);
 }
+
+/// A requester may fail a running task itself with `ExecutorFailed`, and
+/// the pallet slashes the executor for it. Not a fault of the node's: it is
+/// counted under a cause of its own, apart from the node's own calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requesters_own_fail_task_is_counted_as_the_requesters() {
+    let h = Harness::start(config(60_000), interval);
+    let (id, _) = h.post("sleep", b"r").await;
+    h.run_reaches("the run", id, RunState::Running).await;
+    ok(
+        &h.requester,
+        MarketCall::FailTask {
+            task_id: id,
+            reason: FailReason::ExecutorFailed,
+        },
+    )
+    .await;
+    // The run stops: the chain failed the task.
+    h.run_reaches("the run cancelled", id, RunState::Cancelled)
+        .await;
+    let scrape = || h.metrics.registry.render();
+    within("the slash counted", async {
+        while !scrape().contains("lane1_slashes_total{cause=\"requester\"} 1") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(
+        scrape().contains("lane1_slashes_total{cause=\"own_fail_task\"} 0"),
+        "{}",
+        scrape()
+    );
+    assert_eq!(calls_on_chain(&h.chain, BOB, "fail_task", id), 0);
+}

@@ -376,7 +376,7 @@ impl Lane1Metrics {
             ),
             slashes: registry.counter(
                 "lane1_slashes_total",
-                "Slashes of our account, by cause (preemption_hook, rejected, own_fail_task).",
+                "Slashes of our account, by cause (preemption_hook, rejected, own_fail_task, requester).",
                 &["cause"],
             ),
             chain_outstanding: registry.gauge(
@@ -438,7 +438,7 @@ impl Lane1Metrics {
 pub const HOLD_CAUSES: [&str; 3] = ["sidecar", "setup", "breaker"];
 
 /// The causes `lane1_slashes_total` counts.
-pub const SLASH_CAUSES: [&str; 3] = ["preemption_hook", "rejected", "own_fail_task"];
+pub const SLASH_CAUSES: [&str; 4] = ["preemption_hook", "rejected", "own_fail_task", "requester"];
 
 impl crate::layer::metrics::RecordTask for Lane1Metrics {
     fn record_task(
