@@ -173,6 +173,10 @@ pub struct ChainListener<P> {
     sent: Option<crate::submitter::SentCalls>,
 }
 
+/// Every this many finalized blocks the listener compares the chain's
+/// assigned Lane 1 tasks with what it has heard of.
+pub const RECONCILE_EVERY: BlockNumber = 10;
+
 impl<P: ChainPort> ChainListener<P> {
     /// A listener for `account`'s tasks, sending to `tx`. With `models`, only
     /// candidates for those models are reported.
@@ -350,6 +354,9 @@ impl<P: ChainPort> ChainListener<P> {
                             self.on_event(block.hash, &record.event).await?;
                         }
                         self.drop_stale_hints(block.number).await?;
+                        if block.number % RECONCILE_EVERY == 0 {
+                            self.find_lost(block.block_ref()).await?;
+                        }
                         self.metrics
                             .handled_block
                             .with(&[])
@@ -371,6 +378,27 @@ impl<P: ChainPort> ChainListener<P> {
                 }
             }
         }
+    }
+
+    /// Reconciliation at finality: a task the chain has assigned to us
+    /// whose `TaskAssigned` the node never heard of (an event lost, a
+    /// decoding gap) is picked up now, not left to the chain's preemption
+    /// hook, which would slash it at the next Lane 0 burst.
+    async fn find_lost(&mut self, at: BlockRef) -> Result<(), ListenerError> {
+        for task_id in self.port.assigned_lane1_tasks(at.hash).await? {
+            if self.ours.contains(&task_id) {
+                continue;
+            }
+            let Some(intent) = self.port.task(at.hash, task_id).await? else {
+                continue;
+            };
+            if intent.executor == Some(self.account) && intent.status.is_in_hand() {
+                tracing::warn!(%task_id, block = at.number, status = ?intent.status, "assigned to us without our hearing of it; picking it up");
+                self.ours.insert(task_id);
+                self.send(assigned(task_id, &intent)).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Lane 0 work seen in a best block, before finality: announced at once

@@ -457,3 +457,125 @@ async fn a_second_process_on_the_same_state_file_is_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The dev chain as a node reaches it, with the `TaskAssigned` events of
+/// some tasks never delivered (an event lost on its way).
+#[derive(Clone)]
+struct BlindPort {
+    chain: DevChain,
+    blind: Arc<std::sync::Mutex<std::collections::HashSet<TaskId>>>,
+}
+
+impl BlindPort {
+    fn filter(&self, inner: BlockStream) -> BlockStream {
+        let blind = self.blind.clone();
+        Box::pin(inner.map(move |block| {
+            let mut block = block?;
+            let hidden = blind.lock().unwrap().clone();
+            let events: Vec<_> = block
+                .events
+                .iter()
+                .filter(|r| {
+                    !matches!(r.event, nsn_lane1::chain::MarketEvent::TaskAssigned { task_id, .. } if hidden.contains(&task_id))
+                })
+                .cloned()
+                .collect();
+            block.events = events.into();
+            Ok(block)
+        }))
+    }
+}
+
+impl ChainPort for BlindPort {
+    fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+        self.filter(self.chain.finalized_blocks(from))
+    }
+    fn best_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+        self.filter(self.chain.best_blocks(from))
+    }
+    async fn best_head(&self) -> Result<BlockRef, ChainError> {
+        self.chain.best_head().await
+    }
+    async fn finalized_head(&self) -> Result<BlockRef, ChainError> {
+        self.chain.finalized_head().await
+    }
+    async fn task(&self, at: BlockHash, id: TaskId) -> Result<Option<TaskIntent>, ChainError> {
+        self.chain.task(at, id).await
+    }
+    async fn assigned_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        self.chain.assigned_lane1_tasks(at).await
+    }
+    async fn open_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        self.chain.open_lane1_tasks(at).await
+    }
+    async fn open_lane0_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        self.chain.open_lane0_tasks(at).await
+    }
+    async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
+        self.chain.account_nonce(account).await
+    }
+    async fn account_nonce_at(&self, at: BlockHash, account: AccountId) -> Result<u64, ChainError> {
+        self.chain.account_nonce_at(at, account).await
+    }
+}
+
+/// A task whose `TaskAssigned` the node never heard of is found by the
+/// reconciliation at finality, run and verified — not left assigned for the
+/// chain's preemption hook to slash at the next Lane 0 burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_assignment_the_node_never_heard_of_is_found_and_verified() {
+    use support::{calls_on_chain, own_slashes, within_secs};
+    let chain = support::chain_with(support::timed);
+    let sidecar = TestSidecar::start();
+    let port = BlindPort {
+        chain: chain.clone(),
+        blind: Arc::default(),
+    };
+    let node = Node::spawn(
+        ExecutorConfig::default(),
+        NodeParts {
+            port: port.clone(),
+            submit: chain.submitter(AccountId::BOB),
+            account: AccountId::BOB,
+            sidecar: sidecar.client(),
+            models: None,
+            metrics: Default::default(),
+            checkpoint: None,
+        },
+    );
+    within("the node follows", node.following()).await;
+    let alice = chain.submitter(AccountId::ALICE);
+    let id = created_id(&ok(&alice, task_for(&sidecar, b"lost")).await);
+    port.blind.lock().unwrap().insert(id);
+    let assigned = ok(
+        &alice,
+        nsn_lane1::chain::MarketCall::AcceptAssignment { task_id: id },
+    )
+    .await;
+    assert!(
+        assigned
+            .events
+            .iter()
+            .any(|e| matches!(e, nsn_lane1::chain::MarketEvent::TaskAssigned { task_id, .. } if *task_id == id)),
+        "assigned on chain; the node's view of that event is lost"
+    );
+    let mut blocks = chain.finalized_blocks(None);
+    within_secs(30, async {
+        while let Some(Ok(block)) = blocks.next().await {
+            if block.events.iter().any(|r| {
+                matches!(r.event, nsn_lane1::chain::MarketEvent::TaskVerified { task_id, .. } if task_id == id)
+            }) {
+                return;
+            }
+        }
+        panic!("the chain stopped");
+    })
+    .await;
+    assert_eq!(calls_on_chain(&chain, AccountId::BOB, "start_task", id), 1);
+    assert_eq!(
+        calls_on_chain(&chain, AccountId::BOB, "submit_result", id),
+        1
+    );
+    assert_eq!(own_slashes(&chain, AccountId::BOB), 0);
+    node.stop().await.expect("stops");
+}
