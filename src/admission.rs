@@ -122,6 +122,9 @@ pub enum NotReady {
     /// Tasks are held for the set-up's faults.
     #[error("{0} task(s) held: the sidecar fails runs for reasons of the node's set-up")]
     SetupFaults(usize),
+    /// The chain's data cannot be decoded: the node does not go past it.
+    #[error("the chain cannot be read: {0}")]
+    ChainUnreadable(String),
 }
 
 #[derive(Debug)]
@@ -134,6 +137,8 @@ struct Inner {
     breaker: crate::breaker::StakeBreaker,
     /// Tasks held now for their runs' set-up faults.
     setup_held: std::sync::Mutex<std::collections::HashSet<crate::task::TaskId>>,
+    /// Why the chain cannot be read now, if it cannot.
+    chain_unreadable: std::sync::Mutex<Option<String>>,
 }
 
 /// The node's admission; clones share one view of the sidecar.
@@ -161,6 +166,7 @@ impl Admission {
                 healthy: watch::channel(true).0,
                 breaker,
                 setup_held: Default::default(),
+                chain_unreadable: Default::default(),
             }),
         }
     }
@@ -188,8 +194,27 @@ impl Admission {
         }
     }
 
+    /// Records that the chain's data cannot be decoded (`Some`: why), or
+    /// can again (`None`).
+    pub fn set_chain_unreadable(&self, why: Option<String>) {
+        *self
+            .inner
+            .chain_unreadable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = why;
+    }
+
     /// Whether the node can take work now, and if not, why.
     pub fn readiness(&self) -> Result<(), NotReady> {
+        if let Some(why) = self
+            .inner
+            .chain_unreadable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+        {
+            return Err(NotReady::ChainUnreadable(why));
+        }
         if !self.healthy() {
             return Err(NotReady::SidecarUnreachable);
         }

@@ -171,6 +171,8 @@ pub struct ChainListener<P> {
     /// The calls the node sent (to tell its `fail_task` from the
     /// requester's).
     sent: Option<crate::submitter::SentCalls>,
+    /// Where an unreadable chain is reported.
+    admission: Option<crate::admission::Admission>,
 }
 
 /// Every this many finalized blocks the listener compares the chain's
@@ -201,7 +203,15 @@ impl<P: ChainPort> ChainListener<P> {
             reconnects: backoff(RECONNECT_BASE, RECONNECT_MAX),
             lost: 0,
             sent: None,
+            admission: None,
         }
+    }
+
+    /// Reports through `admission` when the chain cannot be read (the node
+    /// is not ready while a block does not decode).
+    pub fn admission(mut self, admission: crate::admission::Admission) -> Self {
+        self.admission = Some(admission);
+        self
     }
 
     /// Tells our own `fail_task` from the requester's by this record of the
@@ -340,6 +350,15 @@ impl<P: ChainPort> ChainListener<P> {
                                 self.wait_out(&e).await;
                                 break;
                             }
+                            // A block whose task-market events the node cannot
+                            // read (a runtime upgrade it does not know): no
+                            // progress past it — skipping it would skip our
+                            // work, and the hook would slash it. Loudly: not
+                            // ready, counted, tried again on a backoff.
+                            Some(Err(e @ ChainError::Decode { .. })) => {
+                                self.undecodable(next, &e).await;
+                                break;
+                            }
                             Some(Err(e)) => return Err(e.into()),
                             // Ended without an error: the chain shut down.
                             None if self.lost == 0 => return Err(ListenerError::StreamEnded),
@@ -348,6 +367,9 @@ impl<P: ChainPort> ChainListener<P> {
                         if self.lost > 0 {
                             self.reconnects = backoff(RECONNECT_BASE, RECONNECT_MAX);
                             self.lost = 0;
+                        }
+                        if let Some(admission) = &self.admission {
+                            admission.set_chain_unreadable(None);
                         }
                         for record in block.events.iter() {
                             self.metrics.chain_events.with(&[record.event.name()]).inc();
@@ -486,6 +508,20 @@ impl<P: ChainPort> ChainListener<P> {
     }
 
     /// Sleeps before the next attempt after a lost connection.
+    /// Block `number` cannot be read: counted, reported (not ready), and
+    /// tried again after a pause that grows.
+    async fn undecodable(&mut self, number: BlockNumber, error: &ChainError) {
+        self.metrics.chain_decode_errors.with(&[]).inc();
+        let why = format!("block {number}: {error}");
+        tracing::error!(block = number, %error, "chain data the node cannot decode: not going past this block");
+        if let Some(admission) = &self.admission {
+            admission.set_chain_unreadable(Some(why));
+        }
+        let sleep = self.reconnects.next_backoff();
+        self.lost += 1;
+        sleep.await;
+    }
+
     async fn wait_out(&mut self, error: &str) {
         let sleep = self.reconnects.next_backoff();
         self.lost += 1;

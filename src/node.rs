@@ -277,6 +277,7 @@ impl Node {
             };
             let listener = ChainListener::new(listener_port, account, models, tx, listener_metrics)
                 .sent_calls(listener_sent)
+                .admission(listener_admission.clone())
                 .lane0_hints(lane0_hints)
                 .report_following(following_tx);
             let from = match checkpoint.as_ref().map(Checkpoint::load) {

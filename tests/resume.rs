@@ -579,3 +579,160 @@ async fn a_task_whose_assignment_the_node_never_heard_of_is_found_and_verified()
     assert_eq!(own_slashes(&chain, AccountId::BOB), 0);
     node.stop().await.expect("stops");
 }
+
+/// The dev chain as a node reaches it after a runtime upgrade it does not
+/// know: from block `from` on, while `unreadable` is set, blocks do not
+/// decode.
+#[derive(Clone)]
+struct UpgradedPort {
+    chain: DevChain,
+    from: Arc<std::sync::atomic::AtomicU32>,
+    unreadable: Arc<AtomicBool>,
+}
+
+impl UpgradedPort {
+    fn filter(&self, inner: BlockStream) -> BlockStream {
+        let port = self.clone();
+        Box::pin(inner.map(move |block| {
+            let block = block?;
+            if port.unreadable.load(Ordering::SeqCst)
+                && block.number >= port.from.load(Ordering::SeqCst)
+            {
+                return Err(ChainError::Decode {
+                    what: format!("the events of block {}", block.number),
+                    reason: "NsnTaskMarket::TaskAssigned: not enough data".into(),
+                });
+            }
+            Ok(block)
+        }))
+    }
+}
+
+impl ChainPort for UpgradedPort {
+    fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+        self.filter(self.chain.finalized_blocks(from))
+    }
+    fn best_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+        self.filter(self.chain.best_blocks(from))
+    }
+    async fn best_head(&self) -> Result<BlockRef, ChainError> {
+        self.chain.best_head().await
+    }
+    async fn finalized_head(&self) -> Result<BlockRef, ChainError> {
+        self.chain.finalized_head().await
+    }
+    async fn task(&self, at: BlockHash, id: TaskId) -> Result<Option<TaskIntent>, ChainError> {
+        self.chain.task(at, id).await
+    }
+    async fn assigned_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        self.chain.assigned_lane1_tasks(at).await
+    }
+    async fn open_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        self.chain.open_lane1_tasks(at).await
+    }
+    async fn open_lane0_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        self.chain.open_lane0_tasks(at).await
+    }
+    async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
+        self.chain.account_nonce(account).await
+    }
+    async fn account_nonce_at(&self, at: BlockHash, account: AccountId) -> Result<u64, ChainError> {
+        self.chain.account_nonce_at(at, account).await
+    }
+}
+
+/// A block the node cannot decode stops its progress, loudly: the
+/// checkpoint does not move past it, the node reports not ready and counts
+/// it; once the blocks read again (the node upgraded), nothing was skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_block_stops_progress_loudly_and_skips_nothing() {
+    use nsn_lane1::admission::NotReady;
+    let chain = support::chain_with(support::timed);
+    let sidecar = TestSidecar::start();
+    let dir = std::env::temp_dir().join(format!("nsn-lane1-upgrade-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let checkpoint = Checkpoint::new(dir.join("last-block"));
+    let _ = std::fs::remove_file(checkpoint.path());
+    let port = UpgradedPort {
+        chain: chain.clone(),
+        from: Arc::default(),
+        unreadable: Arc::default(),
+    };
+    let metrics = nsn_lane1::telemetry::metrics::Lane1Metrics::default();
+    let node = Node::spawn(
+        ExecutorConfig::default(),
+        NodeParts {
+            port: port.clone(),
+            submit: chain.submitter(AccountId::BOB),
+            account: AccountId::BOB,
+            sidecar: sidecar.client(),
+            models: None,
+            metrics: metrics.clone(),
+            checkpoint: Some(checkpoint.clone()),
+        },
+    );
+    within("the node follows", node.following()).await;
+    // The upgrade: from the next block on, nothing decodes.
+    let upgrade = chain.finalized_head().await.unwrap().number + 1;
+    port.from.store(upgrade, Ordering::SeqCst);
+    port.unreadable.store(true, Ordering::SeqCst);
+    let alice = chain.submitter(AccountId::ALICE);
+    let id = created_id(&ok(&alice, task_for(&sidecar, b"after the upgrade")).await);
+    ok(
+        &alice,
+        nsn_lane1::chain::MarketCall::AcceptAssignment { task_id: id },
+    )
+    .await;
+    within("not ready", async {
+        while !matches!(
+            node.admission.readiness(),
+            Err(NotReady::ChainUnreadable(_))
+        ) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let scrape = metrics.registry.render();
+    assert!(
+        !scrape.contains("lane1_chain_decode_errors_total 0"),
+        "counted: {scrape}"
+    );
+    // Blocks go on being made; the node does not go past the upgrade.
+    let mut finalized = chain.finalized_blocks(None);
+    within("the chain to move on", async {
+        while let Some(Ok(block)) = finalized.next().await {
+            if block.number >= upgrade + 5 {
+                return;
+            }
+        }
+    })
+    .await;
+    let recorded = checkpoint.load().unwrap().unwrap_or(0);
+    assert!(
+        recorded < upgrade,
+        "checkpoint held at {recorded}, below {upgrade}"
+    );
+    assert_eq!(
+        support::calls_on_chain(&chain, AccountId::BOB, "start_task", id),
+        0,
+        "the task assigned in an unread block was not run blind"
+    );
+    // The node reads the chain again: the task assigned meanwhile is found
+    // and verified, and the node is ready.
+    port.unreadable.store(false, Ordering::SeqCst);
+    let mut blocks = chain.finalized_blocks(None);
+    support::within_secs(30, async {
+        while let Some(Ok(block)) = blocks.next().await {
+            if block.events.iter().any(|r| {
+                matches!(r.event, nsn_lane1::chain::MarketEvent::TaskVerified { task_id, .. } if task_id == id)
+            }) {
+                return;
+            }
+        }
+        panic!("the chain stopped");
+    })
+    .await;
+    assert!(node.admission.readiness().is_ok());
+    node.stop().await.expect("stops");
+    let _ = std::fs::remove_dir_all(&dir);
+}

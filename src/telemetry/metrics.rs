@@ -316,6 +316,9 @@ pub struct Lane1Metrics {
     pub stake_breaker_open: GaugeVec,
     /// Tasks held for faults that are not theirs, by cause.
     pub held: GaugeVec,
+    /// Times a finalized block could not be decoded (the node does not go
+    /// past such a block).
+    pub chain_decode_errors: CounterVec,
     /// The task series already looked up, by outcome, lane and model: a
     /// task's record is a read of this map, not a label set built and
     /// hashed into two families.
@@ -410,6 +413,11 @@ impl Lane1Metrics {
                 "Tasks held for faults that are not theirs, by cause (sidecar, setup, breaker).",
                 &["cause"],
             ),
+            chain_decode_errors: registry.counter(
+                "lane1_chain_decode_errors_total",
+                "Finalized blocks whose task-market data the node could not decode (it does not go past them).",
+                &[],
+            ),
             task_series: Arc::default(),
             registry,
         };
@@ -426,6 +434,7 @@ impl Lane1Metrics {
         metrics.handled_block.with(&[]);
         metrics.sidecar_busy.add(&[], 0.0);
         metrics.foreign_cancels.with(&[]);
+        metrics.chain_decode_errors.with(&[]);
         metrics.stake_breaker_open.with(&[]);
         for cause in HOLD_CAUSES {
             metrics.held.with(&[cause]);

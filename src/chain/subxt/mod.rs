@@ -128,17 +128,39 @@ impl SubxtChain {
         let header = at.block_header().await.map_err(conn)?;
         let events = at.events().fetch().await.map_err(conn)?;
         let mut records = Vec::new();
-        for event in self.decodable(number, &events) {
-            if let Some(decoded) = self.market_event(number, &event) {
-                records.push(EventRecord {
-                    phase: match event.phase() {
-                        subxt::events::Phase::ApplyExtrinsic(i) => Phase::ApplyExtrinsic(i),
-                        subxt::events::Phase::Finalization => Phase::Finalization,
-                        subxt::events::Phase::Initialization => Phase::Initialization,
-                    },
-                    event: decoded,
-                });
+        let mut failed = 0u32;
+        for event in events.iter() {
+            let event = match event {
+                Ok(e) => e,
+                Err(e) => {
+                    self.count_failure(number, &e.to_string());
+                    failed += 1;
+                    continue;
+                }
+            };
+            if event.pallet_name() != PALLET {
+                continue;
             }
+            let Some(decoded) = self.market_event(number, &event) else {
+                failed += 1;
+                continue;
+            };
+            records.push(EventRecord {
+                phase: match event.phase() {
+                    subxt::events::Phase::ApplyExtrinsic(i) => Phase::ApplyExtrinsic(i),
+                    subxt::events::Phase::Finalization => Phase::Finalization,
+                    subxt::events::Phase::Initialization => Phase::Initialization,
+                },
+                event: decoded,
+            });
+        }
+        if failed > 0 {
+            // A block read without some of its events would be a block whose
+            // work is skipped: the caller does not go past it.
+            return Err(ChainError::Decode {
+                what: format!("the events of block {number}"),
+                reason: format!("{failed} event(s) failed to decode (logged)"),
+            });
         }
         Ok(Some(Block {
             number,
