@@ -458,40 +458,32 @@ async fn a_second_process_on_the_same_state_file_is_refused() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The dev chain as a node reaches it, with the `TaskAssigned` events of
-/// some tasks never delivered (an event lost on its way).
+/// The dev chain as a node reaches it, every block it delivers passed
+/// through `filter` first (an event lost on its way, a block that does not
+/// decode); reads go to the chain as they are.
 #[derive(Clone)]
-struct BlindPort {
+struct FilteredPort {
     chain: DevChain,
-    blind: Arc<std::sync::Mutex<std::collections::HashSet<TaskId>>>,
+    filter: Arc<
+        dyn Fn(nsn_lane1::chain::Block) -> Result<nsn_lane1::chain::Block, ChainError>
+            + Send
+            + Sync,
+    >,
 }
 
-impl BlindPort {
-    fn filter(&self, inner: BlockStream) -> BlockStream {
-        let blind = self.blind.clone();
-        Box::pin(inner.map(move |block| {
-            let mut block = block?;
-            let hidden = blind.lock().unwrap().clone();
-            let events: Vec<_> = block
-                .events
-                .iter()
-                .filter(|r| {
-                    !matches!(r.event, nsn_lane1::chain::MarketEvent::TaskAssigned { task_id, .. } if hidden.contains(&task_id))
-                })
-                .cloned()
-                .collect();
-            block.events = events.into();
-            Ok(block)
-        }))
+impl FilteredPort {
+    fn stream(&self, inner: BlockStream) -> BlockStream {
+        let filter = self.filter.clone();
+        Box::pin(inner.map(move |block| filter(block?)))
     }
 }
 
-impl ChainPort for BlindPort {
+impl ChainPort for FilteredPort {
     fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
-        self.filter(self.chain.finalized_blocks(from))
+        self.stream(self.chain.finalized_blocks(from))
     }
     fn best_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
-        self.filter(self.chain.best_blocks(from))
+        self.stream(self.chain.best_blocks(from))
     }
     async fn best_head(&self) -> Result<BlockRef, ChainError> {
         self.chain.best_head().await
@@ -527,9 +519,24 @@ async fn a_task_whose_assignment_the_node_never_heard_of_is_found_and_verified()
     use support::{calls_on_chain, own_slashes, within_secs};
     let chain = support::chain_with(support::timed);
     let sidecar = TestSidecar::start();
-    let port = BlindPort {
+    // The node never hears of the assignment of a task in `blind`.
+    let blind: Arc<std::sync::Mutex<std::collections::HashSet<TaskId>>> = Arc::default();
+    let hidden = blind.clone();
+    let port = FilteredPort {
         chain: chain.clone(),
-        blind: Arc::default(),
+        filter: Arc::new(move |mut block| {
+            let hidden = hidden.lock().unwrap().clone();
+            let events: Vec<_> = block
+                .events
+                .iter()
+                .filter(|r| {
+                    !matches!(r.event, nsn_lane1::chain::MarketEvent::TaskAssigned { task_id, .. } if hidden.contains(&task_id))
+                })
+                .cloned()
+                .collect();
+            block.events = events.into();
+            Ok(block)
+        }),
     };
     let node = Node::spawn(
         ExecutorConfig::default(),
@@ -546,7 +553,7 @@ async fn a_task_whose_assignment_the_node_never_heard_of_is_found_and_verified()
     within("the node follows", node.following()).await;
     let alice = chain.submitter(AccountId::ALICE);
     let id = created_id(&ok(&alice, task_for(&sidecar, b"lost")).await);
-    port.blind.lock().unwrap().insert(id);
+    blind.lock().unwrap().insert(id);
     let assigned = ok(
         &alice,
         nsn_lane1::chain::MarketCall::AcceptAssignment { task_id: id },
@@ -580,67 +587,6 @@ async fn a_task_whose_assignment_the_node_never_heard_of_is_found_and_verified()
     node.stop().await.expect("stops");
 }
 
-/// The dev chain as a node reaches it after a runtime upgrade it does not
-/// know: from block `from` on, while `unreadable` is set, blocks do not
-/// decode.
-#[derive(Clone)]
-struct UpgradedPort {
-    chain: DevChain,
-    from: Arc<std::sync::atomic::AtomicU32>,
-    unreadable: Arc<AtomicBool>,
-}
-
-impl UpgradedPort {
-    fn filter(&self, inner: BlockStream) -> BlockStream {
-        let port = self.clone();
-        Box::pin(inner.map(move |block| {
-            let block = block?;
-            if port.unreadable.load(Ordering::SeqCst)
-                && block.number >= port.from.load(Ordering::SeqCst)
-            {
-                return Err(ChainError::Decode {
-                    what: format!("the events of block {}", block.number),
-                    reason: "NsnTaskMarket::TaskAssigned: not enough data".into(),
-                });
-            }
-            Ok(block)
-        }))
-    }
-}
-
-impl ChainPort for UpgradedPort {
-    fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
-        self.filter(self.chain.finalized_blocks(from))
-    }
-    fn best_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
-        self.filter(self.chain.best_blocks(from))
-    }
-    async fn best_head(&self) -> Result<BlockRef, ChainError> {
-        self.chain.best_head().await
-    }
-    async fn finalized_head(&self) -> Result<BlockRef, ChainError> {
-        self.chain.finalized_head().await
-    }
-    async fn task(&self, at: BlockHash, id: TaskId) -> Result<Option<TaskIntent>, ChainError> {
-        self.chain.task(at, id).await
-    }
-    async fn assigned_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
-        self.chain.assigned_lane1_tasks(at).await
-    }
-    async fn open_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
-        self.chain.open_lane1_tasks(at).await
-    }
-    async fn open_lane0_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
-        self.chain.open_lane0_tasks(at).await
-    }
-    async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
-        self.chain.account_nonce(account).await
-    }
-    async fn account_nonce_at(&self, at: BlockHash, account: AccountId) -> Result<u64, ChainError> {
-        self.chain.account_nonce_at(at, account).await
-    }
-}
-
 /// A block the node cannot decode stops its progress, loudly: the
 /// checkpoint does not move past it, the node reports not ready and counts
 /// it; once the blocks read again (the node upgraded), nothing was skipped.
@@ -653,10 +599,24 @@ async fn an_undecodable_block_stops_progress_loudly_and_skips_nothing() {
     std::fs::create_dir_all(&dir).unwrap();
     let checkpoint = Checkpoint::new(dir.join("last-block"));
     let _ = std::fs::remove_file(checkpoint.path());
-    let port = UpgradedPort {
+    // A runtime upgrade the node does not know: from block `from` on,
+    // while `unreadable` is set, blocks do not decode.
+    let from = Arc::new(std::sync::atomic::AtomicU32::new(u32::MAX));
+    let unreadable = Arc::new(AtomicBool::new(false));
+    let (upgraded_from, still_unreadable) = (from.clone(), unreadable.clone());
+    let port = FilteredPort {
         chain: chain.clone(),
-        from: Arc::default(),
-        unreadable: Arc::default(),
+        filter: Arc::new(move |block| {
+            if still_unreadable.load(Ordering::SeqCst)
+                && block.number >= upgraded_from.load(Ordering::SeqCst)
+            {
+                return Err(ChainError::Decode {
+                    what: format!("the events of block {}", block.number),
+                    reason: "NsnTaskMarket::TaskAssigned: not enough data".into(),
+                });
+            }
+            Ok(block)
+        }),
     };
     let metrics = nsn_lane1::telemetry::metrics::Lane1Metrics::default();
     let node = Node::spawn(
@@ -674,8 +634,8 @@ async fn an_undecodable_block_stops_progress_loudly_and_skips_nothing() {
     within("the node follows", node.following()).await;
     // The upgrade: from the next block on, nothing decodes.
     let upgrade = chain.finalized_head().await.unwrap().number + 1;
-    port.from.store(upgrade, Ordering::SeqCst);
-    port.unreadable.store(true, Ordering::SeqCst);
+    from.store(upgrade, Ordering::SeqCst);
+    unreadable.store(true, Ordering::SeqCst);
     let alice = chain.submitter(AccountId::ALICE);
     let id = created_id(&ok(&alice, task_for(&sidecar, b"after the upgrade")).await);
     ok(
@@ -719,7 +679,7 @@ async fn an_undecodable_block_stops_progress_loudly_and_skips_nothing() {
     );
     // The node reads the chain again: the task assigned meanwhile is found
     // and verified, and the node is ready.
-    port.unreadable.store(false, Ordering::SeqCst);
+    unreadable.store(false, Ordering::SeqCst);
     let mut blocks = chain.finalized_blocks(None);
     support::within_secs(30, async {
         while let Some(Ok(block)) = blocks.next().await {
