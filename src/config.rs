@@ -443,6 +443,42 @@ impl Config {
     }
 }
 
+/// Refuses a plain `ws://` (or `http://`) chain URL to a host that is not
+/// on this machine, unless `allow_insecure`: the node's calls and the
+/// chain's answers would cross the network unauthenticated and in clear.
+/// Decided from the URL alone, before any connection is made.
+pub fn check_chain_url(url: &str, allow_insecure: bool) -> Result<(), ConfigError> {
+    let bad = |reason: String| invalid("chain.url", reason);
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad(format!("{url:?} is not a URL (ws://, wss://)")))?;
+    let secure = match scheme {
+        "wss" | "https" => true,
+        "ws" | "http" => false,
+        other => return Err(bad(format!("{url:?}: scheme {other:?} is not ws or wss"))),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
+    if host.is_empty() {
+        return Err(bad(format!("{url:?} names no host")));
+    }
+    let local = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !secure && !local && !allow_insecure {
+        return Err(bad(format!(
+            "{url:?} is a plain-text connection to another host: use wss://, a node on this machine, or --allow-insecure-chain if you mean it"
+        )));
+    }
+    Ok(())
+}
+
 fn seconds(key: &str, v: f64) -> Result<Duration, ConfigError> {
     if !v.is_finite() || v <= 0.0 || v > 1e9 {
         return Err(invalid(
@@ -512,6 +548,33 @@ mod tests {
             "{err}"
         );
         assert!(Config::from_toml("[chain]\nbackend = \"light\"\n", Path::new("d.toml")).is_err());
+    }
+
+    #[test]
+    fn a_plain_chain_url_to_another_host_is_refused() {
+        for ok in [
+            "ws://127.0.0.1:9944",
+            "ws://localhost:9944",
+            "ws://[::1]:9944/",
+            "wss://rpc.example.org",
+            "wss://10.0.0.5:443/ws",
+            "http://127.0.0.2:9933",
+        ] {
+            assert!(check_chain_url(ok, false).is_ok(), "{ok}");
+        }
+        for refused in [
+            "ws://10.0.0.5:9944",
+            "ws://rpc.example.org",
+            "ws://user@10.1.1.1:1/x",
+            "ws://[2001:db8::1]:9944",
+        ] {
+            let e = check_chain_url(refused, false).unwrap_err().to_string();
+            assert!(e.contains("--allow-insecure-chain"), "{refused}: {e}");
+            assert!(check_chain_url(refused, true).is_ok(), "{refused}");
+        }
+        for malformed in ["10.0.0.5:9944", "ftp://x", "ws://", "ws:///x"] {
+            assert!(check_chain_url(malformed, true).is_err(), "{malformed}");
+        }
     }
 
     #[test]

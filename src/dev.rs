@@ -197,7 +197,7 @@ pub struct NodeSummary {
 pub struct SidecarRuns {
     /// Runs that ended.
     pub count: u64,
-    /// Their summed run time.
+    /// The time with at least one run (the union of their spells).
     pub busy: Duration,
     /// From the first run's start to the last run's end.
     pub span: Duration,
@@ -212,15 +212,35 @@ impl SidecarRuns {
         ) else {
             return SidecarRuns::default();
         };
+        // The time with at least one run, as `lane1_sidecar_busy_seconds`
+        // measures it: the union of the runs' spells, never more than the
+        // span however many run at once.
+        let mut spells: Vec<_> = history.iter().map(|r| (r.started, r.ended)).collect();
+        spells.sort();
+        let mut busy = Duration::ZERO;
+        let mut open: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
+        for (start, end) in spells {
+            match &mut open {
+                Some((_, until)) if start <= *until => *until = (*until).max(end),
+                _ => {
+                    if let Some((from, until)) = open.replace((start, end)) {
+                        busy += until - from;
+                    }
+                }
+            }
+        }
+        if let Some((from, until)) = open {
+            busy += until - from;
+        }
         SidecarRuns {
             count: history.len() as u64,
-            busy: history.iter().map(|r| r.ended - r.started).sum(),
+            busy,
             span: last - first,
         }
     }
 
-    /// Σ run time ÷ (last run end − first run start): 1.0 when a model was
-    /// always running (with one slot), `None` before any run.
+    /// Time with at least one run ÷ (last run end − first run start): 1.0
+    /// when a model was always running, never more; `None` before any run.
     pub fn busy_fraction(&self) -> Option<f64> {
         (!self.span.is_zero()).then(|| self.busy.as_secs_f64() / self.span.as_secs_f64())
     }
@@ -798,4 +818,34 @@ fn progress_line(s: &DevSummary, total: Option<u64>) {
     let mut err = std::io::stderr();
     let _ = err.write_all(line.as_bytes());
     let _ = err.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sidecar::server::{RunRecord, RunState};
+    use tokio::time::Instant;
+
+    #[test]
+    fn busy_is_the_time_with_at_least_one_run_never_above_the_span() {
+        let t0 = Instant::now();
+        let ms = |n| Duration::from_millis(n);
+        let run = |from: u64, to: u64| RunRecord {
+            task_id: format!("{from}"),
+            state: RunState::Completed,
+            started: t0 + ms(from),
+            ended: t0 + ms(to),
+        };
+        // Eight runs at once for 100 ms, then a gap, then two that overlap.
+        let mut history: Vec<RunRecord> = (0..8).map(|_| run(0, 100)).collect();
+        history.push(run(150, 200));
+        history.push(run(180, 250));
+        let runs = SidecarRuns::of(&history);
+        assert_eq!(runs.count, 10);
+        assert_eq!(runs.span, ms(250));
+        assert_eq!(runs.busy, ms(100 + 100), "0–100 and 150–250");
+        let fraction = runs.busy_fraction().unwrap();
+        assert!((fraction - 0.8).abs() < 1e-9, "{fraction}");
+        assert!(fraction <= 1.0);
+    }
 }

@@ -91,6 +91,10 @@ struct RunArgs {
     /// PEM file of the CA that signed the sidecar's certificate (TLS).
     #[arg(long, value_name = "FILE")]
     sidecar_ca_file: Option<PathBuf>,
+    /// Accept a plain ws:// URL to a chain node on another host (calls and
+    /// answers cross the network in clear).
+    #[arg(long)]
+    allow_insecure_chain: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -186,7 +190,48 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config, nsn_lane1::conf
     Ok(config)
 }
 
+/// Refuses a key file that other users can read (or write): the key is the
+/// node's stake.
+fn check_key_file_mode(path: &std::path::Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "key file {} can be read by its group or by others (mode {:o}): run chmod 600 {} (or 400)",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Resolves at the first SIGINT (Ctrl-C) or SIGTERM (what docker stop,
+/// Kubernetes and most supervisors send): both drain gracefully.
 async fn ctrl_c() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => {
+                    if r.is_err() {
+                        term.recv().await;
+                    }
+                }
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
     // If the signal handler cannot be installed, run until killed.
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
@@ -292,6 +337,8 @@ async fn run(mut config: Config, args: RunArgs) -> CliResult {
         .key_file
         .clone()
         .ok_or("no key file: give --key-file, NSN_LANE1_KEY_FILE or [chain] key_file")?;
+    nsn_lane1::config::check_chain_url(&url, args.allow_insecure_chain)?;
+    check_key_file_mode(&key_file)?;
     let key = std::fs::read_to_string(&key_file)
         .map_err(|e| format!("cannot read key file {}: {e}", key_file.display()))?;
     if key.trim().is_empty() {

@@ -141,7 +141,10 @@ async fn timeout_keeps_a_ready_answer_and_maps_late_failures() {
     respond.send_response(());
     assert_ready_ok!(ok.poll());
 
-    // A failure that arrives once the limit has passed is the limit.
+    // A failure that arrives once the limit has passed keeps its own
+    // identity: only the timer firing is `Elapsed` (the sidecar's own
+    // timeout says so itself, and is attributed as the deadline by its
+    // blame).
     assert_ready_ok!(svc.poll_ready());
     let mut late = task::spawn(svc.call(exec_req(2, None)));
     let (_, respond) = handle.next_request().await.unwrap();
@@ -152,7 +155,21 @@ async fn timeout_keeps_a_ready_answer_and_maps_late_failures() {
         blame: Blame::Time,
     });
     let err = assert_ready!(late.poll()).unwrap_err();
-    assert!(error_is::<Elapsed>(&err).is_some(), "{err}");
+    assert!(error_is::<Elapsed>(&err).is_none(), "{err}");
+    assert!(
+        matches!(
+            error_is::<SidecarError>(&err),
+            Some(SidecarError::Model {
+                blame: Blame::Time,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        nsn_lane1::lifecycle::attribute(&err),
+        nsn_lane1::lifecycle::Attribution::Fail(nsn_lane1::task::FailReason::DeadlineExceeded)
+    );
     assert!(
         cancelled.lock().unwrap().is_empty(),
         "the sidecar stopped it already"

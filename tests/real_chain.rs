@@ -395,7 +395,7 @@ async fn the_binary_runs_n_tasks_to_verified_on_the_real_runtime() {
     let dir = std::env::temp_dir().join(format!("nsn-lane1-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key = dir.join("bob.key");
-    std::fs::write(&key, "//Bob\n").unwrap();
+    support::write_key_file(&key, "//Bob\n");
     let state = dir.join("last-block");
     let _ = std::fs::remove_file(&state);
 
@@ -554,7 +554,7 @@ async fn three_nodes_on_one_chain_each_run_exactly_the_tasks_assigned_to_them() 
     let mut nodes = Vec::new();
     for who in ["Bob", "Charlie", "Ferdie"] {
         let key = dir.join(format!("{who}.key"));
-        std::fs::write(&key, format!("//{who}\n")).unwrap();
+        support::write_key_file(&key, &format!("//{who}\n"));
         nodes.push(
             tokio::process::Command::new(env!("CARGO_BIN_EXE_nsn-lane1"))
                 .args(["run", "--chain", &node.url, "--chain-backend", "legacy"])

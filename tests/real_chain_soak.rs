@@ -127,7 +127,7 @@ async fn killed_node_and_sidecar_processes_lose_no_task_and_send_no_call_twice()
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("store")).unwrap();
     let key = dir.join("bob.key");
-    std::fs::write(&key, "//Bob\n").unwrap();
+    support::write_key_file(&key, "//Bob\n");
     let state = dir.join("last-block");
     // Runs long enough (300 ms) to be in flight when a process dies.
     let config = dir.join("lane1.toml");

@@ -427,12 +427,7 @@ async fn a_second_process_on_the_same_state_file_is_refused() {
     std::fs::create_dir_all(&dir).unwrap();
     let state = dir.join("lane1.block");
     let key = dir.join("lane1.key");
-    std::fs::write(&key, "//Bob\n").unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    support::write_key_file(&key, "//Bob\n");
     // The first signer: this process holds the state file.
     let _first = Checkpoint::new(&state).lock().expect("the first hold");
     let out = within(

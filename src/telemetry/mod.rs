@@ -21,8 +21,12 @@ pub fn init_tracing(filter: &str, format: LogFormat) -> Result<(), LogFilterErro
             filter: filter.to_owned(),
             reason: e.to_string(),
         })?;
+    // Colour only for a person at a terminal: a file, a pipe or journald
+    // gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second initialisation (tests) is not an error worth failing for.
     let _ = match format {

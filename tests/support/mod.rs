@@ -488,3 +488,15 @@ mod chopsticks_support {
 #[cfg(feature = "real-chain")]
 #[allow(unused_imports)]
 pub use chopsticks_support::{Chopsticks, chopsticks, chopsticks_in, chopsticks_with};
+
+/// Writes a key file the way an operator must: readable by its owner only
+/// (`nsn-lane1 run` refuses one its group or others can read).
+pub fn write_key_file(path: &std::path::Path, secret: &str) {
+    std::fs::write(path, secret).expect("write key file");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .expect("key file mode");
+    }
+}

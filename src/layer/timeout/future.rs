@@ -6,7 +6,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tower::BoxError;
 
 use super::error::Elapsed;
@@ -22,7 +22,6 @@ pub struct ResponseFuture<F> {
     task_id: TaskId,
     run_id: RunId,
     limit: Duration,
-    started: Instant,
 }
 
 #[pin_project(project = Proj)]
@@ -66,7 +65,6 @@ impl<F> ResponseFuture<F> {
             task_id: run_id.task,
             run_id,
             limit,
-            started: Instant::now(),
         }
     }
 }
@@ -87,23 +85,12 @@ where
                     sleep,
                     canceller,
                 } => {
-                    // The inner call first: a ready answer is never thrown away.
+                    // The inner call first: a ready answer is never thrown
+                    // away, and an inner error keeps its own identity even
+                    // once the limit has passed (the sidecar's own timeout
+                    // says so itself); only the timer firing is `Elapsed`.
                     if let Poll::Ready(r) = inner.poll(cx) {
-                        return Poll::Ready(r.map_err(|e| {
-                            // A failure that comes once the limit has passed is
-                            // the limit (the sidecar enforcing `timeout_ms`),
-                            // and the sidecar has stopped: it answered.
-                            if this.started.elapsed() >= *this.limit {
-                                Elapsed {
-                                    task_id: *this.task_id,
-                                    after: *this.limit,
-                                    sidecar_confirmed: true,
-                                }
-                                .into()
-                            } else {
-                                e.into()
-                            }
-                        }));
+                        return Poll::Ready(r.map_err(Into::into));
                     }
                     ready!(sleep.poll(cx));
                     tracing::warn!(task_id = %this.task_id, limit = ?this.limit, "task timed out");
