@@ -119,7 +119,7 @@ async fn nsn_wordings_cost_the_node_nothing() {
     // The model failing: "Task execution failed: <stderr>" says nothing of
     // whose fault it is. Held, tried again, and given back at its deadline
     // as DeadlineExceeded — never ExecutorFailed.
-    let failing = post_due(&h, "fail", b"x", 40).await;
+    let failing = post_due(&h, "fail", b"x", 120).await;
     within_secs(
         30,
         h.sidecar
@@ -127,6 +127,20 @@ async fn nsn_wordings_cost_the_node_nothing() {
             .wait_for(&RunId::first(failing).to_string(), RunState::Failed),
     )
     .await;
+    // A hold of one task never stops the node's intake for the others: a
+    // good task posted now is run and submitted while the first waits.
+    let (good, _) = h.post("sha256", b"good").await;
+    match within_secs(30, h.node.board.wait_done(good)).await {
+        TaskOutcome::Submitted { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !matches!(
+            h.node.board.get(failing),
+            Some(nsn_lane1::lifecycle::ExecutorState::Done(_))
+        ),
+        "the failing task is still held"
+    );
     match within_secs(30, h.node.board.wait_done(failing)).await {
         TaskOutcome::Failed { reason, .. } => assert_eq!(reason, FailReason::DeadlineExceeded),
         other => panic!("{other:?}"),
@@ -143,22 +157,19 @@ async fn nsn_wordings_cost_the_node_nothing() {
         .sidecar
         .set_setup_fault(Some(SetupFault::RunnerNotConfigured));
     let (setup, _) = h.post("sha256", b"y").await;
-    within_secs(30, async {
-        while h.node.admission.readiness() != Err(NotReady::SetupFaults(1)) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    until("held for the set-up", || {
+        h.node.admission.readiness() == Err(NotReady::SetupFaults(1))
+            && h.metrics
+                .registry
+                .render()
+                .contains("lane1_tasks_held{cause=\"setup\"} 1")
     })
     .await;
     assert!(
-        h.metrics
-            .registry
-            .render()
-            .contains("lane1_tasks_held{cause=\"setup\"} 1"),
-        "{}",
-        h.metrics.registry.render()
+        h.sidecar.sidecar.runs_of(setup).is_empty(),
+        "nothing ran: the runner is missing"
     );
-    // Another task is not held up by it: intake goes on (its own run meets
-    // the same fault, and is held too).
+    // The operator fixes the runner: the task runs.
     h.sidecar.sidecar.set_setup_fault(None);
     match within_secs(30, h.node.board.wait_done(setup)).await {
         TaskOutcome::Submitted { .. } => {}
