@@ -22,6 +22,6 @@ if [ "$#" -eq 0 ]; then
     echo "== soak: 1000 jobs, seed 1, all faults (the sidecar with NSN's semantics)"
     cargo run --locked --quiet --example soak -- --tasks 1000 --seed 1
     echo "== soak: 1000 jobs, seed 2, the reference sidecar's semantics (deserved slashes)"
-    cargo run --locked --quiet --example soak -- --tasks 1000 --seed 2 \
+    cargo run --locked --quiet --example soak -- --tasks 1000 --seed 2 --fault-every-ms 200 \
         --faults sidecar,node,connection,pool-drop,pool-delay,lane0-storm,meddler,poison
 fi
