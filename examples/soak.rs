@@ -53,8 +53,8 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Faults to inject, comma-separated: sidecar, node, connection,
-    /// pool-drop, pool-delay, lane0-storm, meddler, poison, nsn-sidecar;
-    /// `all` or `none`.
+    /// pool-drop, pool-delay, lane0-storm, meddler, poison, nsn-sidecar,
+    /// pending-cap, requester-fail; `all` or `none`.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Lane 1 nodes (Bob, Charlie, Ferdie).
@@ -237,9 +237,16 @@ enum Fault {
     /// fails runs for the operator's set-up (runner not configured, VRAM,
     /// sandbox policy, an unhealthy container).
     NsnSidecar,
+    /// The chain-wide list of results waiting for verification is full
+    /// for a while: every `submit_result` is refused with
+    /// `TooManyPendingVerifications`.
+    PendingCap,
+    /// The requester fails one of its running tasks itself (the pallet
+    /// slashes the executor for it: not the node's doing).
+    RequesterFail,
 }
 
-const ALL_FAULTS: [Fault; 9] = [
+const ALL_FAULTS: [Fault; 11] = [
     Fault::Sidecar,
     Fault::Node,
     Fault::Connection,
@@ -249,6 +256,8 @@ const ALL_FAULTS: [Fault; 9] = [
     Fault::Meddler,
     Fault::Poison,
     Fault::NsnSidecar,
+    Fault::PendingCap,
+    Fault::RequesterFail,
 ];
 
 impl Fault {
@@ -263,6 +272,8 @@ impl Fault {
             Fault::Meddler => "meddler",
             Fault::Poison => "poison",
             Fault::NsnSidecar => "nsn-sidecar",
+            Fault::PendingCap => "pending-cap",
+            Fault::RequesterFail => "requester-fail",
         }
     }
 
@@ -737,6 +748,8 @@ struct Faulter {
     meddler: SidecarClient,
     /// The sidecar's store (for the poisoner's inputs).
     store: BlobStore,
+    /// Tasks the requester failed itself (their end is the requester's).
+    requester_failed: Arc<std::sync::Mutex<HashSet<TaskId>>>,
     chain: DevChain,
     sidecar: SidecarProcess,
     client: SidecarClient,
@@ -938,6 +951,41 @@ impl Faulter {
                 tokio::time::sleep(Duration::from_millis(pause)).await;
                 std::fs::remove_file(&self.setup_fault_file).map_err(|e| e.to_string())?;
             }
+            Fault::PendingCap => {
+                let blocks = self.rng.range(5, 30) as u32;
+                self.chain.set_max_pending_verifications(0);
+                tokio::time::sleep(self.block * blocks).await;
+                self.chain.set_max_pending_verifications(1000);
+            }
+            Fault::RequesterFail => {
+                // A task of its own that a node is running now.
+                for _ in 0..POOL_FAULT_LOOKS {
+                    let running: Option<TaskId> = self.chain.with_market(|m| {
+                        let ours = self.lane1.lock().unwrap_or_else(|e| e.into_inner());
+                        ours.iter().copied().find(|id| {
+                            m.task(*id)
+                                .is_some_and(|t| t.status == nsn_lane1::task::TaskStatus::Executing)
+                        })
+                    });
+                    if let Some(task_id) = running {
+                        self.requester_failed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(task_id);
+                        let failed = self
+                            .chain
+                            .submitter(AccountId::ALICE)
+                            .submit(MarketCall::FailTask {
+                                task_id,
+                                reason: FailReason::ExecutorFailed,
+                            })
+                            .await;
+                        return Ok(failed.is_ok());
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                return Ok(false);
+            }
             Fault::Lane0Storm => {
                 let count = self.rng.range(4, 12);
                 for _ in 0..count {
@@ -958,6 +1006,9 @@ struct Soak {
     args: Args,
     /// The sidecar behaves as NSN's.
     nsn: bool,
+    /// Tasks the requester failed itself: whatever their end, it is the
+    /// requester's doing (or, if its call came too late, the node's).
+    requester_failed: Arc<std::sync::Mutex<HashSet<TaskId>>>,
     chain: DevChain,
     store: BlobStore,
     rng: Rng,
@@ -1096,6 +1147,8 @@ struct Record {
     wrongful: Vec<String>,
     hook_slashes: BTreeMap<String, u64>,
     mix: BTreeMap<String, u64>,
+    /// Jobs the requester failed itself.
+    requester_failed: u64,
 }
 
 fn read_record(soak: &Soak, accounts: &HashSet<AccountId>) -> Record {
@@ -1112,7 +1165,14 @@ fn read_record(soak: &Soak, accounts: &HashSet<AccountId>) -> Record {
             None => r.not_ended += 1,
             Some((end, task)) => {
                 *r.ends.entry(format!("{end:?}")).or_default() += 1;
-                if !job.kind.expected(soak.nsn).contains(end) {
+                let by_requester = soak
+                    .requester_failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(task);
+                if by_requester {
+                    r.requester_failed += 1;
+                } else if !job.kind.expected(soak.nsn).contains(end) {
                     r.unexpected.push(format!(
                         "job {i} ({}) task {task}: {end:?}, expected {:?}",
                         job.kind.name(),
@@ -1192,10 +1252,10 @@ fn read_record(soak: &Soak, accounts: &HashSet<AccountId>) -> Record {
         for a in accounts {
             own_total += u64::from(m.slashes_by_own_calls(a));
             for (cause, count) in m.slashes(a) {
-                if !matches!(
-                    cause,
-                    SlashCause::ExecutorFailTask | SlashCause::RequesterFailTask
-                ) {
+                // The node's own calls are checked against the extrinsics
+                // below; the rest are the pallet's rules and the
+                // requester's own calls, shown apart.
+                if cause != SlashCause::ExecutorFailTask {
                     *r.hook_slashes.entry(format!("{cause:?}")).or_default() += u64::from(count);
                 }
             }
@@ -1244,6 +1304,10 @@ fn print_table(soak: &mut Soak, faulter: &Faulter, r: &Record, elapsed: Duration
         rows.push((format!("ended {end}"), count.to_string()));
     }
     rows.push((
+        "  failed by the requester itself".into(),
+        r.requester_failed.to_string(),
+    ));
+    rows.push((
         "ended otherwise than expected".into(),
         r.unexpected.len().to_string(),
     ));
@@ -1273,7 +1337,7 @@ fn print_table(soak: &mut Soak, faulter: &Faulter, r: &Record, elapsed: Duration
     ));
     rows.push(("WRONGFUL slashes".into(), r.wrongful.len().to_string()));
     for (cause, count) in &r.hook_slashes {
-        rows.push((format!("pallet-rule slashes: {cause}"), count.to_string()));
+        rows.push((format!("slashes by others: {cause}"), count.to_string()));
     }
     for f in ALL_FAULTS {
         rows.push((
@@ -1372,11 +1436,13 @@ async fn soak(args: Args) -> Result<bool, String> {
         n.spawn(&chain, &client, block);
     }
     let lane1 = Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let requester_failed = Arc::new(std::sync::Mutex::new(HashSet::new()));
     let faulter = Faulter {
         faults,
         setup_fault_file,
         meddler: client.clone(),
         store: store.clone(),
+        requester_failed: requester_failed.clone(),
         chain: chain.clone(),
         sidecar,
         client,
@@ -1392,6 +1458,7 @@ async fn soak(args: Args) -> Result<bool, String> {
     };
     let mut soak = Soak {
         nsn,
+        requester_failed,
         rng: Rng(args.seed),
         args,
         chain,

@@ -23,5 +23,5 @@ if [ "$#" -eq 0 ]; then
     cargo run --locked --quiet --example soak -- --tasks 1000 --seed 1
     echo "== soak: 1000 jobs, seed 2, the reference sidecar's semantics (deserved slashes)"
     cargo run --locked --quiet --example soak -- --tasks 1000 --seed 2 --fault-every-ms 200 \
-        --faults sidecar,node,connection,pool-drop,pool-delay,lane0-storm,meddler,poison
+        --faults sidecar,node,connection,pool-drop,pool-delay,lane0-storm,meddler,poison,pending-cap,requester-fail
 fi

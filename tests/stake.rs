@@ -691,7 +691,7 @@ async fn a_result_refused_for_the_pending_verification_cap_is_submitted_once_it_
     use nsn_lane1::chain::dev::{DevGenesis, Origin};
     use nsn_lane1::chain::{DispatchError, MarketError};
     let mut genesis = DevGenesis::development();
-    genesis.params.max_pending_tasks = 1;
+    genesis.params.max_pending_verifications = 1;
     let chain = chain_with(|c| {
         c.genesis = genesis;
         c.block_mode = BlockMode::Interval(Duration::from_millis(20));

@@ -318,6 +318,12 @@ impl DevChain {
         last
     }
 
+    /// Sets the chain-wide bound on results waiting for verification from
+    /// the next call on (`MaxPendingVerifications`; 1000 at genesis).
+    pub fn set_max_pending_verifications(&self, max: u32) {
+        self.lock().market.set_max_pending_verifications(max);
+    }
+
     /// Reads the pallet's current state.
     pub fn with_market<R>(&self, f: impl FnOnce(&Market) -> R) -> R {
         f(&self.lock().market)

@@ -365,7 +365,7 @@ impl Market {
             Some(a) if a.is_empty() => return Err(MarketError::InvalidAttestationCid.into()),
             _ => {}
         }
-        if self.pending_verification.len() >= self.params.max_pending_tasks as usize {
+        if self.pending_verification.len() >= self.params.max_pending_verifications as usize {
             return Err(MarketError::TooManyPendingVerifications.into());
         }
         let verification_deadline = ctx

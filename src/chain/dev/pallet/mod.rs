@@ -33,6 +33,9 @@ pub(crate) fn blake2_256(data: &[u8]) -> [u8; 32] {
 pub struct MarketParams {
     /// Most open tasks per lane (`MaxPendingTasks`).
     pub max_pending_tasks: u32,
+    /// Most results waiting for verification, chain-wide
+    /// (`MaxPendingVerifications`).
+    pub max_pending_verifications: u32,
     /// Most assigned or executing Lane 1 tasks (`MaxAssignedLane1Tasks`).
     pub max_assigned_lane1_tasks: u32,
     /// Most executors considered for one assignment (`MaxAssignmentCandidates`).
@@ -72,6 +75,7 @@ impl Default for MarketParams {
     fn default() -> Self {
         MarketParams {
             max_pending_tasks: 1000,
+            max_pending_verifications: 1000,
             max_assigned_lane1_tasks: 1000,
             max_assignment_candidates: 100,
             max_expired_per_block: 100,
@@ -322,6 +326,12 @@ impl Market {
     }
 
     // ---- reads ----------------------------------------------------------
+
+    /// Sets the chain-wide bound on results waiting for verification (a
+    /// cap that fills under load, for tests and the soak).
+    pub fn set_max_pending_verifications(&mut self, max: u32) {
+        self.params.max_pending_verifications = max;
+    }
 
     /// The constants.
     pub fn params(&self) -> &MarketParams {
