@@ -32,6 +32,23 @@ fn key_file(dir: &std::path::Path, mode: u32) -> std::path::PathBuf {
     key
 }
 
+/// `run` against `chain` with `key`: it must stop at once with an error;
+/// what it said.
+async fn refused_run(chain: &str, key: &std::path::Path) -> String {
+    let out = within_secs(
+        30,
+        bin()
+            .args(["run", "--chain", chain, "--key-file"])
+            .arg(key)
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    stderr
+}
+
 fn sigterm(child: &tokio::process::Child) {
     let pid = child.id().expect("running");
     let sent = std::process::Command::new("kill")
@@ -103,17 +120,7 @@ async fn sigterm_drains_with_the_summary_and_logs_off_a_terminal_have_no_colour(
 async fn a_key_file_others_can_read_is_refused() {
     let dir = temp_dir("key");
     let key = key_file(&dir, 0o644);
-    let out = within_secs(
-        30,
-        bin()
-            .args(["run", "--chain", "ws://127.0.0.1:9", "--key-file"])
-            .arg(&key)
-            .output(),
-    )
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr = refused_run("ws://127.0.0.1:9", &key).await;
     assert!(stderr.contains("chmod 600"), "{stderr}");
     assert!(stderr.contains("644"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -127,17 +134,7 @@ async fn a_plain_text_chain_url_to_another_host_is_refused() {
     let key = key_file(&dir, 0o600);
     // A name that never resolves: nothing could be reached even if the
     // check were missing.
-    let out = within_secs(
-        30,
-        bin()
-            .args(["run", "--chain", "ws://chain.invalid:9944", "--key-file"])
-            .arg(&key)
-            .output(),
-    )
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr = refused_run("ws://chain.invalid:9944", &key).await;
     assert!(stderr.contains("--allow-insecure-chain"), "{stderr}");
     // Said on purpose, it gets past the check (and then cannot connect).
     let mut child = bin()

@@ -158,8 +158,8 @@ struct FlakyPort {
     best_from: Option<BlockNumber>,
 }
 
-impl ChainPort for FlakyPort {
-    fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+impl Streams for FlakyPort {
+    fn finalized(&self, from: Option<BlockNumber>) -> BlockStream {
         self.opened_from.lock().unwrap().push(from);
         let inner = self.chain.finalized_blocks(from);
         if self.failed.swap(true, Ordering::SeqCst) {
@@ -169,32 +169,56 @@ impl ChainPort for FlakyPort {
             futures::stream::once(async { Err(ChainError::Connection("connection reset".into())) });
         Box::pin(inner.take(1).chain(lost))
     }
-    fn best_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+    fn best(&self, from: Option<BlockNumber>) -> BlockStream {
         self.chain.best_blocks(self.best_from.or(from))
     }
+    fn chain(&self) -> &DevChain {
+        &self.chain
+    }
+}
+
+/// How a test port delivers blocks; its reads go to the dev chain as they
+/// are ([`Shaped`] makes it a `ChainPort`).
+trait Streams: Clone + Send + Sync + 'static {
+    fn finalized(&self, from: Option<BlockNumber>) -> BlockStream;
+    fn best(&self, from: Option<BlockNumber>) -> BlockStream;
+    fn chain(&self) -> &DevChain;
+}
+
+/// A `ChainPort` whose block streams are shaped by `S`.
+#[derive(Clone)]
+struct Shaped<S>(S);
+
+impl<S: Streams> ChainPort for Shaped<S> {
+    fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+        self.0.finalized(from)
+    }
+    fn best_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+        self.0.best(from)
+    }
     async fn best_head(&self) -> Result<BlockRef, ChainError> {
-        self.chain.best_head().await
+        self.0.chain().best_head().await
     }
     async fn finalized_head(&self) -> Result<BlockRef, ChainError> {
-        self.chain.finalized_head().await
+        self.0.chain().finalized_head().await
     }
     async fn task(&self, at: BlockHash, id: TaskId) -> Result<Option<TaskIntent>, ChainError> {
-        self.chain.task(at, id).await
+        self.0.chain().task(at, id).await
     }
     async fn assigned_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
-        self.chain.assigned_lane1_tasks(at).await
+        self.0.chain().assigned_lane1_tasks(at).await
     }
     async fn open_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
-        self.chain.open_lane1_tasks(at).await
+        self.0.chain().open_lane1_tasks(at).await
     }
     async fn open_lane0_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
-        self.chain.open_lane0_tasks(at).await
+        self.0.chain().open_lane0_tasks(at).await
     }
     async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
-        self.chain.account_nonce(account).await
+        self.0.chain().account_nonce(account).await
     }
     async fn account_nonce_at(&self, at: BlockHash, account: AccountId) -> Result<u64, ChainError> {
-        self.chain.account_nonce_at(at, account).await
+        self.0.chain().account_nonce_at(at, account).await
     }
 }
 
@@ -214,7 +238,13 @@ async fn the_listener_reopens_the_stream_after_a_lost_connection_and_skips_nothi
     let c = created_id(&ok(&alice, create(Lane::Lane1, "sha256")).await);
 
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let listener = ChainListener::new(port.clone(), AccountId::BOB, None, tx, Default::default());
+    let listener = ChainListener::new(
+        Shaped(port.clone()),
+        AccountId::BOB,
+        None,
+        tx,
+        Default::default(),
+    );
     let run = tokio::spawn(listener.run(Some(start)));
     let mut created = Vec::new();
     let mut blocks = Vec::new();
@@ -266,7 +296,7 @@ async fn a_best_block_behind_finality_does_not_reopen_settled_lane0_work() {
         best_from: Some(start),
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let listener = ChainListener::new(port, AccountId::BOB, None, tx, Default::default());
+    let listener = ChainListener::new(Shaped(port), AccountId::BOB, None, tx, Default::default());
     let run = tokio::spawn(listener.run(Some(start)));
     // Lane 0 events for `l0` until the listener is done with `until`.
     let mut lane0_events = Vec::new();
@@ -466,43 +496,17 @@ struct FilteredPort {
     >,
 }
 
-impl FilteredPort {
-    fn stream(&self, inner: BlockStream) -> BlockStream {
+impl Streams for FilteredPort {
+    fn finalized(&self, from: Option<BlockNumber>) -> BlockStream {
         let filter = self.filter.clone();
-        Box::pin(inner.map(move |block| filter(block?)))
+        Box::pin(self.chain.finalized_blocks(from).map(move |b| filter(b?)))
     }
-}
-
-impl ChainPort for FilteredPort {
-    fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
-        self.stream(self.chain.finalized_blocks(from))
+    fn best(&self, from: Option<BlockNumber>) -> BlockStream {
+        let filter = self.filter.clone();
+        Box::pin(self.chain.best_blocks(from).map(move |b| filter(b?)))
     }
-    fn best_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
-        self.stream(self.chain.best_blocks(from))
-    }
-    async fn best_head(&self) -> Result<BlockRef, ChainError> {
-        self.chain.best_head().await
-    }
-    async fn finalized_head(&self) -> Result<BlockRef, ChainError> {
-        self.chain.finalized_head().await
-    }
-    async fn task(&self, at: BlockHash, id: TaskId) -> Result<Option<TaskIntent>, ChainError> {
-        self.chain.task(at, id).await
-    }
-    async fn assigned_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
-        self.chain.assigned_lane1_tasks(at).await
-    }
-    async fn open_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
-        self.chain.open_lane1_tasks(at).await
-    }
-    async fn open_lane0_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
-        self.chain.open_lane0_tasks(at).await
-    }
-    async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
-        self.chain.account_nonce(account).await
-    }
-    async fn account_nonce_at(&self, at: BlockHash, account: AccountId) -> Result<u64, ChainError> {
-        self.chain.account_nonce_at(at, account).await
+    fn chain(&self) -> &DevChain {
+        &self.chain
     }
 }
 
@@ -536,7 +540,7 @@ async fn a_task_whose_assignment_the_node_never_heard_of_is_found_and_verified()
     let node = Node::spawn(
         ExecutorConfig::default(),
         NodeParts {
-            port: port.clone(),
+            port: Shaped(port.clone()),
             submit: chain.submitter(AccountId::BOB),
             account: AccountId::BOB,
             sidecar: sidecar.client(),
@@ -617,7 +621,7 @@ async fn an_undecodable_block_stops_progress_loudly_and_skips_nothing() {
     let node = Node::spawn(
         ExecutorConfig::default(),
         NodeParts {
-            port: port.clone(),
+            port: Shaped(port.clone()),
             submit: chain.submitter(AccountId::BOB),
             account: AccountId::BOB,
             sidecar: sidecar.client(),
