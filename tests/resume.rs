@@ -515,7 +515,7 @@ impl Streams for FilteredPort {
 /// chain's preemption hook to slash at the next Lane 0 burst.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_whose_assignment_the_node_never_heard_of_is_found_and_verified() {
-    use support::{calls_on_chain, own_slashes, within_secs};
+    use support::{calls_on_chain, own_slashes};
     let chain = support::chain_with(support::timed);
     let sidecar = TestSidecar::start();
     // The node never hears of the assignment of a task in `blind`.
@@ -565,18 +565,7 @@ async fn a_task_whose_assignment_the_node_never_heard_of_is_found_and_verified()
             .any(|e| matches!(e, nsn_lane1::chain::MarketEvent::TaskAssigned { task_id, .. } if *task_id == id)),
         "assigned on chain; the node's view of that event is lost"
     );
-    let mut blocks = chain.finalized_blocks(None);
-    within_secs(30, async {
-        while let Some(Ok(block)) = blocks.next().await {
-            if block.events.iter().any(|r| {
-                matches!(r.event, nsn_lane1::chain::MarketEvent::TaskVerified { task_id, .. } if task_id == id)
-            }) {
-                return;
-            }
-        }
-        panic!("the chain stopped");
-    })
-    .await;
+    support::until_verified(&chain, id, 30).await;
     assert_eq!(calls_on_chain(&chain, AccountId::BOB, "start_task", id), 1);
     assert_eq!(
         calls_on_chain(&chain, AccountId::BOB, "submit_result", id),
@@ -679,18 +668,7 @@ async fn an_undecodable_block_stops_progress_loudly_and_skips_nothing() {
     // The node reads the chain again: the task assigned meanwhile is found
     // and verified, and the node is ready.
     unreadable.store(false, Ordering::SeqCst);
-    let mut blocks = chain.finalized_blocks(None);
-    support::within_secs(30, async {
-        while let Some(Ok(block)) = blocks.next().await {
-            if block.events.iter().any(|r| {
-                matches!(r.event, nsn_lane1::chain::MarketEvent::TaskVerified { task_id, .. } if task_id == id)
-            }) {
-                return;
-            }
-        }
-        panic!("the chain stopped");
-    })
-    .await;
+    support::until_verified(&chain, id, 30).await;
     assert!(node.admission.readiness().is_ok());
     node.stop().await.expect("stops");
     let _ = std::fs::remove_dir_all(&dir);

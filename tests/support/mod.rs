@@ -500,3 +500,24 @@ pub fn write_key_file(path: &std::path::Path, secret: &str) {
             .expect("key file mode");
     }
 }
+
+/// Waits (at most `secs`) until task `id` is verified on `chain` at its
+/// finalized head.
+pub async fn until_verified(chain: &DevChain, id: TaskId, secs: u64) {
+    use futures::StreamExt;
+    use nsn_lane1::chain::ChainPort;
+    let mut blocks = chain.finalized_blocks(None);
+    within_secs(secs, async {
+        loop {
+            let head = chain.finalized_head().await.expect("finalized head");
+            let task = chain.task(head.hash, id).await.expect("task read");
+            if task.is_some_and(|t| t.status == nsn_lane1::task::TaskStatus::Verified) {
+                return;
+            }
+            if !matches!(blocks.next().await, Some(Ok(_))) {
+                panic!("the chain stopped");
+            }
+        }
+    })
+    .await;
+}
