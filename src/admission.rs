@@ -73,12 +73,47 @@ pub enum Verdict {
         /// The reason to give the chain.
         reason: FailReason,
         /// What was wrong.
-        cause: String,
+        cause: RefuseCause,
     },
     /// Not now: the node cannot run anything for a while.
     Hold {
         /// Why.
         cause: HoldCause,
+    },
+}
+
+/// What is wrong with a task admission refuses: each is the task's own
+/// fault, and none is a slashing reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefuseCause {
+    /// Not Lane 1 work.
+    #[error("a {0} task is not Lane 1 work")]
+    NotLane1(Lane),
+    /// A model the sidecar does not serve.
+    #[error("the sidecar does not serve model {0}")]
+    ModelNotServed(ModelId),
+    /// Its deadline cannot be met.
+    #[error(
+        "deadline block {deadline} is out of reach: head {head}, {run_blocks} blocks to run, {margin} to submit"
+    )]
+    DeadlineOutOfReach {
+        /// The task's deadline block.
+        deadline: BlockNumber,
+        /// The finalized head it was judged at.
+        head: BlockNumber,
+        /// Blocks the model may take.
+        run_blocks: BlockNumber,
+        /// Blocks kept for submission.
+        margin: BlockNumber,
+    },
+    /// Less escrow than the node works for.
+    #[error("escrow {escrow} is under the node's floor {floor}")]
+    EscrowUnderFloor {
+        /// The task's escrow.
+        escrow: Balance,
+        /// The node's floor.
+        floor: Balance,
     },
 }
 
@@ -301,13 +336,13 @@ impl Admission {
         if task.lane != Lane::Lane1 {
             return Verdict::Refuse {
                 reason: FailReason::InvalidInput,
-                cause: format!("a {} task is not Lane 1 work", task.lane),
+                cause: RefuseCause::NotLane1(task.lane),
             };
         }
         let Some(latency_ms) = self.latency_ms(&task.model) else {
             return Verdict::Refuse {
                 reason: FailReason::InvalidInput,
-                cause: format!("the sidecar does not serve model {}", task.model),
+                cause: RefuseCause::ModelNotServed(task.model.clone()),
             };
         };
         if !self.healthy() {
@@ -325,19 +360,21 @@ impl Admission {
         if needed >= task.deadline {
             return Verdict::Refuse {
                 reason: FailReason::DeadlineExceeded,
-                cause: format!(
-                    "deadline block {} is out of reach: head {head}, {run_blocks} blocks to run, {} to submit",
-                    task.deadline, policy.submission_margin
-                ),
+                cause: RefuseCause::DeadlineOutOfReach {
+                    deadline: task.deadline,
+                    head,
+                    run_blocks,
+                    margin: policy.submission_margin,
+                },
             };
         }
         if task.escrow < policy.min_escrow {
             return Verdict::Refuse {
                 reason: FailReason::Other,
-                cause: format!(
-                    "escrow {} is under the node's floor {}",
-                    task.escrow, policy.min_escrow
-                ),
+                cause: RefuseCause::EscrowUnderFloor {
+                    escrow: task.escrow,
+                    floor: policy.min_escrow,
+                },
             };
         }
         Verdict::Admit

@@ -472,7 +472,7 @@ where
             }
             TaskEvent::AssignedInvalid { task_id, reason } => {
                 tracing::warn!(%task_id, %reason, "assigned task has invalid data");
-                self.resolve_fail(task_id, FailReason::InvalidInput, reason);
+                self.resolve_fail(task_id, FailReason::InvalidInput, reason.to_string());
             }
             TaskEvent::Created { task_id, .. } if self.claim => {
                 let submitter = self.submitter.clone();

@@ -745,7 +745,10 @@ where
                 ),
                 Verdict::Refuse { reason, cause } => {
                     tracing::info!(%task_id, ?reason, %cause, "not admitted");
-                    return self.fail_with(task_id, reason, cause).await.map(Err);
+                    return self
+                        .fail_with(task_id, reason, cause.to_string())
+                        .await
+                        .map(Err);
                 }
                 Verdict::Hold { cause } => {
                     return Err(LifecycleError::Held { task_id, cause }.into());

@@ -47,7 +47,7 @@ pub enum TaskEvent {
         /// The task.
         task_id: TaskId,
         /// What is wrong with it.
-        reason: String,
+        reason: InvalidIntent,
     },
     /// A task was assigned to another node.
     AssignedToOther {
@@ -573,7 +573,7 @@ impl<P: ChainPort> ChainListener<P> {
                         Some(_) => None,
                         None => Some(TaskEvent::AssignedInvalid {
                             task_id: *task_id,
-                            reason: "Tasks(id) is empty at the assignment's block".into(),
+                            reason: InvalidIntent::Missing,
                         }),
                     }
                 } else {
@@ -674,11 +674,26 @@ fn assigned(task_id: TaskId, intent: &TaskIntent) -> TaskEvent {
     }
 }
 
+/// Why a task assigned to us cannot be run as it is on chain: the
+/// requester's fault (`InvalidInput`), never ours.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidIntent {
+    /// Its model id is not one.
+    #[error("model_requirements: {0}")]
+    Model(crate::task::ModelIdError),
+    /// Its input is not a CID.
+    #[error("input_cid: {0}")]
+    InputCid(crate::task::CidError),
+    /// `Tasks(id)` holds nothing at the assignment's block.
+    #[error("Tasks(id) is empty at the assignment's block")]
+    Missing,
+}
+
 /// Validates a `Tasks(id)` value into a [`Task`].
-pub fn task_from_intent(intent: &TaskIntent) -> Result<Task, String> {
-    let model = ModelId::from_bytes(&intent.model_requirements)
-        .map_err(|e| format!("model_requirements: {e}"))?;
-    let input_cid = Cid::from_bytes(&intent.input_cid).map_err(|e| format!("input_cid: {e}"))?;
+pub fn task_from_intent(intent: &TaskIntent) -> Result<Task, InvalidIntent> {
+    let model = ModelId::from_bytes(&intent.model_requirements).map_err(InvalidIntent::Model)?;
+    let input_cid = Cid::from_bytes(&intent.input_cid).map_err(InvalidIntent::InputCid)?;
     Ok(Task {
         id: intent.id,
         lane: intent.lane,

@@ -175,7 +175,7 @@ proptest! {
                     prop_assert_eq!(task.model.as_bytes(), &intent.model_requirements[..]);
                     prop_assert_eq!(Cid::from_bytes(&intent.input_cid).ok(), Some(task.input_cid));
                 }
-                Err(reason) => prop_assert!(!reason.is_empty()),
+                Err(reason) => prop_assert!(!reason.to_string().is_empty()),
             }
         }
     }
