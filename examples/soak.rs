@@ -241,8 +241,9 @@ enum Fault {
     /// for a while: every `submit_result` is refused with
     /// `TooManyPendingVerifications`.
     PendingCap,
-    /// The requester fails one of its running tasks itself (the pallet
-    /// slashes the executor for it: not the node's doing).
+    /// The requester fails one of its tasks a node holds (assigned or
+    /// running) itself (the pallet slashes the executor for it: not the
+    /// node's doing).
     RequesterFail,
 }
 
@@ -958,13 +959,19 @@ impl Faulter {
                 self.chain.set_max_pending_verifications(1000);
             }
             Fault::RequesterFail => {
-                // A task of its own that a node is running now.
+                // A task of its own that a node holds now (assigned or
+                // running).
                 for _ in 0..POOL_FAULT_LOOKS {
                     let running: Option<TaskId> = self.chain.with_market(|m| {
                         let ours = self.lane1.lock().unwrap_or_else(|e| e.into_inner());
                         ours.iter().copied().find(|id| {
-                            m.task(*id)
-                                .is_some_and(|t| t.status == nsn_lane1::task::TaskStatus::Executing)
+                            m.task(*id).is_some_and(|t| {
+                                matches!(
+                                    t.status,
+                                    nsn_lane1::task::TaskStatus::Assigned
+                                        | nsn_lane1::task::TaskStatus::Executing
+                                )
+                            })
                         })
                     });
                     if let Some(task_id) = running {
