@@ -199,13 +199,14 @@ struct Core<C> {
     /// (its backoff doubles with each).
     holds: HashMap<TaskId, u32>,
     admission: crate::admission::Admission,
+    /// The gauges the loop sets after every event, looked up once.
+    gauges: LoopGauges,
     /// Blocks kept free before a deadline for a call to land.
     submission_margin: crate::task::BlockNumber,
     lane0_open: HashSet<TaskId>,
     lane0_wait: bool,
     board: TaskBoard,
     preemptor: Preemptor,
-    metrics: Lane1Metrics,
     submitter: MarketCalls<C>,
     sent: SentCalls,
     claim: bool,
@@ -226,6 +227,32 @@ struct Deferred {
     blocks: u32,
     /// Why it waits (`None`: its lifecycle failed, or Lane 0 work).
     cause: Option<HoldCause>,
+}
+
+/// The series the loop sets after every event (queued by lane, held by
+/// cause, the breaker), looked up once rather than on every event.
+struct LoopGauges {
+    queued: [crate::telemetry::metrics::Gauge; 2],
+    held: [crate::telemetry::metrics::Gauge; 3],
+    breaker_open: crate::telemetry::metrics::Gauge,
+}
+
+impl LoopGauges {
+    fn new(metrics: &Lane1Metrics) -> Self {
+        let held = crate::telemetry::metrics::HOLD_CAUSES;
+        LoopGauges {
+            queued: [
+                metrics.queued.with(&["lane0"]),
+                metrics.queued.with(&["lane1"]),
+            ],
+            held: [
+                metrics.held.with(&[held[0]]),
+                metrics.held.with(&[held[1]]),
+                metrics.held.with(&[held[2]]),
+            ],
+            breaker_open: metrics.stake_breaker_open.with(&[]),
+        }
+    }
 }
 
 /// The longest a held task waits between tries, in blocks.
@@ -289,12 +316,12 @@ where
                 deferred: Vec::new(),
                 holds: HashMap::new(),
                 submission_margin: config.admission.submission_margin,
+                gauges: LoopGauges::new(&parts.metrics),
                 admission: parts.admission,
                 lane0_open: HashSet::new(),
                 lane0_wait: false,
                 board: parts.board,
                 preemptor: parts.preemptor,
-                metrics: parts.metrics,
                 submitter: MarketCalls::new(parts.submit),
                 sent: parts.sent,
                 claim: config.claim_assignments,
@@ -422,22 +449,15 @@ where
                 _ => {}
             }
         }
-        for (cause, n) in crate::telemetry::metrics::HOLD_CAUSES.iter().zip(held) {
-            self.metrics.held.with(&[cause]).set(n);
+        let g = &self.gauges;
+        for (gauge, n) in g.held.iter().zip(held) {
+            gauge.set(n);
         }
-        self.metrics
-            .stake_breaker_open
-            .with(&[])
+        g.breaker_open
             .set(i64::from(self.admission.breaker().is_open()));
         let st = self.scheduler.stats();
-        self.metrics
-            .queued
-            .with(&["lane0"])
-            .set(st.queued_lane0 as i64);
-        self.metrics
-            .queued
-            .with(&["lane1"])
-            .set(st.queued_lane1 as i64);
+        g.queued[0].set(st.queued_lane0 as i64);
+        g.queued[1].set(st.queued_lane1 as i64);
     }
 
     fn enqueue(&mut self, task: Task) {
