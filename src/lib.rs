@@ -67,6 +67,7 @@ pub mod breaker;
 pub mod chain;
 pub mod checkpoint;
 pub mod config;
+pub mod confirm;
 pub mod dev;
 pub mod error;
 pub mod executor;

@@ -159,6 +159,8 @@ pub struct ChainListener<P> {
     hints: HashMap<TaskId, BlockNumber>,
     /// Whether best blocks are followed for Lane 0 hints.
     follow_best: bool,
+    /// The last best block seen (a block at or below it is a re-org).
+    last_best: Option<BlockNumber>,
     /// Lane 1 tasks assigned to us and not yet ended on chain: whose
     /// failures and rejections slash our account.
     ours: HashSet<TaskId>,
@@ -198,6 +200,7 @@ impl<P: ChainPort> ChainListener<P> {
             lane0_open: HashSet::new(),
             hints: HashMap::new(),
             follow_best: true,
+            last_best: None,
             ours: HashSet::new(),
             following: None,
             reconnects: backoff(RECONNECT_BASE, RECONNECT_MAX),
@@ -436,6 +439,14 @@ impl<P: ChainPort> ChainListener<P> {
         block: &crate::chain::Block,
         next: BlockNumber,
     ) -> Result<(), ListenerError> {
+        if self.last_best.is_some_and(|last| block.number <= last) {
+            // A re-org: the best chain now goes through this block, and
+            // the blocks at its height and above that gave hints are gone.
+            // Their Lane 0 work is withdrawn (and announced again if the
+            // new branch holds it too).
+            self.withdraw_hints(|at| at >= block.number).await?;
+        }
+        self.last_best = Some(block.number);
         if block.number < next {
             return Ok(());
         }
@@ -459,15 +470,24 @@ impl<P: ChainPort> ChainListener<P> {
     /// Settles hints from best blocks up to `finalized` that no finalized
     /// block confirmed (a reorganisation dropped them).
     async fn drop_stale_hints(&mut self, finalized: BlockNumber) -> Result<(), ListenerError> {
+        self.withdraw_hints(|at| at <= finalized).await
+    }
+
+    /// Withdraws the hints from best blocks that `gone` selects (by their
+    /// block's number): their Lane 0 work is settled for the executor.
+    async fn withdraw_hints(
+        &mut self,
+        gone: impl Fn(BlockNumber) -> bool,
+    ) -> Result<(), ListenerError> {
         let stale: Vec<TaskId> = self
             .hints
             .iter()
-            .filter(|(_, at)| **at <= finalized)
+            .filter(|(_, at)| gone(**at))
             .map(|(id, _)| *id)
             .collect();
         for task_id in stale {
             self.hints.remove(&task_id);
-            tracing::debug!(%task_id, "lane 0 hint not confirmed by finality; dropped");
+            tracing::debug!(%task_id, "lane 0 hint withdrawn: its block is not on the chain");
             self.send(TaskEvent::Lane0Settled { task_id }).await?;
         }
         Ok(())

@@ -195,6 +195,18 @@ impl Node {
             SIDECAR_CHECK,
             shutdown.clone(),
         ));
+        // Calls count once final: those a retracted block held are sent
+        // again.
+        tokio::spawn(
+            crate::confirm::Confirmer::new(
+                parts.submit.clone(),
+                parts.port.clone(),
+                parts.account,
+                sent.clone(),
+                parts.metrics.clone(),
+            )
+            .run(shutdown.clone()),
+        );
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let listener_port = parts.port.clone();
         let listener_metrics = parts.metrics.clone();

@@ -180,6 +180,9 @@ type Records = HashMap<(TaskId, Kind), watch::Sender<Sent>>;
 #[derive(Clone, Debug, Default)]
 pub struct SentCalls {
     calls: Arc<Mutex<Records>>,
+    /// Calls in best blocks not yet final, kept while a
+    /// [`Confirmer`](crate::confirm::Confirmer) watches finality.
+    unconfirmed: Arc<Mutex<crate::confirm::Unconfirmed>>,
 }
 
 impl SentCalls {
@@ -194,6 +197,24 @@ impl SentCalls {
     /// expired in a finalized block): nothing more will be sent for it.
     pub fn forget(&self, task_id: TaskId) {
         self.lock().retain(|(t, _), _| *t != task_id);
+        self.pending().forget(task_id);
+    }
+
+    /// The calls waiting for finality.
+    pub(crate) fn pending(&self) -> MutexGuard<'_, crate::confirm::Unconfirmed> {
+        // One critical section per operation, as above.
+        self.unconfirmed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Lets a call sent again after its block was retracted go out: the
+    /// record no longer holds it.
+    pub(crate) fn reopen(&self, task_id: TaskId, call: &MarketCall) {
+        if let Some(key) = Kind::of(call) {
+            debug_assert_eq!(key.0, task_id);
+            self.release(key);
+        }
     }
 
     /// Tasks with a record.
@@ -244,14 +265,18 @@ impl SentCalls {
 }
 
 /// What the guard decided from the task's state.
-enum Precondition {
+pub(crate) enum Precondition {
     Send,
     Applied(TaskStatus),
     Refuse(Option<TaskStatus>),
     NotOurs,
 }
 
-fn precondition(call: &MarketCall, task: Option<&TaskIntent>, account: AccountId) -> Precondition {
+pub(crate) fn precondition(
+    call: &MarketCall,
+    task: Option<&TaskIntent>,
+    account: AccountId,
+) -> Precondition {
     let Some(task) = task else {
         return Precondition::Refuse(None);
     };
@@ -370,7 +395,7 @@ where
     }
 }
 
-async fn guarded<S, P>(
+pub(crate) async fn guarded<S, P>(
     call: MarketCall,
     mut ready: S,
     port: P,
@@ -460,8 +485,10 @@ where
         };
         let outcome = judge(&call, task_id, included, &port, account).await;
         match &outcome {
-            Ok(Submitted::Included(_)) => {
+            Ok(Submitted::Included(inclusion)) => {
                 record.send_replace(Sent::Landed(status_after(&call)));
+                sent.pending()
+                    .landed(task_id, &call, inclusion.nonce, inclusion.block);
             }
             Ok(Submitted::AlreadyApplied { status, .. }) => {
                 record.send_replace(Sent::Landed(*status));

@@ -828,3 +828,111 @@ async fn interval_mode_finalizes_two_blocks_behind_by_default() {
     within("a finalized block", finalized.next()).await;
     assert!(chain.head_number() >= chain.finalized_number() + 2);
 }
+
+#[tokio::test]
+async fn a_fork_retracts_best_blocks_and_never_final_ones() {
+    use nsn_lane1::chain::dev::{ForkError, Origin};
+    let chain = chain_with(|c| {
+        c.block_mode = BlockMode::Manual;
+        c.finality_lag = Some(2);
+    });
+    chain.enable_forks(3);
+    let alice = chain.submitter(ALICE);
+    let created = send(&alice, create(Lane::Lane1, "sha256")).await;
+    chain.produce_block();
+    let inc = created.await.unwrap();
+    let id = created_id(&inc);
+    let accepted = send(&alice, MarketCall::AcceptAssignment { task_id: id }).await;
+    chain.produce_block();
+    accepted.await.unwrap();
+    chain.produce_block();
+    assert_eq!((chain.head_number(), chain.finalized_number()), (3, 1));
+    assert_eq!(status(&chain, id), TaskStatus::Assigned);
+    let mut best = chain.best_blocks(Some(1));
+    let mut finalized = chain.finalized_blocks(Some(1));
+    for n in 1..=3 {
+        assert_eq!(best.next().await.unwrap().unwrap().number, n);
+    }
+    let old2 = chain.best_head().await.unwrap();
+
+    // Finality never goes back: block 1 is final.
+    assert!(matches!(
+        chain.fork(3, |_, _| true),
+        Err(ForkError::Final { .. })
+    ));
+    // Blocks 2 and 3 go; the assignment is not resubmitted.
+    let fork = chain
+        .fork(2, |_, call| {
+            !matches!(call, MarketCall::AcceptAssignment { .. })
+        })
+        .unwrap();
+    assert_eq!(
+        fork.retracted.iter().map(|b| b.number).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    assert_eq!(
+        fork.enacted.iter().map(|b| b.number).collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
+    assert_eq!(fork.discarded.len(), 1);
+    assert_eq!(fork.discarded[0].origin, Origin::Signed(ALICE));
+    assert_ne!(fork.enacted[1].hash, old2.hash, "another block at 3");
+    // The new branch has no assignment; the retracted block is unknown.
+    assert_eq!(status(&chain, id), TaskStatus::Open);
+    assert!(matches!(
+        chain.task(old2.hash, id).await,
+        Err(ChainError::UnknownBlock(_))
+    ));
+    assert!(
+        chain
+            .extrinsics()
+            .iter()
+            .all(|x| !matches!(x.call, MarketCall::AcceptAssignment { .. })),
+        "the chain's record is the best chain's"
+    );
+    assert_eq!(chain.retracted_extrinsics().len(), 1);
+    // The best stream goes on from the new branch's first block.
+    let again = best.next().await.unwrap().unwrap();
+    assert_eq!((again.number, again.hash), (2, fork.enacted[0].hash));
+    // Finalized blocks come once each, on the branch that won.
+    assert_eq!(chain.finalized_number(), 2);
+    let f1 = finalized.next().await.unwrap().unwrap();
+    let f2 = finalized.next().await.unwrap().unwrap();
+    assert_eq!((f1.number, f2.hash), (1, fork.enacted[0].hash));
+    // Alice's nonce went back with the block: her next call takes it.
+    assert_eq!(chain.account_nonce(ALICE).await.unwrap(), 1);
+    let again = send(&alice, MarketCall::AcceptAssignment { task_id: id }).await;
+    chain.produce_block();
+    again.await.unwrap();
+    assert_eq!(status(&chain, id), TaskStatus::Assigned);
+}
+
+#[tokio::test]
+async fn a_forks_resubmitted_calls_land_on_the_new_branch_and_finality_can_stall() {
+    let chain = chain_with(|c| {
+        c.block_mode = BlockMode::Manual;
+        c.finality_lag = Some(1);
+    });
+    chain.enable_forks(2);
+    let alice = chain.submitter(ALICE);
+    let created = send(&alice, create(Lane::Lane1, "sha256")).await;
+    chain.produce_block();
+    let id = created_id(&created.await.unwrap());
+    chain.stall_finality(true);
+    let accepted = send(&alice, MarketCall::AcceptAssignment { task_id: id }).await;
+    chain.produce_block();
+    accepted.await.unwrap();
+    chain.produce_blocks(5);
+    assert_eq!(chain.finalized_number(), 0, "finality stalled");
+    // The pool resubmits what the retracted blocks held.
+    let fork = chain.fork(2, |_, _| true).unwrap();
+    assert!(fork.discarded.is_empty());
+    assert_eq!(status(&chain, id), TaskStatus::Assigned);
+    assert!(matches!(
+        chain.fork(3, |_, _| true),
+        Err(nsn_lane1::chain::dev::ForkError::TooDeep { .. })
+    ));
+    chain.stall_finality(false);
+    chain.produce_block();
+    assert_eq!(chain.finalized_number(), chain.head_number() - 1);
+}

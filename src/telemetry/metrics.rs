@@ -319,6 +319,9 @@ pub struct Lane1Metrics {
     /// Times a finalized block could not be decoded (the node does not go
     /// past such a block).
     pub chain_decode_errors: CounterVec,
+    /// Calls whose best block was retracted and that no branch held: sent
+    /// again, by call.
+    pub calls_retracted: CounterVec,
     /// The task series already looked up, by outcome, lane and model: a
     /// task's record is a read of this map, not a label set built and
     /// hashed into two families.
@@ -418,6 +421,11 @@ impl Lane1Metrics {
                 "Finalized blocks whose task-market data the node could not decode (it does not go past them).",
                 &[],
             ),
+            calls_retracted: registry.counter(
+                "lane1_calls_retracted_total",
+                "Calls whose best block was retracted and that no branch held; each was sent again.",
+                &["call"],
+            ),
             task_series: Arc::default(),
             registry,
         };
@@ -435,6 +443,9 @@ impl Lane1Metrics {
         metrics.sidecar_busy.add(&[], 0.0);
         metrics.foreign_cancels.with(&[]);
         metrics.chain_decode_errors.with(&[]);
+        for call in ["start_task", "submit_result", "fail_task"] {
+            metrics.calls_retracted.with(&[call]);
+        }
         metrics.stake_breaker_open.with(&[]);
         for cause in HOLD_CAUSES {
             metrics.held.with(&[cause]);

@@ -149,6 +149,60 @@ pub struct Extrinsic {
     pub call: MarketCall,
     /// Its dispatch result.
     pub result: Result<(), DispatchError>,
+    /// The nonce it used (0 for root).
+    pub nonce: u64,
+}
+
+/// What a [`DevChain::fork`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fork {
+    /// The blocks taken back, lowest first.
+    pub retracted: Vec<BlockRef>,
+    /// The new branch's blocks, lowest first (one more than were retracted,
+    /// so that the new branch is the longer one, as in a real re-org).
+    pub enacted: Vec<BlockRef>,
+    /// The retracted extrinsics that returned to the pool.
+    pub repooled: Vec<Extrinsic>,
+    /// The retracted extrinsics the new branch never gets (with every later
+    /// transaction of their accounts, which a gap leaves stuck).
+    pub discarded: Vec<Extrinsic>,
+}
+
+/// Why a fork was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForkError {
+    /// Forks were not enabled, or not this deep
+    /// ([`DevChain::enable_forks`]).
+    #[error("forks of depth {depth} are not enabled (at most {enabled})")]
+    TooDeep {
+        /// The depth asked for.
+        depth: u32,
+        /// The deepest fork enabled.
+        enabled: u32,
+    },
+    /// Finality never goes back: a fork only retracts blocks not final.
+    #[error(
+        "a fork of depth {depth} would retract final blocks (best {best}, finalized {finalized})"
+    )]
+    Final {
+        /// The depth asked for.
+        depth: u32,
+        /// The best block.
+        best: BlockNumber,
+        /// The finalized block.
+        finalized: BlockNumber,
+    },
+    /// A fork must retract at least one block.
+    #[error("a fork retracts at least one block")]
+    Empty,
+}
+
+/// The state after a block, kept while the block may still be retracted.
+struct Snapshot {
+    number: BlockNumber,
+    market: Market,
+    nonces: HashMap<AccountId, u64>,
 }
 
 /// A transaction waiting in the pool.
@@ -206,6 +260,18 @@ struct State {
     finality_lag: u32,
     /// The finalized head's number (`finality_lag` behind the best block).
     finalized: BlockNumber,
+    /// Finality does not move while set (a stalled finality gadget).
+    finality_stalled: bool,
+    /// How deep a fork may go (0: forks off, no snapshots kept).
+    fork_depth: u32,
+    /// The state after each block a fork may return to.
+    snapshots: VecDeque<Snapshot>,
+    /// How many forks there were (it salts new blocks' hashes).
+    branch: u32,
+    /// Each fork's point (the last block kept), for the best streams.
+    fork_points: Vec<BlockNumber>,
+    /// Extrinsics of retracted blocks.
+    retracted: Vec<Extrinsic>,
     closed: bool,
 }
 
@@ -267,6 +333,12 @@ impl DevChain {
             max_pool: config.max_pool,
             finality_lag: config.finality_lag(),
             finalized: 0,
+            finality_stalled: false,
+            fork_depth: 0,
+            snapshots: VecDeque::new(),
+            branch: 0,
+            fork_points: Vec::new(),
+            retracted: Vec::new(),
             closed: false,
         };
         let (head, _) = watch::channel(Heads::default());
@@ -321,7 +393,56 @@ impl DevChain {
     /// Sets the chain-wide bound on results waiting for verification from
     /// the next call on (`MaxPendingVerifications`; 1000 at genesis).
     pub fn set_max_pending_verifications(&self, max: u32) {
-        self.lock().market.set_max_pending_verifications(max);
+        let mut st = self.lock();
+        st.market.set_max_pending_verifications(max);
+        // A parameter, not a block's doing: a fork keeps it.
+        for snapshot in &mut st.snapshots {
+            snapshot.market.set_max_pending_verifications(max);
+        }
+    }
+
+    /// Keeps what a fork up to `depth` blocks deep needs (the state after
+    /// each of the last `depth` blocks not yet final), from now on.
+    pub fn enable_forks(&self, depth: u32) {
+        let mut st = self.lock();
+        st.fork_depth = depth;
+        st.snapshot();
+    }
+
+    /// Stops finality (`true`: the finalized head stays where it is while
+    /// best blocks go on) or lets it go on (`false`: it catches up at the
+    /// next block).
+    pub fn stall_finality(&self, stalled: bool) {
+        self.lock().finality_stalled = stalled;
+    }
+
+    /// Forks the chain: the last `depth` best blocks (none of them final)
+    /// are retracted and a new branch, one block longer, is built from the
+    /// block before them and becomes the best chain. Retracted extrinsics
+    /// that `keep` selects return to the pool (as a node's pool resubmits
+    /// them) and are in the new branch; the others are discarded, with
+    /// every later transaction of their accounts (told
+    /// [`SubmitError::Dropped`] if still waiting). Best-block streams go on
+    /// with the new branch from its first block; finalized streams are
+    /// untouched, as finality never goes back.
+    pub fn fork(
+        &self,
+        depth: u32,
+        keep: impl Fn(&Origin, &MarketCall) -> bool,
+    ) -> Result<Fork, ForkError> {
+        let mut st = self.lock();
+        let fork = st.retract(depth, keep)?;
+        let mut fork = fork;
+        for _ in 0..=depth {
+            let block = produce_block(&self.shared, &mut st);
+            fork.enacted.push(block.block_ref());
+        }
+        Ok(fork)
+    }
+
+    /// Extrinsics of retracted blocks, in the order they were included.
+    pub fn retracted_extrinsics(&self) -> Vec<Extrinsic> {
+        self.lock().retracted.clone()
     }
 
     /// Reads the pallet's current state.
@@ -339,11 +460,11 @@ impl DevChain {
         self.shared.head.borrow().finalized
     }
 
-    /// Builds blocks until block `number` is final; returns the finalized
-    /// head's number.
+    /// Builds blocks until block `number` is final (or none while finality
+    /// is stalled); returns the finalized head's number.
     pub fn finalize_to(&self, number: BlockNumber) -> BlockNumber {
         let mut st = self.lock();
-        while st.finalized < number {
+        while st.finalized < number && !st.finality_stalled {
             produce_block(&self.shared, &mut st);
         }
         st.finalized
@@ -497,6 +618,119 @@ async fn build_blocks_every(shared: Weak<Shared>, period: Duration) {
 }
 
 impl State {
+    /// Keeps the state after the best block, for a fork that returns to it.
+    fn snapshot(&mut self) {
+        if self.fork_depth == 0 {
+            return;
+        }
+        let number = self.blocks.last().map_or(0, |b| b.number);
+        self.snapshots.push_back(Snapshot {
+            number,
+            market: self.market.clone(),
+            nonces: self.nonces.clone(),
+        });
+        let oldest = number
+            .saturating_sub(self.fork_depth)
+            .max(self.finalized.min(number));
+        while self.snapshots.front().is_some_and(|s| s.number < oldest) {
+            self.snapshots.pop_front();
+        }
+    }
+
+    /// Takes back the last `depth` blocks (see [`DevChain::fork`]); the new
+    /// branch is built by the caller.
+    fn retract(
+        &mut self,
+        depth: u32,
+        keep: impl Fn(&Origin, &MarketCall) -> bool,
+    ) -> Result<Fork, ForkError> {
+        let best = self.blocks.last().map_or(0, |b| b.number);
+        if depth == 0 {
+            return Err(ForkError::Empty);
+        }
+        if depth > self.fork_depth {
+            return Err(ForkError::TooDeep {
+                depth,
+                enabled: self.fork_depth,
+            });
+        }
+        let point = best.checked_sub(depth).filter(|p| *p >= self.finalized);
+        let Some(point) = point else {
+            return Err(ForkError::Final {
+                depth,
+                best,
+                finalized: self.finalized,
+            });
+        };
+        let Some(snapshot) = self.snapshots.iter().find(|s| s.number == point) else {
+            return Err(ForkError::TooDeep {
+                depth,
+                enabled: self.fork_depth,
+            });
+        };
+        self.market = snapshot.market.clone();
+        self.nonces = snapshot.nonces.clone();
+        self.snapshots.retain(|s| s.number <= point);
+        let mut fork = Fork::default();
+        for block in self.blocks.drain(point as usize + 1..) {
+            self.by_hash.remove(&block.hash);
+            fork.retracted.push(block.block_ref());
+        }
+        for history in self.tasks.values_mut() {
+            history.versions.retain(|(b, _)| *b <= point);
+        }
+        self.tasks.retain(|_, h| !h.versions.is_empty());
+        self.assigned.retain(|(b, _, _)| *b <= point);
+        for history in self.nonce_history.values_mut() {
+            history.versions.retain(|(b, _)| *b <= point);
+        }
+        let cut = self.extrinsics.partition_point(|x| x.block <= point);
+        let retracted: Vec<Extrinsic> = self.extrinsics.drain(cut..).collect();
+        self.retracted.extend(retracted.iter().cloned());
+        // An account whose transaction is discarded has a gap at its nonce:
+        // its later transactions can never be ready, and go too.
+        let mut gap: HashMap<Origin, u64> = HashMap::new();
+        for x in &retracted {
+            if matches!(x.origin, Origin::Signed(_)) && !keep(&x.origin, &x.call) {
+                let n = gap.entry(x.origin).or_insert(x.nonce);
+                *n = (*n).min(x.nonce);
+            }
+        }
+        let stuck = |origin: &Origin, nonce: u64| gap.get(origin).is_some_and(|g| nonce >= *g);
+        let mut repool = Vec::new();
+        for x in retracted {
+            if stuck(&x.origin, x.nonce) {
+                fork.discarded.push(x);
+            } else {
+                repool.push(x);
+            }
+        }
+        let (dropped, kept): (Vec<PoolTx>, Vec<PoolTx>) = std::mem::take(&mut self.pool)
+            .into_iter()
+            .partition(|tx| stuck(&tx.origin, tx.nonce));
+        self.pool = kept.into();
+        for x in repool.iter().rev() {
+            self.pool.push_front(PoolTx {
+                origin: x.origin,
+                call: x.call.clone(),
+                nonce: x.nonce,
+                reply: None,
+                held_until: 0,
+            });
+        }
+        fork.repooled = repool;
+        for tx in dropped {
+            if let Some(reply) = tx.reply {
+                let _ = reply.send(Err(SubmitError::Dropped {
+                    call: tx.call.name(),
+                }));
+            }
+        }
+        self.branch += 1;
+        self.fork_points.push(point);
+        Ok(fork)
+    }
+
     /// The account's next nonce, counting its transactions in the pool that
     /// follow on from its nonce without a gap (as a real pool's ready queue).
     fn next_index(&self, who: &AccountId) -> u64 {
@@ -625,6 +859,7 @@ fn produce_block(shared: &Shared, st: &mut State) -> Block {
             origin: tx.origin,
             call: tx.call.clone(),
             result: result.clone(),
+            nonce: tx.nonce,
         });
         applied.push((tx, result, index, events));
         index += 1;
@@ -636,6 +871,10 @@ fn produce_block(shared: &Shared, st: &mut State) -> Block {
     let events: Vec<EventRecord> = st.market.take_events();
     let mut preimage = parent_hash.0.to_vec();
     preimage.extend_from_slice(&number.to_le_bytes());
+    if st.branch > 0 {
+        // A block on another branch is another block, events alike or not.
+        preimage.extend_from_slice(&st.branch.to_le_bytes());
+    }
     for r in &events {
         (r.phase, &r.event).encode_to(&mut preimage);
     }
@@ -729,7 +968,10 @@ fn produce_block(shared: &Shared, st: &mut State) -> Block {
             (tx.reply, outcome)
         })
         .collect();
-    st.finalized = number.saturating_sub(st.finality_lag).max(st.finalized);
+    if !st.finality_stalled {
+        st.finalized = number.saturating_sub(st.finality_lag).max(st.finalized);
+    }
+    st.snapshot();
     shared.head.send_replace(Heads {
         best: number,
         finalized: st.finalized,
@@ -760,23 +1002,31 @@ impl Heads {
 }
 
 /// Blocks up to the followed head, from `from` (or the block after the head)
-/// on, without gaps.
+/// on, without gaps. After a fork a best stream goes on from the new
+/// branch's first block (a number it has passed: the sign of a re-org).
 fn follow(shared: Arc<Shared>, from: Option<BlockNumber>, head: Follow) -> BlockStream {
     let rx = shared.head.subscribe();
     let start = from.unwrap_or_else(|| shared.head.borrow().of(head) + 1);
+    let forks_seen = lock(&shared).fork_points.len();
     Box::pin(futures::stream::unfold(
-        (shared, rx, start),
-        move |(shared, mut rx, next)| async move {
+        (shared, rx, start, forks_seen),
+        move |(shared, mut rx, mut next, mut forks_seen)| async move {
             loop {
                 {
                     let st = lock(&shared);
+                    if head == Follow::Best {
+                        for point in &st.fork_points[forks_seen..] {
+                            next = next.min(point + 1);
+                        }
+                    }
+                    forks_seen = st.fork_points.len();
                     let top = shared.head.borrow().of(head);
                     if next <= top
                         && let Some(block) = st.blocks.get(next as usize)
                     {
                         let block = block.clone();
                         drop(st);
-                        return Some((Ok(block), (shared, rx, next + 1)));
+                        return Some((Ok(block), (shared, rx, next + 1, forks_seen)));
                     }
                     if st.closed {
                         return None;

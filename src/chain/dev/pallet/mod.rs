@@ -106,7 +106,7 @@ impl MarketParams {
 }
 
 /// Who made a call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Origin {
     /// A signed account.
     Signed(AccountId),
