@@ -430,7 +430,27 @@ impl DevChain {
         depth: u32,
         keep: impl Fn(&Origin, &MarketCall) -> bool,
     ) -> Result<Fork, ForkError> {
+        self.fork_with(|_| depth, keep)
+    }
+
+    /// [`fork`](Self::fork) from block `first` on: every best block from
+    /// it up is retracted (as one step: no block is built meanwhile).
+    pub fn fork_from(
+        &self,
+        first: BlockNumber,
+        keep: impl Fn(&Origin, &MarketCall) -> bool,
+    ) -> Result<Fork, ForkError> {
+        self.fork_with(|best| (best + 1).saturating_sub(first), keep)
+    }
+
+    fn fork_with(
+        &self,
+        depth: impl FnOnce(BlockNumber) -> u32,
+        keep: impl Fn(&Origin, &MarketCall) -> bool,
+    ) -> Result<Fork, ForkError> {
         let mut st = self.lock();
+        let best = st.blocks.last().map_or(0, |b| b.number);
+        let depth = depth(best);
         let fork = st.retract(depth, keep)?;
         let mut fork = fork;
         for _ in 0..=depth {

@@ -1,0 +1,203 @@
+//! The chain boundary: best blocks that are retracted. A node acts on best
+//! blocks (it runs a task once its start is pooled, yields to Lane 0 on a
+//! best-block hint), so a best block that goes must not leave it believing
+//! a call that never happened, or yielding to work that does not exist.
+//! The embedded dev chain forks on command; every count is the chain's.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use nsn_lane1::chain::dev::{BlockMode, DEV_LANE0_MODEL, DevConfig};
+use nsn_lane1::chain::{BlockRef, ChainPort, MarketCall, MarketEvent};
+use nsn_lane1::executor::ExecutorConfig;
+use nsn_lane1::sidecar::server::RunState;
+use nsn_lane1::task::{AccountId, Lane, Priority, RunId, TaskId};
+use support::*;
+
+const BOB: AccountId = AccountId::BOB;
+
+/// Blocks every 50 ms, final three blocks later: time to see a call in a
+/// best block and retract it before it is final.
+fn forking(c: &mut DevConfig) {
+    c.block_mode = BlockMode::Interval(Duration::from_millis(50));
+    c.finality_lag = Some(3);
+    c.auto_attest = Some(90);
+}
+
+fn start_forking_node() -> Harness {
+    let h = Harness::start(ExecutorConfig::default(), forking);
+    h.chain.enable_forks(3);
+    h
+}
+
+/// The first best block from `blocks` with an event `matches` picks.
+async fn best_block_with(
+    blocks: &mut nsn_lane1::chain::BlockStream,
+    what: &str,
+    matches: impl Fn(&MarketEvent) -> bool,
+) -> BlockRef {
+    within(what, async {
+        loop {
+            let block = blocks
+                .next()
+                .await
+                .expect("best blocks go on")
+                .expect("best block");
+            if block.events.iter().any(|r| matches(&r.event)) {
+                return block.block_ref();
+            }
+        }
+    })
+    .await
+}
+
+/// How many `event`s the chain's best branch holds for the task.
+fn events_on_chain(h: &Harness, id: TaskId, name: &str) -> usize {
+    h.chain
+        .extrinsics()
+        .iter()
+        .filter(|x| x.call.task_id() == Some(id) && x.call.name() == name && x.result.is_ok())
+        .count()
+}
+
+fn retracted_calls(h: &Harness, call: &str) -> u64 {
+    h.metrics.calls_retracted.with(&[call]).get()
+}
+
+#[tokio::test]
+async fn a_start_whose_block_is_retracted_and_not_on_the_new_branch_is_sent_again() {
+    let h = start_forking_node();
+    h.node.following().await;
+    let mut best = h.chain.best_blocks(None);
+    // Long enough that the loss is found (at the start's height's
+    // finality) before the result could make the start moot.
+    let (id, executor) = h.post("sleep", br#"{"duration_ms":1500}"#).await;
+    assert_eq!(executor, BOB);
+    let at = best_block_with(
+        &mut best,
+        "start_task in a best block",
+        |e| matches!(e, MarketEvent::TaskStarted { task_id, .. } if *task_id == id),
+    )
+    .await;
+    let fork = h
+        .chain
+        .fork_from(at.number, |_, call| {
+            !matches!(call, MarketCall::StartTask { .. })
+        })
+        .expect("the start's block is not final");
+    assert!(
+        fork.discarded
+            .iter()
+            .any(|x| x.call == MarketCall::StartTask { task_id: id }),
+        "the start was retracted, and the new branch lacks it"
+    );
+    until_verified(&h.chain, id, 30).await;
+    assert_eq!(
+        events_on_chain(&h, id, "start_task"),
+        1,
+        "sent again: one TaskStarted on the chain"
+    );
+    assert_eq!(calls_on_chain(&h.chain, BOB, "start_task", id), 1);
+    assert_eq!(calls_on_chain(&h.chain, BOB, "submit_result", id), 1);
+    assert_eq!(retracted_calls(&h, "start_task"), 1);
+    assert_eq!(own_slashes(&h.chain, BOB), 0);
+    assert_eq!(rule_slashes(&h.chain, BOB), 0);
+    // One run: the model was not run again for a call the chain lost.
+    assert_eq!(h.sidecar.sidecar.runs_of(id).len(), 1);
+}
+
+#[tokio::test]
+async fn a_result_whose_block_is_retracted_and_not_on_the_new_branch_is_sent_again() {
+    let h = start_forking_node();
+    h.node.following().await;
+    let mut best = h.chain.best_blocks(None);
+    let (id, _) = h.post("sha256", b"forked result").await;
+    let at = best_block_with(
+        &mut best,
+        "submit_result in a best block",
+        |e| matches!(e, MarketEvent::TaskSubmitted { task_id, .. } if *task_id == id),
+    )
+    .await;
+    let fork = h
+        .chain
+        .fork_from(at.number, |_, call| {
+            !matches!(call, MarketCall::SubmitResult { .. })
+        })
+        .expect("the result's block is not final");
+    assert!(
+        fork.discarded
+            .iter()
+            .any(|x| matches!(x.call, MarketCall::SubmitResult { task_id, .. } if task_id == id)),
+        "the result was retracted, and the new branch lacks it"
+    );
+    until_verified(&h.chain, id, 30).await;
+    assert_eq!(events_on_chain(&h, id, "submit_result"), 1);
+    assert_eq!(calls_on_chain(&h.chain, BOB, "submit_result", id), 1);
+    assert_eq!(retracted_calls(&h, "submit_result"), 1);
+    assert_eq!(own_slashes(&h.chain, BOB), 0);
+    assert_eq!(rule_slashes(&h.chain, BOB), 0);
+    assert_eq!(h.sidecar.sidecar.runs_of(id).len(), 1, "not run again");
+}
+
+#[tokio::test]
+async fn calls_resubmitted_onto_the_new_branch_are_not_sent_again() {
+    let h = start_forking_node();
+    h.node.following().await;
+    let mut best = h.chain.best_blocks(None);
+    let (id, _) = h.post("sha256", b"resubmitted").await;
+    let at = best_block_with(
+        &mut best,
+        "submit_result in a best block",
+        |e| matches!(e, MarketEvent::TaskSubmitted { task_id, .. } if *task_id == id),
+    )
+    .await;
+    // The pool puts the retracted calls in the new branch, as a node's does.
+    let fork = h.chain.fork_from(at.number, |_, _| true).expect("fork");
+    assert!(!fork.repooled.is_empty());
+    until_verified(&h.chain, id, 30).await;
+    assert_eq!(calls_on_chain(&h.chain, BOB, "start_task", id), 1);
+    assert_eq!(calls_on_chain(&h.chain, BOB, "submit_result", id), 1);
+    assert_eq!(retracted_calls(&h, "submit_result"), 0);
+    assert_eq!(retracted_calls(&h, "start_task"), 0);
+}
+
+#[tokio::test]
+async fn lane0_work_from_a_retracted_block_is_withdrawn_and_lane1_resumes() {
+    let h = start_forking_node();
+    h.node.following().await;
+    let (id, _) = h.post("sleep", br#"{"duration_ms":3000}"#).await;
+    h.run_reaches("first run", id, RunState::Running).await;
+    // Finality stops: only best blocks move, and only their hints can
+    // tell the node anything.
+    h.chain.stall_finality(true);
+    let mut lane0 = create(Lane::Lane0, DEV_LANE0_MODEL);
+    if let MarketCall::CreateTaskIntent { priority, .. } = &mut lane0 {
+        *priority = Priority::High;
+    }
+    let created = send(&h.requester, lane0)
+        .await
+        .await
+        .expect("in a best block");
+    // The node yields the GPU on the hint.
+    h.run_reaches("the run preempted by the hint", id, RunState::Cancelled)
+        .await;
+    // The block goes; the new branch has no Lane 0 work.
+    let fork = h
+        .chain
+        .fork_from(created.block.number, |_, call| {
+            !matches!(call, MarketCall::CreateTaskIntent { .. })
+        })
+        .expect("fork");
+    assert_eq!(fork.discarded.len(), 1);
+    // Lane 1 resumes at once, finality still stalled.
+    let rerun: RunId = format!("{}-1", id.0).parse().expect("run id");
+    h.run_reaches("the task run again", rerun, RunState::Running)
+        .await;
+    assert!(h.chain.finalized_number() < created.block.number);
+    h.chain.stall_finality(false);
+    until_verified(&h.chain, id, 30).await;
+    assert_eq!(own_slashes(&h.chain, BOB), 0);
+    assert_eq!(rule_slashes(&h.chain, BOB), 0, "no hook slash on our task");
+}
