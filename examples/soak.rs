@@ -54,7 +54,7 @@ struct Args {
     seed: u64,
     /// Faults to inject, comma-separated: sidecar, node, connection,
     /// pool-drop, pool-delay, lane0-storm, meddler, poison, nsn-sidecar,
-    /// pending-cap, requester-fail; `all` or `none`.
+    /// pending-cap, requester-fail, reorg, finality-stall; `all` or `none`.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Lane 1 nodes (Bob, Charlie, Ferdie).
@@ -245,9 +245,15 @@ enum Fault {
     /// running) itself (the pallet slashes the executor for it: not the
     /// node's doing).
     RequesterFail,
+    /// One to three best blocks retracted while calls of ours are in them;
+    /// the new branch has those calls again (the pool resubmits them) or,
+    /// half the time, lacks them.
+    Reorg,
+    /// Finality stops for 10 to 80 blocks while best blocks go on.
+    FinalityStall,
 }
 
-const ALL_FAULTS: [Fault; 11] = [
+const ALL_FAULTS: [Fault; 13] = [
     Fault::Sidecar,
     Fault::Node,
     Fault::Connection,
@@ -259,6 +265,8 @@ const ALL_FAULTS: [Fault; 11] = [
     Fault::NsnSidecar,
     Fault::PendingCap,
     Fault::RequesterFail,
+    Fault::Reorg,
+    Fault::FinalityStall,
 ];
 
 impl Fault {
@@ -275,6 +283,8 @@ impl Fault {
             Fault::NsnSidecar => "nsn-sidecar",
             Fault::PendingCap => "pending-cap",
             Fault::RequesterFail => "requester-fail",
+            Fault::Reorg => "reorg",
+            Fault::FinalityStall => "finality-stall",
         }
     }
 
@@ -993,6 +1003,39 @@ impl Faulter {
                 }
                 return Ok(false);
             }
+            Fault::Reorg => {
+                let depth = self.rng.range(1, 3) as u32;
+                let discard = self.rng.next() % 2 == 0;
+                for _ in 0..POOL_FAULT_LOOKS {
+                    // While a call of ours is in the blocks it retracts
+                    // (never a final one).
+                    let head = self.chain.head_number();
+                    let first = (head + 1)
+                        .saturating_sub(depth)
+                        .max(self.chain.finalized_number() + 1);
+                    let holds = self
+                        .chain
+                        .extrinsics_since(first)
+                        .iter()
+                        .any(|x| ours(&x.origin, &x.call));
+                    if holds
+                        && self
+                            .chain
+                            .fork_from(first, |o, c| !(discard && ours(o, c)))
+                            .is_ok()
+                    {
+                        return Ok(true);
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                return Ok(false);
+            }
+            Fault::FinalityStall => {
+                let blocks = self.rng.range(10, 80) as u32;
+                self.chain.stall_finality(true);
+                tokio::time::sleep(self.block * blocks).await;
+                self.chain.stall_finality(false);
+            }
             Fault::Lane0Storm => {
                 let count = self.rng.range(4, 12);
                 for _ in 0..count {
@@ -1400,6 +1443,9 @@ async fn soak(args: Args) -> Result<bool, String> {
         ..DevConfig::default()
     })
     .map_err(|e| e.to_string())?;
+    if faults.contains(&Fault::Reorg) {
+        chain.enable_forks(3);
+    }
 
     let dir = std::env::temp_dir().join(format!(
         "nsn-lane1-soak-{}-{}",

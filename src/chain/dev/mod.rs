@@ -163,8 +163,7 @@ pub struct Fork {
     pub enacted: Vec<BlockRef>,
     /// The retracted extrinsics that returned to the pool.
     pub repooled: Vec<Extrinsic>,
-    /// The retracted extrinsics the new branch never gets (with every later
-    /// transaction of their accounts, which a gap leaves stuck).
+    /// The retracted extrinsics the new branch never gets.
     pub discarded: Vec<Extrinsic>,
 }
 
@@ -420,9 +419,9 @@ impl DevChain {
     /// are retracted and a new branch, one block longer, is built from the
     /// block before them and becomes the best chain. Retracted extrinsics
     /// that `keep` selects return to the pool (as a node's pool resubmits
-    /// them) and are in the new branch; the others are discarded, with
-    /// every later transaction of their accounts (told
-    /// [`SubmitError::Dropped`] if still waiting). Best-block streams go on
+    /// them) and are in the new branch; the others are discarded, and their
+    /// accounts' later transactions wait behind the gap until a transaction
+    /// with the missing nonce fills it. Best-block streams go on
     /// with the new branch from its first block; finalized streams are
     /// untouched, as finality never goes back.
     pub fn fork(
@@ -458,6 +457,13 @@ impl DevChain {
             fork.enacted.push(block.block_ref());
         }
         Ok(fork)
+    }
+
+    /// The extrinsics of the best chain from block `first` on.
+    pub fn extrinsics_since(&self, first: BlockNumber) -> Vec<Extrinsic> {
+        let st = self.lock();
+        let from = st.extrinsics.partition_point(|x| x.block < first);
+        st.extrinsics[from..].to_vec()
     }
 
     /// Extrinsics of retracted blocks, in the order they were included.
@@ -707,28 +713,13 @@ impl State {
         let cut = self.extrinsics.partition_point(|x| x.block <= point);
         let retracted: Vec<Extrinsic> = self.extrinsics.drain(cut..).collect();
         self.retracted.extend(retracted.iter().cloned());
-        // An account whose transaction is discarded has a gap at its nonce:
-        // its later transactions can never be ready, and go too.
-        let mut gap: HashMap<Origin, u64> = HashMap::new();
-        for x in &retracted {
-            if matches!(x.origin, Origin::Signed(_)) && !keep(&x.origin, &x.call) {
-                let n = gap.entry(x.origin).or_insert(x.nonce);
-                *n = (*n).min(x.nonce);
-            }
-        }
-        let stuck = |origin: &Origin, nonce: u64| gap.get(origin).is_some_and(|g| nonce >= *g);
-        let mut repool = Vec::new();
-        for x in retracted {
-            if stuck(&x.origin, x.nonce) {
-                fork.discarded.push(x);
-            } else {
-                repool.push(x);
-            }
-        }
-        let (dropped, kept): (Vec<PoolTx>, Vec<PoolTx>) = std::mem::take(&mut self.pool)
+        // What `keep` rejects is gone; the rest is the pool's again. An
+        // account's transactions after a discarded one wait behind the gap
+        // at its nonce (as a node's pool keeps them in its future queue)
+        // until a transaction with that nonce fills it.
+        let (repool, discarded): (Vec<Extrinsic>, Vec<Extrinsic>) = retracted
             .into_iter()
-            .partition(|tx| stuck(&tx.origin, tx.nonce));
-        self.pool = kept.into();
+            .partition(|x| matches!(x.origin, Origin::Root) || keep(&x.origin, &x.call));
         for x in repool.iter().rev() {
             self.pool.push_front(PoolTx {
                 origin: x.origin,
@@ -739,13 +730,7 @@ impl State {
             });
         }
         fork.repooled = repool;
-        for tx in dropped {
-            if let Some(reply) = tx.reply {
-                let _ = reply.send(Err(SubmitError::Dropped {
-                    call: tx.call.name(),
-                }));
-            }
-        }
+        fork.discarded = discarded;
         self.branch += 1;
         self.fork_points.push(point);
         Ok(fork)
