@@ -583,6 +583,9 @@ async fn serve_sidecar(
 
 struct SoakNode {
     account: AccountId,
+    /// Where each node's nonce record is found (its Lane 0 side signs
+    /// with its key, as part of it).
+    signers: nsn_lane1::signer::Signers,
     cut: Cut,
     checkpoint: Checkpoint,
     node: Option<Node>,
@@ -626,6 +629,7 @@ impl SoakNode {
                 checkpoint: Some(self.checkpoint.clone()),
             },
         );
+        self.signers.set(self.account, node.nonces.clone());
         self.node = Some(node);
     }
 }
@@ -712,7 +716,11 @@ async fn assign(alice: DevSubmitter, ids: Vec<TaskId>) -> Result<Step, String> {
 
 /// A Lane 0 task, created and served by the Lane 0 side of the node the
 /// chain assigns it to (outside the Lane 1 node, as in a full node).
-async fn lane0(chain: DevChain, input: Vec<u8>) -> Result<Step, String> {
+async fn lane0(
+    chain: DevChain,
+    input: Vec<u8>,
+    signers: nsn_lane1::signer::Signers,
+) -> Result<Step, String> {
     let alice = chain.submitter(AccountId::ALICE);
     let inc = alice
         .clone()
@@ -728,7 +736,7 @@ async fn lane0(chain: DevChain, input: Vec<u8>) -> Result<Step, String> {
         .await
         .map_err(|e| format!("lane 0 create: {e}"))?;
     let id = created_task_id(&inc.events).ok_or("no TaskCreated")?;
-    nsn_lane1::dev::lane0_side(chain, id)
+    nsn_lane1::dev::lane0_side(chain, id, &signers)
         .await
         .map_err(|e| e.to_string())?;
     Ok(Step::Lane0Done)
@@ -1042,8 +1050,11 @@ impl Faulter {
                     self.lane0_posted += 1;
                     let input =
                         BlobStore::cid_of(format!("lane 0 {}", self.lane0_posted).as_bytes());
-                    self.lane0
-                        .spawn(lane0(self.chain.clone(), input.as_bytes().to_vec()));
+                    self.lane0.spawn(lane0(
+                        self.chain.clone(),
+                        input.as_bytes().to_vec(),
+                        self.nodes[0].signers.clone(),
+                    ));
                 }
             }
         }
@@ -1475,11 +1486,13 @@ async fn soak(args: Args) -> Result<bool, String> {
     let client = SidecarClient::connect_lazy(SidecarConfig::new(format!("http://{port}")))
         .map_err(|e| e.to_string())?;
 
+    let signers = nsn_lane1::signer::Signers::default();
     let mut nodes: Vec<SoakNode> = accounts
         .iter()
         .enumerate()
         .map(|(i, a)| SoakNode {
             account: *a,
+            signers: signers.clone(),
             cut: Cut::new(),
             checkpoint: Checkpoint::new(dir.join(format!("node-{i}.block"))),
             node: None,

@@ -160,6 +160,9 @@ pub enum NotReady {
     /// The chain's data cannot be decoded: the node does not go past it.
     #[error("the chain cannot be read: {0}")]
     ChainUnreadable(String),
+    /// Another process signs with this node's key.
+    #[error("another process signs with this key (it used nonce {0}); not signing")]
+    ForeignSigner(u64),
 }
 
 #[derive(Debug)]
@@ -174,6 +177,8 @@ struct Inner {
     setup_held: std::sync::Mutex<std::collections::HashSet<crate::task::TaskId>>,
     /// Why the chain cannot be read now, if it cannot.
     chain_unreadable: std::sync::Mutex<Option<String>>,
+    /// A nonce another process signed with our key, once one is seen.
+    foreign_signer: std::sync::Mutex<Option<u64>>,
 }
 
 /// The node's admission; clones share one view of the sidecar.
@@ -202,6 +207,7 @@ impl Admission {
                 breaker,
                 setup_held: Default::default(),
                 chain_unreadable: Default::default(),
+                foreign_signer: Default::default(),
             }),
         }
     }
@@ -239,8 +245,26 @@ impl Admission {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = why;
     }
 
+    /// Records that another process signs with our key (it used `nonce`):
+    /// the node is not ready from now on.
+    pub fn set_foreign_signer(&self, nonce: u64) {
+        *self
+            .inner
+            .foreign_signer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(nonce);
+    }
+
     /// Whether the node can take work now, and if not, why.
     pub fn readiness(&self) -> Result<(), NotReady> {
+        if let Some(nonce) = *self
+            .inner
+            .foreign_signer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            return Err(NotReady::ForeignSigner(nonce));
+        }
         if let Some(why) = self
             .inner
             .chain_unreadable

@@ -135,6 +135,9 @@ pub struct Confirmer<S, P> {
     account: AccountId,
     sent: SentCalls,
     metrics: Lane1Metrics,
+    /// The nonces this process signed, checked at every finalized block,
+    /// and where a second signer is reported.
+    signers: Option<(crate::signer::OwnNonces, crate::admission::Admission)>,
 }
 
 impl<S, P> Confirmer<S, P>
@@ -160,6 +163,43 @@ where
             account,
             sent,
             metrics,
+            signers: None,
+        }
+    }
+
+    /// Also checks, at every finalized block, that each nonce the account
+    /// used since this process first signed was signed here; one that was
+    /// not makes `admission` not ready and stops signing (see
+    /// [`crate::signer`]).
+    pub fn watch_signers(
+        mut self,
+        nonces: crate::signer::OwnNonces,
+        admission: crate::admission::Admission,
+    ) -> Self {
+        self.signers = Some((nonces, admission));
+        self
+    }
+
+    /// The account's nonce at `at`, against the nonces signed here.
+    async fn check_signers(&self, at: BlockRef) {
+        let Some((nonces, admission)) = &self.signers else {
+            return;
+        };
+        let nonce = match self.port.account_nonce_at(at.hash, self.account).await {
+            Ok(n) => n,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the account's nonce; checking at the next block");
+                return;
+            }
+        };
+        if let Some(foreign) = nonces.finalized(nonce) {
+            tracing::error!(
+                nonce = foreign,
+                block = at.number,
+                "another process signs with this key: the account used a nonce this node did not sign; not signing any more, not ready (restart once only one process holds the key)"
+            );
+            admission.set_foreign_signer(foreign);
+            self.metrics.foreign_signer.with(&[]).set(1);
         }
     }
 
@@ -205,6 +245,7 @@ where
     /// Block `at` is final: confirms what it holds and looks after what a
     /// retracted block held.
     pub async fn on_finalized(&self, at: BlockRef) {
+        self.check_signers(at).await;
         let suspects = self.sent.pending().finalized(at);
         for pending in suspects {
             let task_id = pending.task_id;

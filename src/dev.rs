@@ -425,9 +425,14 @@ pub async fn run_dev(
             (*account, node)
         })
         .collect();
+    // The Lane 0 side signs as the node it plays, in the node's record.
+    let signers = crate::signer::Signers::default();
+    for (account, node) in &nodes {
+        signers.set(*account, node.nonces.clone());
+    }
 
     let mut summary = DevSummary::default();
-    let result = drive(&opts, &chain, &store, &mut summary, shutdown).await;
+    let result = drive(&opts, &chain, &store, &mut summary, &signers, shutdown).await;
     for (account, node) in nodes {
         let report = node.stop().await?;
         summary.executor.absorb(&report);
@@ -531,6 +536,7 @@ async fn drive(
     chain: &DevChain,
     store: &BlobStore,
     summary: &mut DevSummary,
+    signers: &crate::signer::Signers,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DevError> {
     let requester = chain.submitter(AccountId::ALICE);
@@ -584,7 +590,7 @@ async fn drive(
                     unassigned.push(id);
                     if let Some(l0) = lane0 {
                         summary.lane0 += 1;
-                        steps.push(Box::pin(serve_lane0(chain.clone(), l0)));
+                        steps.push(Box::pin(serve_lane0(chain.clone(), l0, signers.clone())));
                     }
                 }
                 Done::Assigning { refused } => {
@@ -703,15 +709,26 @@ async fn assign_all(requester: DevSubmitter, ids: Vec<TaskId>) -> Result<Done, D
     Ok(Done::Assigning { refused })
 }
 
-async fn serve_lane0(chain: DevChain, id: TaskId) -> Result<Done, DevError> {
-    lane0_side(chain, id).await.map(|()| Done::Lane0Served)
+async fn serve_lane0(
+    chain: DevChain,
+    id: TaskId,
+    signers: crate::signer::Signers,
+) -> Result<Done, DevError> {
+    lane0_side(chain, id, &signers)
+        .await
+        .map(|()| Done::Lane0Served)
 }
 
 /// Plays the Lane 0 side of the node the chain assigns a Lane 0 task to (as
 /// the full node's video pipeline would, beside its Lane 1 executor): asks
 /// for the task's assignment, then starts it and submits a frame as the
-/// executor the chain picked.
-pub async fn lane0_side(chain: DevChain, id: TaskId) -> Result<(), DevError> {
+/// executor the chain picked. Its nonces go into that node's record in
+/// `signers` (it signs with the node's key, as part of the node).
+pub async fn lane0_side(
+    chain: DevChain,
+    id: TaskId,
+    signers: &crate::signer::Signers,
+) -> Result<(), DevError> {
     let fail = |e: crate::chain::SubmitError| DevError::Requester(format!("lane 0 side: {e}"));
     let accepted = chain
         .submitter(AccountId::ALICE)
@@ -727,20 +744,25 @@ pub async fn lane0_side(chain: DevChain, id: TaskId) -> Result<(), DevError> {
         })
         .ok_or_else(|| DevError::Requester("lane 0 side: no TaskAssigned".into()))?;
     let lane0_side = chain.submitter(executor);
+    let nonces = signers.get(executor);
     let cid = BlobStore::cid_of(b"lane 0 frame");
-    lane0_side
-        .clone()
-        .submit(MarketCall::StartTask { task_id: id })
-        .await
-        .map_err(fail)?;
-    lane0_side
-        .submit(MarketCall::SubmitResult {
+    let calls = [
+        MarketCall::StartTask { task_id: id },
+        MarketCall::SubmitResult {
             task_id: id,
             output_cid: cid.as_bytes().to_vec(),
             attestation_cid: Some(cid.as_bytes().to_vec()),
-        })
-        .await
-        .map_err(fail)?;
+        },
+    ];
+    for call in calls {
+        let pooled = tower::ServiceExt::oneshot(lane0_side.clone(), call)
+            .await
+            .map_err(fail)?;
+        if let (Some(nonces), Some(nonce)) = (&nonces, pooled.nonce()) {
+            nonces.signed(nonce);
+        }
+        pooled.await.map_err(fail)?;
+    }
     Ok(())
 }
 

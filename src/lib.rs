@@ -77,6 +77,7 @@ pub mod listener;
 pub mod node;
 pub mod scheduler;
 pub mod sidecar;
+pub mod signer;
 pub mod stack;
 pub mod submitter;
 pub mod task;

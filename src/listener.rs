@@ -140,7 +140,8 @@ pub const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(10
 /// Best blocks a starting node waits, at most, for transactions of an
 /// earlier run to land (the real-chain backend's transaction mortality).
 pub const POOL_SETTLE_BLOCKS: u32 = 64;
-/// Longest wait for a best block while they do (then the pool is asked again).
+/// Longest wait for a best block while they do (then the pool is asked
+/// again; only blocks count towards [`POOL_SETTLE_BLOCKS`]).
 const POOL_SETTLE_LOOK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The listener; see the [module docs](self).
@@ -502,7 +503,11 @@ impl<P: ChainPort> ChainListener<P> {
     /// rest cannot land and the node goes on.
     async fn settle_own_pool(&mut self) -> Result<(), ListenerError> {
         let mut best = self.port.best_blocks(None);
-        for looked in 0..=POOL_SETTLE_BLOCKS {
+        // Counted in blocks, as mortality is: a chain that builds none for
+        // a while only makes the wait longer (the pool is asked again).
+        let mut blocks = 0;
+        let mut told = false;
+        while blocks <= POOL_SETTLE_BLOCKS {
             // The pool's view first: a block that lands between the two
             // reads can only make the chain's count catch up.
             let next = self.port.account_nonce(self.account).await?;
@@ -511,14 +516,16 @@ impl<P: ChainPort> ChainListener<P> {
             if next <= included {
                 return Ok(());
             }
-            if looked == 0 {
+            if !told {
+                told = true;
                 tracing::info!(
                     pending = next - included,
                     "waiting for transactions of an earlier run to land before acting"
                 );
             }
             match tokio::time::timeout(POOL_SETTLE_LOOK, best.next()).await {
-                Ok(Some(Ok(_))) | Err(_) => {}
+                Ok(Some(Ok(_))) => blocks += 1,
+                Err(_) => {}
                 Ok(Some(Err(e))) => return Err(e.into()),
                 Ok(None) => return Err(ListenerError::StreamEnded),
             }

@@ -98,6 +98,9 @@ pub struct Node {
     /// What is checked before a task is started: the sidecar's health,
     /// the stake breaker, the tasks held for set-up faults.
     pub admission: Admission,
+    /// The nonces the node signed with (a part of the node that signs
+    /// with its key beside it records its own here; see [`crate::signer`]).
+    pub nonces: crate::signer::OwnNonces,
     shutdown: CancellationToken,
     following: tokio::sync::watch::Receiver<Option<crate::task::BlockNumber>>,
     liveness: Liveness,
@@ -171,10 +174,13 @@ impl Node {
         // One record of sent calls for the account: the lifecycle's and the
         // executor's submit stacks never send the same call twice between them.
         let sent = SentCalls::default();
+        // Every nonce the node signs is kept, to tell another signer's.
+        let nonces = crate::signer::OwnNonces::default();
         // Every chain call of the node is counted (calls, outcomes, and
         // transactions outstanding).
         let parts = NodeParts {
-            submit: crate::submitter::CountedCalls::new(parts.submit, parts.metrics.clone()),
+            submit: crate::submitter::CountedCalls::new(parts.submit, parts.metrics.clone())
+                .own_nonces(nonces.clone()),
             port: parts.port,
             account: parts.account,
             sidecar: parts.sidecar,
@@ -205,6 +211,7 @@ impl Node {
                 sent.clone(),
                 parts.metrics.clone(),
             )
+            .watch_signers(nonces.clone(), admission.clone())
             .run(shutdown.clone()),
         );
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
@@ -318,6 +325,7 @@ impl Node {
             preemptor,
             metrics: parts.metrics,
             admission: node_admission,
+            nonces,
             shutdown,
             following,
             liveness: Liveness(liveness),

@@ -596,16 +596,32 @@ impl Drop for Finish {
 /// `lane1_chain_calls_total{call,outcome}` once each call's fate is known
 /// (`refused` by the pool, `included`, `failed` in its block, `lost`), and
 /// `lane1_chain_calls_outstanding` while it is between the pool and a block.
+///
+/// With [`own_nonces`](Self::own_nonces) it also records every nonce it
+/// signs with, and signs nothing more once another process was seen to sign
+/// with the key ([`crate::signer`]).
 #[derive(Clone, Debug)]
 pub struct CountedCalls<S> {
     inner: S,
     metrics: crate::telemetry::metrics::Lane1Metrics,
+    nonces: Option<crate::signer::OwnNonces>,
 }
 
 impl<S> CountedCalls<S> {
     /// Counts `inner`'s calls into `metrics`.
     pub fn new(inner: S, metrics: crate::telemetry::metrics::Lane1Metrics) -> Self {
-        CountedCalls { inner, metrics }
+        CountedCalls {
+            inner,
+            metrics,
+            nonces: None,
+        }
+    }
+
+    /// Records the nonces signed in `nonces`, and refuses every call once
+    /// it has seen another signer.
+    pub fn own_nonces(mut self, nonces: crate::signer::OwnNonces) -> Self {
+        self.nonces = Some(nonces);
+        self
     }
 }
 
@@ -641,6 +657,13 @@ where
     fn call(&mut self, call: MarketCall) -> Self::Future {
         let name = call.name();
         let metrics = self.metrics.clone();
+        if let Some(nonce) = self.nonces.as_ref().and_then(|n| n.foreign()) {
+            metrics.chain_calls.with(&[name, "refused"]).inc();
+            return Box::pin(std::future::ready(Err(SubmitError::ForeignSigner {
+                nonce,
+            })));
+        }
+        let nonces = self.nonces.clone();
         let pooled = self.inner.call(call);
         Box::pin(async move {
             let pooled = match pooled.await {
@@ -650,6 +673,9 @@ where
                     return Err(e);
                 }
             };
+            if let (Some(nonces), Some(nonce)) = (&nonces, pooled.nonce()) {
+                nonces.signed(nonce);
+            }
             let outstanding = Outstanding::new(metrics.chain_outstanding.with(&[]));
             Ok(pooled.map(move |result| {
                 drop(outstanding);

@@ -201,3 +201,42 @@ async fn lane0_work_from_a_retracted_block_is_withdrawn_and_lane1_resumes() {
     assert_eq!(own_slashes(&h.chain, BOB), 0);
     assert_eq!(rule_slashes(&h.chain, BOB), 0, "no hook slash on our task");
 }
+
+#[tokio::test]
+async fn a_second_process_signing_with_the_key_stops_the_node_signing() {
+    let h = Harness::start(ExecutorConfig::default(), timed);
+    h.node.following().await;
+    let first = h.post_until_verified("sha256", b"before").await;
+    assert_eq!(calls_on_chain(&h.chain, BOB, "submit_result", first), 1);
+    assert!(h.node.admission.readiness().is_ok(), "no false alarm");
+    // Another process with Bob's key sends a call of its own.
+    let other = h.chain.submitter(BOB);
+    let _ = send(
+        &other,
+        MarketCall::FinalizeTask {
+            task_id: TaskId(999_999),
+        },
+    )
+    .await
+    .await;
+    let mut blocks = h.chain.finalized_blocks(None);
+    within("the node sees the other signer", async {
+        while h.node.admission.readiness().is_ok() {
+            blocks.next().await.expect("blocks go on").expect("block");
+        }
+    })
+    .await;
+    assert!(matches!(
+        h.node.admission.readiness(),
+        Err(nsn_lane1::admission::NotReady::ForeignSigner(_))
+    ));
+    assert_eq!(h.metrics.foreign_signer.with(&[]).get(), 1);
+    // It signs nothing more: a task assigned to it is not started.
+    let (id, executor) = h.post("sha256", b"after").await;
+    assert_eq!(executor, BOB);
+    for _ in 0..20 {
+        blocks.next().await.expect("blocks go on").expect("block");
+    }
+    assert_eq!(calls_on_chain(&h.chain, BOB, "start_task", id), 0);
+    assert_eq!(calls_on_chain(&h.chain, BOB, "submit_result", id), 0);
+}

@@ -390,8 +390,9 @@ async fn under_lane0_bursts_with_a_finality_lag_no_call_is_sent_twice() {
             lane0.push(l0);
             ok(&h.requester, MarketCall::AcceptAssignment { task_id: l0 }).await;
             let out = nsn_lane1::sidecar::store::BlobStore::cid_of(b"frame");
-            ok(&lane0_side, MarketCall::StartTask { task_id: l0 }).await;
-            ok(
+            as_node(&h, &lane0_side, MarketCall::StartTask { task_id: l0 }).await;
+            as_node(
+                &h,
                 &lane0_side,
                 MarketCall::SubmitResult {
                     task_id: l0,

@@ -252,6 +252,13 @@ pub enum SubmitError {
     /// The chain (or submitter) has shut down.
     #[error("chain has shut down")]
     Closed,
+    /// Another process signs with this node's key (it used nonce `nonce`):
+    /// nothing more is signed here until the node is restarted.
+    #[error("another process signs with this key (it used nonce {nonce}); not signing")]
+    ForeignSigner {
+        /// The nonce the other process used.
+        nonce: u64,
+    },
 }
 
 impl SubmitError {

@@ -322,6 +322,9 @@ pub struct Lane1Metrics {
     /// Calls whose best block was retracted and that no branch held: sent
     /// again, by call.
     pub calls_retracted: CounterVec,
+    /// 1 once another process was seen signing with the node's key (the
+    /// node then signs nothing more).
+    pub foreign_signer: GaugeVec,
     /// The task series already looked up, by outcome, lane and model: a
     /// task's record is a read of this map, not a label set built and
     /// hashed into two families.
@@ -426,6 +429,11 @@ impl Lane1Metrics {
                 "Calls whose best block was retracted and that no branch held; each was sent again.",
                 &["call"],
             ),
+            foreign_signer: registry.gauge(
+                "lane1_foreign_signer",
+                "1 once another process was seen signing with this node's key (the node then signs nothing).",
+                &[],
+            ),
             task_series: Arc::default(),
             registry,
         };
@@ -443,6 +451,7 @@ impl Lane1Metrics {
         metrics.sidecar_busy.add(&[], 0.0);
         metrics.foreign_cancels.with(&[]);
         metrics.chain_decode_errors.with(&[]);
+        metrics.foreign_signer.with(&[]);
         for call in ["start_task", "submit_result", "fail_task"] {
             metrics.calls_retracted.with(&[call]);
         }

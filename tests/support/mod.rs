@@ -367,6 +367,19 @@ impl Harness {
     }
 }
 
+/// Sends `call` as the node's other half (its Lane 0 side, which signs
+/// with the node's key) and waits for it to land: its nonce goes into the
+/// node's record, as one process's would.
+pub async fn as_node(h: &Harness, sub: &DevSubmitter, call: MarketCall) -> Inclusion {
+    let pooled = tower::ServiceExt::oneshot(sub.clone(), call)
+        .await
+        .expect("pooled");
+    if let Some(nonce) = pooled.nonce() {
+        h.node.nonces.signed(nonce);
+    }
+    pooled.await.expect("included")
+}
+
 /// Slashes of `who` that its own calls caused (a `fail_task` with a
 /// slashing reason it sent), counted by the chain.
 pub fn own_slashes(chain: &DevChain, who: nsn_lane1::task::AccountId) -> u32 {

@@ -101,6 +101,14 @@ const IDLE_AFTER: Duration = Duration::from_secs(6);
 /// nearly its whole era to get in.
 const BIRTH_REFRESH: Duration = Duration::from_secs(2);
 
+/// How far finality may trail the best block before transactions are
+/// born on the best chain instead of at the finalized block.
+const BIRTH_STALL_LAG: u32 = 16;
+
+/// How far below the best block a transaction is born while finality
+/// stalls.
+const BIRTH_DEPTH: u32 = 4;
+
 type AtBlock = subxt::client::OnlineClientAtBlock<PolkadotConfig>;
 
 /// How often a call re-signs a transaction that left the pool with its
@@ -550,9 +558,11 @@ impl Inner {
         })
     }
 
-    /// The finalized block transactions are signed against (their era's
-    /// birth), re-read when older than [`BIRTH_REFRESH`]: reading it costs
-    /// several round trips, too many to pay for every transaction.
+    /// The block transactions are signed against (their era's birth): the
+    /// finalized block, or a block of the best chain while finality trails
+    /// it by more than [`BIRTH_STALL_LAG`]; re-read when older than
+    /// [`BIRTH_REFRESH`]: reading it costs several round trips, too many to
+    /// pay for every transaction.
     async fn birth(&self) -> Result<AtBlock, SubmitError> {
         let mut cached = self.birth.lock().await;
         if let Some((read, at)) = cached.as_ref()
@@ -560,12 +570,33 @@ impl Inner {
         {
             return Ok(at.clone());
         }
-        let at = self
+        let connection = |e: &dyn std::fmt::Display| SubmitError::Connection(e.to_string());
+        let finalized = self
             .chain
             .api
             .at_current_block()
             .await
-            .map_err(|e| SubmitError::Connection(e.to_string()))?;
+            .map_err(|e| connection(&e))?;
+        // While finality stalls, an era born at the finalized block runs
+        // out with nothing wrong: the birth follows the best chain instead,
+        // a few blocks back from its head (deeper than a usual re-org), so
+        // that a stall shows as head lag, never as calls that cannot go.
+        let at = match self.chain.best_head().await {
+            Ok(best)
+                if u64::from(best.number)
+                    > finalized.block_number() + u64::from(BIRTH_STALL_LAG) =>
+            {
+                let birth = best.number.saturating_sub(BIRTH_DEPTH);
+                match self.chain.api.at_block(birth).await {
+                    Ok(at) => at,
+                    Err(error) => {
+                        tracing::debug!(%error, birth, "cannot read the best chain's block; signing against the finalized one");
+                        finalized
+                    }
+                }
+            }
+            _ => finalized,
+        };
         *cached = Some((Instant::now(), at.clone()));
         Ok(at)
     }
