@@ -172,11 +172,13 @@ impl SubxtChain {
 
     /// The extrinsics among `wanted` in finalized block `number`, each with
     /// its index and its task-market events or dispatch error.
+    /// The watched extrinsics in block `number` of the best chain, with
+    /// the hash of the block read.
     async fn inclusions(
         &self,
         number: u32,
         wanted: &std::collections::HashSet<submitter::TxHash>,
-    ) -> Result<Vec<(submitter::TxHash, submitter::Found)>, ChainError> {
+    ) -> Result<(BlockHash, Vec<(submitter::TxHash, submitter::Found)>), ChainError> {
         let at = match self.api.at_block(u64::from(number)).await {
             Ok(at) => at,
             Err(subxt::error::OnlineClientAtBlockError::BlockNotFound { .. }) => {
@@ -186,6 +188,7 @@ impl SubxtChain {
             }
             Err(e) => return Err(conn(e)),
         };
+        let read = BlockHash(at.block_hash().0);
         let extrinsics = at.extrinsics().fetch().await.map_err(conn)?;
         let mut ours: Vec<(submitter::TxHash, u32)> = Vec::new();
         for ext in extrinsics.iter().flatten() {
@@ -195,12 +198,9 @@ impl SubxtChain {
             }
         }
         if ours.is_empty() {
-            return Ok(Vec::new());
+            return Ok((read, Vec::new()));
         }
-        let block = BlockRef {
-            number,
-            hash: BlockHash(at.block_hash().0),
-        };
+        let block = BlockRef { number, hash: read };
         let events = at.events().fetch().await.map_err(conn)?;
         let mut results: Vec<Result<Vec<MarketEvent>, DispatchError>> =
             ours.iter().map(|_| Ok(Vec::new())).collect();
@@ -233,7 +233,7 @@ impl SubxtChain {
                 list.push(decoded);
             }
         }
-        Ok(ours
+        let found = ours
             .into_iter()
             .zip(results)
             .map(|((hash, index), result)| {
@@ -246,7 +246,40 @@ impl SubxtChain {
                     },
                 )
             })
-            .collect())
+            .collect();
+        Ok((read, found))
+    }
+
+    /// The hash of block `number` of the best chain (`None`: no such block).
+    pub async fn block_hash(&self, number: u32) -> Result<Option<BlockHash>, ChainError> {
+        let methods = subxt::rpcs::methods::LegacyRpcMethods::<
+            subxt::config::RpcConfigFor<PolkadotConfig>,
+        >::new(self.rpc.clone());
+        let hash = methods
+            .chain_get_block_hash(Some(u64::from(number).into()))
+            .await
+            .map_err(conn)?;
+        Ok(hash.map(|h| BlockHash(h.0)))
+    }
+
+    /// Where a reader of the best chain that has read the blocks in `read`
+    /// must go on: the lowest block it read that is no longer on the best
+    /// chain (a re-org took it), or `next` if none was. Entries from there
+    /// up are dropped from `read`.
+    pub(super) async fn rewind(
+        &self,
+        read: &mut std::collections::BTreeMap<u32, BlockHash>,
+        next: u32,
+    ) -> Result<u32, ChainError> {
+        let mut next = next;
+        while let Some((&number, &hash)) = read.last_key_value() {
+            if self.block_hash(number).await? == Some(hash) {
+                break;
+            }
+            read.remove(&number);
+            next = number;
+        }
+        Ok(next)
     }
 
     /// The events of a block that decode at all (the others are counted).
@@ -412,6 +445,9 @@ fn dispatch_error(e: &subxt::error::DispatchError) -> DispatchError {
     }
 }
 
+/// How many recently read best blocks are remembered to notice a re-org.
+const REORG_WINDOW: usize = 32;
+
 /// Blocks a submitted transaction stays valid for.
 pub const MORTALITY: u64 = 64;
 
@@ -530,6 +566,10 @@ impl SubxtChain {
             next: Option<u32>,
             known_head: u32,
             heads: Option<subxt::client::Blocks<PolkadotConfig>>,
+            /// The best blocks delivered lately, by number: a re-org
+            /// shows as one of them no longer on the best chain, and the
+            /// stream goes on from there (a number it has passed).
+            delivered: std::collections::BTreeMap<u32, BlockHash>,
         }
         let state = Follow {
             chain: self.clone(),
@@ -537,6 +577,7 @@ impl SubxtChain {
             next: from,
             known_head: 0,
             heads: None,
+            delivered: std::collections::BTreeMap::new(),
         };
         Box::pin(futures::stream::unfold(state, |mut st| async move {
             loop {
@@ -552,9 +593,25 @@ impl SubxtChain {
                     },
                 };
                 if next <= st.known_head {
+                    if st.head == Head::Best {
+                        match st.chain.rewind(&mut st.delivered, next).await {
+                            Ok(back) if back < next => {
+                                st.next = Some(back);
+                                continue;
+                            }
+                            Ok(_) => {}
+                            Err(e) => return Some((Err(e), st)),
+                        }
+                    }
                     return match st.chain.block(next).await {
                         Ok(Some(block)) => {
                             st.next = Some(next + 1);
+                            if st.head == Head::Best {
+                                st.delivered.insert(block.number, block.hash);
+                                while st.delivered.len() > REORG_WINDOW {
+                                    st.delivered.pop_first();
+                                }
+                            }
                             Some((Ok(block), st))
                         }
                         Ok(None) => Some((
@@ -577,9 +634,15 @@ impl SubxtChain {
                 let heads = st.heads.as_mut()?;
                 match heads.next().await {
                     Some(Ok(b)) => {
-                        st.known_head = st
-                            .known_head
-                            .max(u32::try_from(b.number()).unwrap_or(u32::MAX));
+                        let number = u32::try_from(b.number()).unwrap_or(u32::MAX);
+                        st.known_head = st.known_head.max(number);
+                        // A new best block at a height already delivered:
+                        // the re-org is found on the next read.
+                        if st.head == Head::Best
+                            && st.delivered.get(&number).is_some_and(|h| h.0 != b.hash().0)
+                        {
+                            st.known_head = st.known_head.max(next);
+                        }
                     }
                     Some(Err(e)) => return Some((Err(conn(e)), st)),
                     None => return None,

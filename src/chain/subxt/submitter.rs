@@ -185,12 +185,18 @@ impl Tracker {
         stop: CancellationToken,
     ) {
         let mut next: Option<u32> = None;
+        // The blocks read lately, by number: after a re-org the tracker
+        // reads the new branch's blocks from where it differs, so an
+        // inclusion there is not missed.
+        let mut read: std::collections::BTreeMap<u32, crate::chain::BlockHash> =
+            std::collections::BTreeMap::new();
         let mut retry_delay = backoff(Duration::from_millis(100), Duration::from_secs(5));
         let mut heads: Option<subxt::client::Blocks<PolkadotConfig>> = None;
         let mut last_check = Instant::now();
         loop {
             if self.lock().is_empty() {
                 next = None;
+                read.clear();
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = self.added.notified() => continue,
@@ -203,9 +209,15 @@ impl Tracker {
                     (None, Some(after)) => after + 1,
                     (None, None) => return Ok(()),
                 };
+                n = chain.rewind(&mut read, n).await?;
                 while n <= head && !self.lock().is_empty() {
                     let wanted = self.hashes();
-                    for (hash, found) in chain.inclusions(n, &wanted).await? {
+                    let (hash_read, found) = chain.inclusions(n, &wanted).await?;
+                    read.insert(n, hash_read);
+                    while read.len() > 32 {
+                        read.pop_first();
+                    }
+                    for (hash, found) in found {
                         self.resolve(&hash, Fate::Included(found));
                     }
                     self.expire(n);
