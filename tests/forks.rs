@@ -66,33 +66,41 @@ fn retracted_calls(h: &Harness, call: &str) -> u64 {
     h.metrics.calls_retracted.with(&[call]).get()
 }
 
+/// Posts a task for `model` and retracts the best block where its call
+/// `call` (`start_task` or `submit_result`) landed, the new branch without
+/// that call. Returns the task.
+async fn post_and_lose(h: &Harness, model: &str, input: &[u8], call: &'static str) -> TaskId {
+    let mut best = h.chain.best_blocks(None);
+    let (id, executor) = h.post(model, input).await;
+    assert_eq!(executor, BOB);
+    let event = match call {
+        "start_task" => "TaskStarted",
+        _ => "TaskSubmitted",
+    };
+    let at = best_block_with(&mut best, call, |e| {
+        e.task_id() == Some(id) && e.name() == event
+    })
+    .await;
+    let fork = h
+        .chain
+        .fork_from(at.number, |_, c| c.name() != call)
+        .expect("its block is not final");
+    assert!(
+        fork.discarded
+            .iter()
+            .any(|x| x.call.name() == call && x.call.task_id() == Some(id)),
+        "{call} was retracted, and the new branch lacks it"
+    );
+    id
+}
+
 #[tokio::test]
 async fn a_start_whose_block_is_retracted_and_not_on_the_new_branch_is_sent_again() {
     let h = start_forking_node();
     h.node.following().await;
-    let mut best = h.chain.best_blocks(None);
     // Long enough that the loss is found (at the start's height's
     // finality) before the result could make the start moot.
-    let (id, executor) = h.post("sleep", br#"{"duration_ms":1500}"#).await;
-    assert_eq!(executor, BOB);
-    let at = best_block_with(
-        &mut best,
-        "start_task in a best block",
-        |e| matches!(e, MarketEvent::TaskStarted { task_id, .. } if *task_id == id),
-    )
-    .await;
-    let fork = h
-        .chain
-        .fork_from(at.number, |_, call| {
-            !matches!(call, MarketCall::StartTask { .. })
-        })
-        .expect("the start's block is not final");
-    assert!(
-        fork.discarded
-            .iter()
-            .any(|x| x.call == MarketCall::StartTask { task_id: id }),
-        "the start was retracted, and the new branch lacks it"
-    );
+    let id = post_and_lose(&h, "sleep", br#"{"duration_ms":1500}"#, "start_task").await;
     until_verified(&h.chain, id, 30).await;
     assert_eq!(
         events_on_chain(&h, id, "start_task"),
@@ -112,26 +120,7 @@ async fn a_start_whose_block_is_retracted_and_not_on_the_new_branch_is_sent_agai
 async fn a_result_whose_block_is_retracted_and_not_on_the_new_branch_is_sent_again() {
     let h = start_forking_node();
     h.node.following().await;
-    let mut best = h.chain.best_blocks(None);
-    let (id, _) = h.post("sha256", b"forked result").await;
-    let at = best_block_with(
-        &mut best,
-        "submit_result in a best block",
-        |e| matches!(e, MarketEvent::TaskSubmitted { task_id, .. } if *task_id == id),
-    )
-    .await;
-    let fork = h
-        .chain
-        .fork_from(at.number, |_, call| {
-            !matches!(call, MarketCall::SubmitResult { .. })
-        })
-        .expect("the result's block is not final");
-    assert!(
-        fork.discarded
-            .iter()
-            .any(|x| matches!(x.call, MarketCall::SubmitResult { task_id, .. } if task_id == id)),
-        "the result was retracted, and the new branch lacks it"
-    );
+    let id = post_and_lose(&h, "sha256", b"forked result", "submit_result").await;
     until_verified(&h.chain, id, 30).await;
     assert_eq!(events_on_chain(&h, id, "submit_result"), 1);
     assert_eq!(calls_on_chain(&h.chain, BOB, "submit_result", id), 1);
@@ -239,4 +228,38 @@ async fn a_second_process_signing_with_the_key_stops_the_node_signing() {
     }
     assert_eq!(calls_on_chain(&h.chain, BOB, "start_task", id), 0);
     assert_eq!(calls_on_chain(&h.chain, BOB, "submit_result", id), 0);
+}
+
+#[tokio::test]
+async fn calls_keep_landing_while_finality_stalls_for_a_hundred_blocks() {
+    let h = start_forking_node();
+    h.node.following().await;
+    let mut best = h.chain.best_blocks(None);
+    let (id, _) = h.post("sleep", br#"{"duration_ms":300}"#).await;
+    h.run_reaches("the run", id, RunState::Running).await;
+    h.chain.stall_finality(true);
+    let stalled_at = h.chain.finalized_number();
+    // The result lands in a best block while nothing more is final.
+    best_block_with(
+        &mut best,
+        "the result in a best block",
+        |e| matches!(e, MarketEvent::TaskSubmitted { task_id, .. } if *task_id == id),
+    )
+    .await;
+    within("a hundred blocks", async {
+        while h.chain.head_number() < stalled_at + 100 {
+            best.next()
+                .await
+                .expect("best blocks go on")
+                .expect("block");
+        }
+    })
+    .await;
+    assert_eq!(h.chain.finalized_number(), stalled_at, "finality stalled");
+    assert!(h.node.admission.readiness().is_ok());
+    h.chain.stall_finality(false);
+    until_verified(&h.chain, id, 30).await;
+    assert_eq!(calls_on_chain(&h.chain, BOB, "start_task", id), 1);
+    assert_eq!(calls_on_chain(&h.chain, BOB, "submit_result", id), 1);
+    assert_eq!(retracted_calls(&h, "submit_result"), 0);
 }
