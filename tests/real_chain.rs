@@ -622,3 +622,118 @@ async fn three_nodes_on_one_chain_each_run_exactly_the_tasks_assigned_to_them() 
         n.kill().await.expect("stops");
     }
 }
+
+/// A re-org on a real node's RPC (chopsticks moves its head back and builds
+/// another branch): the best-block stream goes on from the first block that
+/// differs, a number it has passed, with the new branch's hashes.
+#[tokio::test]
+async fn the_best_block_stream_follows_a_reorg_by_hash() {
+    use futures::StreamExt;
+    use nsn_lane1::chain::{ChainPort, MarketCall};
+    use nsn_lane1::task::{Lane, Priority, UNIT};
+    use subxt::rpcs::client::rpc_params;
+
+    let node = support::chopsticks_in("Manual").await;
+    let chain = SubxtChain::connect(&node.url, Backend::Legacy)
+        .await
+        .expect("connects");
+    let new_blocks = |n: u32| {
+        let chain = chain.clone();
+        async move {
+            let _: serde_json::Value = chain
+                .rpc()
+                .request(
+                    "dev_newBlock",
+                    rpc_params![serde_json::json!({ "count": n })],
+                )
+                .await
+                .expect("dev_newBlock");
+        }
+    };
+    new_blocks(2).await;
+    // The head holds a transaction, so that a branch without it differs.
+    let alice = subxt_signer::sr25519::dev::alice();
+    let sender = chain.clone();
+    let created = tokio::spawn(async move {
+        sender
+            .submit_signed(
+                &alice,
+                &MarketCall::CreateTaskIntent {
+                    lane: Lane::Lane1,
+                    priority: Priority::Normal,
+                    model_requirements: b"sha256".to_vec(),
+                    input_cid: b"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+                        .to_vec(),
+                    compute_budget: 1,
+                    deadline_blocks: 50,
+                    escrow_amount: UNIT,
+                },
+            )
+            .await
+    });
+    within_secs(20, async {
+        loop {
+            let pending: Vec<serde_json::Value> = chain
+                .rpc()
+                .request("author_pendingExtrinsics", rpc_params![])
+                .await
+                .expect("author_pendingExtrinsics");
+            if !pending.is_empty() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    new_blocks(1).await;
+    let inclusion = within_secs(20, created)
+        .await
+        .expect("joined")
+        .expect("created");
+    let head = chain.best_head().await.expect("head");
+    assert_eq!(inclusion, head.hash, "the head holds it");
+    let mut best = chain.best_blocks(Some(head.number - 2));
+    let mut old = std::collections::HashMap::new();
+    for _ in 0..3 {
+        let block = within_secs(20, best.next())
+            .await
+            .expect("stream open")
+            .expect("block");
+        old.insert(block.number, block.hash);
+    }
+
+    // Back to two blocks below the head, and a longer branch without the
+    // transaction.
+    let _: serde_json::Value = chain
+        .rpc()
+        .request("dev_setHead", rpc_params![head.number - 2])
+        .await
+        .expect("dev_setHead");
+    new_blocks(3).await;
+
+    let again = within_secs(20, best.next())
+        .await
+        .expect("stream open")
+        .expect("block");
+    assert!(
+        again.number <= head.number,
+        "a number already passed: a re-org ({} after {})",
+        again.number,
+        head.number
+    );
+    assert_ne!(
+        Some(&again.hash),
+        old.get(&again.number),
+        "the new branch's block"
+    );
+    let mut last = again;
+    while last.number < head.number + 1 {
+        let next = within_secs(20, best.next())
+            .await
+            .expect("stream open")
+            .expect("block");
+        assert_eq!(next.number, last.number + 1);
+        assert_eq!(next.parent_hash, last.hash, "one branch, in order");
+        last = next;
+    }
+}
