@@ -761,6 +761,8 @@ const POOL_FAULT_LOOKS: u32 = 400;
 /// Injects faults on a seeded schedule until stopped; owns what it breaks.
 struct Faulter {
     faults: Vec<Fault>,
+    /// The faults still to inject in this round.
+    deck: Vec<Fault>,
     /// Names the set-up fault the NSN-like sidecar shows while it exists.
     setup_fault_file: PathBuf,
     /// Another party's client on the sidecar's port.
@@ -803,9 +805,14 @@ impl Faulter {
                 () = tokio::time::sleep(gap) => {}
             }
             self.restart_dead();
-            let fault = self.rng.pick(&self.faults);
+            let Some(fault) = self.next_fault() else {
+                break;
+            };
             if self.inject(fault).await? {
                 *self.injected.entry(fault).or_default() += 1;
+            } else {
+                // Nothing to inject it into now: again later in the round.
+                self.deck.insert(0, fault);
             }
             while let Some(done) = self.lane0.try_join_next() {
                 done.map_err(|e| e.to_string())??;
@@ -845,6 +852,20 @@ impl Faulter {
             self.nodes[i].node = None;
             self.nodes[i].spawn(&self.chain, &self.client, self.block);
         }
+    }
+
+    /// The next fault: every kind once, in a seeded order, then again (so
+    /// that a short run meets each kind, which a pick at random need not).
+    fn next_fault(&mut self) -> Option<Fault> {
+        if self.deck.is_empty() {
+            self.deck = self.faults.clone();
+            // Fisher-Yates with the seeded generator.
+            for i in (1..self.deck.len()).rev() {
+                let j = self.rng.range(0, i as u64) as usize;
+                self.deck.swap(i, j);
+            }
+        }
+        self.deck.pop()
     }
 
     /// Injects `fault`; `false` if there was nothing to inject it into.
@@ -1505,6 +1526,7 @@ async fn soak(args: Args) -> Result<bool, String> {
     let requester_failed = Arc::new(std::sync::Mutex::new(HashSet::new()));
     let faulter = Faulter {
         faults,
+        deck: Vec::new(),
         setup_fault_file,
         meddler: client.clone(),
         store: store.clone(),

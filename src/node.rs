@@ -30,7 +30,8 @@ use std::collections::{HashMap, HashSet};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tower::Service;
+use tower::layer::util::{Identity, Stack};
+use tower::{BoxError, Layer, Service};
 
 use crate::admission::{Admission, watch_sidecar};
 use crate::chain::{ChainPort, MarketCall, Pooled, SubmitError};
@@ -40,8 +41,9 @@ use crate::layer::preempt::Preemptor;
 use crate::lifecycle::TaskBoard;
 use crate::listener::{ChainListener, ListenerError};
 use crate::sidecar::client::SidecarClient;
-use crate::stack::{StackParts, build_stack, submit_stack};
-use crate::submitter::SentCalls;
+use crate::sidecar::client::{Execute, ExecuteRequest, ExecutionResult};
+use crate::stack::{ExecuteStack, StackParts, SubmitStack, build_stack_with, submit_stack};
+use crate::submitter::{CountedCalls, GuardedOutcome, SentCalls};
 use crate::task::{AccountId, Lane, ModelId};
 use crate::telemetry::metrics::Lane1Metrics;
 
@@ -158,7 +160,8 @@ async fn lane1_models(sidecar: &SidecarClient) -> Option<HashMap<ModelId, u32>> 
 }
 
 impl Node {
-    /// Starts the listener and the executor on the current runtime.
+    /// Starts the listener and the executor, with the standard stack, on
+    /// the current runtime (`Node::builder(config, parts).spawn()`).
     pub fn spawn<P, C>(config: ExecutorConfig, parts: NodeParts<P, C>) -> Node
     where
         P: ChainPort,
@@ -169,6 +172,120 @@ impl Node {
             + 'static,
         C::Future: Send,
     {
+        Node::builder(config, parts).spawn()
+    }
+
+    /// A node to be built with layers of a node builder's own around the
+    /// standard stack; see [`NodeBuilder`].
+    pub fn builder<P, C>(config: ExecutorConfig, parts: NodeParts<P, C>) -> NodeBuilder<P, C> {
+        NodeBuilder {
+            config,
+            parts,
+            execute_layer: Identity::new(),
+            submit_layer: Identity::new(),
+        }
+    }
+}
+
+/// A node with layers of your own around the standard stack: the wiring
+/// (listener, executor, confirmer, sidecar watch, the shared record of sent
+/// calls, metrics) is the node's; the layers are yours.
+///
+/// `execute_layer` wraps the execute stack, outside its concurrency limit
+/// (it sees every model run the lifecycle asks for: tracing, load
+/// shedding, a quota); `submit_layer` wraps each submit stack, outside its
+/// retry (every chain call the node makes). Layers added first are
+/// outermost, as with [`tower::ServiceBuilder`].
+///
+/// ```no_run
+/// use nsn_lane1::chain::dev::{DevChain, DevConfig};
+/// use nsn_lane1::executor::ExecutorConfig;
+/// use nsn_lane1::node::{Node, NodeParts};
+/// use nsn_lane1::sidecar::client::{ExecuteRequest, SidecarClient, SidecarConfig};
+/// use nsn_lane1::task::AccountId;
+/// use tower::util::MapRequestLayer;
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let chain = DevChain::new(DevConfig::default())?;
+/// let sidecar = SidecarClient::connect_lazy(SidecarConfig::new("http://127.0.0.1:50051"))?;
+/// let parts = NodeParts {
+///     port: chain.clone(),
+///     submit: chain.submitter(AccountId::BOB),
+///     account: AccountId::BOB,
+///     sidecar,
+///     models: None,
+///     metrics: Default::default(),
+///     checkpoint: None,
+/// };
+/// let node = Node::builder(ExecutorConfig::default(), parts)
+///     // Every model run, logged as the lifecycle asks for it.
+///     .execute_layer(MapRequestLayer::new(|run: ExecuteRequest| {
+///         tracing::info!(run = %run.run(), model = %run.model, "run");
+///         run
+///     }))
+///     // Chain calls shed, not queued, when the submitter is full.
+///     .submit_layer(tower::load_shed::LoadShedLayer::new())
+///     .spawn();
+/// node.stop().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct NodeBuilder<P, C, LE = Identity, LS = Identity> {
+    config: ExecutorConfig,
+    parts: NodeParts<P, C>,
+    execute_layer: LE,
+    submit_layer: LS,
+}
+
+impl<P, C, LE, LS> NodeBuilder<P, C, LE, LS> {
+    /// Adds `layer` around the execute stack (inside the layers added
+    /// before it).
+    pub fn execute_layer<L>(self, layer: L) -> NodeBuilder<P, C, Stack<L, LE>, LS> {
+        NodeBuilder {
+            config: self.config,
+            parts: self.parts,
+            execute_layer: Stack::new(layer, self.execute_layer),
+            submit_layer: self.submit_layer,
+        }
+    }
+
+    /// Adds `layer` around each submit stack (inside the layers added
+    /// before it).
+    pub fn submit_layer<L>(self, layer: L) -> NodeBuilder<P, C, LE, Stack<L, LS>> {
+        NodeBuilder {
+            config: self.config,
+            parts: self.parts,
+            execute_layer: self.execute_layer,
+            submit_layer: Stack::new(layer, self.submit_layer),
+        }
+    }
+
+    /// Starts the listener and the executor on the current runtime.
+    pub fn spawn(self) -> Node
+    where
+        P: ChainPort,
+        C: Service<MarketCall, Response = Pooled, Error = SubmitError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        C::Future: Send,
+        LE: Layer<ExecuteStack<Execute>>,
+        LE::Service: Service<ExecuteRequest, Response = ExecutionResult> + Clone + Send + 'static,
+        <LE::Service as Service<ExecuteRequest>>::Error: Into<BoxError>,
+        <LE::Service as Service<ExecuteRequest>>::Future: Send,
+        LS: Layer<SubmitStack<CountedCalls<C>, P>>,
+        LS::Service:
+            Service<MarketCall, Response = Pooled<GuardedOutcome>> + Clone + Send + Sync + 'static,
+        <LS::Service as Service<MarketCall>>::Error: Into<BoxError>,
+        <LS::Service as Service<MarketCall>>::Future: Send,
+    {
+        let NodeBuilder {
+            config,
+            parts,
+            execute_layer,
+            submit_layer,
+        } = self;
         let board = TaskBoard::default();
         let preemptor = Preemptor::new();
         // One record of sent calls for the account: the lifecycle's and the
@@ -220,7 +337,7 @@ impl Node {
         let listener_sidecar = parts.sidecar.clone();
         let models = parts.models;
         let canceller = parts.sidecar.canceller();
-        let stack = build_stack(
+        let stack = build_stack_with(
             &config,
             StackParts {
                 execute: parts.sidecar.execute_attaching(),
@@ -235,18 +352,20 @@ impl Node {
                 admission: admission.clone(),
                 attempts: crate::lifecycle::RunAttempts::default(),
             },
+            &execute_layer,
+            &submit_layer,
         );
         let node_admission = admission.clone();
         let listener_admission = admission.clone();
         let listener_sent = sent.clone();
         let lane0_hints = config.lane0_hints;
-        let submit = submit_stack(
+        let submit = submit_layer.layer(submit_stack(
             &config,
             parts.submit,
             parts.port.clone(),
             parts.account,
             sent.clone(),
-        );
+        ));
         let executor = Executor::new(
             config,
             stack,
@@ -333,7 +452,9 @@ impl Node {
             listener,
         }
     }
+}
 
+impl Node {
     /// Whether the node is alive: its listener and executor run (or were
     /// stopped on purpose). For `/healthz`, and to exit when the node dies.
     pub fn liveness(&self) -> Liveness {

@@ -19,9 +19,12 @@
 //! submission. The submit stack's backpressure is the submitter's own bound
 //! on transactions in flight.
 //!
-//! A node builder who wants another shape builds it from the same layers
-//! (`examples/custom_stack.rs`).
+//! A node builder adds layers of their own around the execute and submit
+//! stacks with [`NodeBuilder`](crate::node::NodeBuilder) (`Node::builder`,
+//! `examples/custom_stack.rs`), or builds another shape from the same layers.
 
+use tower::Layer;
+use tower::layer::util::Identity;
 use tower::limit::ConcurrencyLimit;
 use tower::retry::Retry;
 use tower::{BoxError, ServiceBuilder};
@@ -181,6 +184,25 @@ where
     X: Clone,
     P: Clone,
 {
+    build_stack_with(config, parts, &Identity::new(), &Identity::new())
+}
+
+/// The standard stack with a node builder's layers: `execute_layer` wraps
+/// the execute stack (outside its concurrency limit: it sees every run the
+/// lifecycle asks for), `submit_layer` each submit stack (outside its
+/// retry). With [`Identity`] for both it is [`build_stack`].
+pub fn build_stack_with<X, C, P, LE, LS>(
+    config: &ExecutorConfig,
+    parts: StackParts<X, C, P>,
+    execute_layer: &LE,
+    submit_layer: &LS,
+) -> Metrics<Lifecycle<LE::Service, LS::Service, P>, Lane1Metrics>
+where
+    X: Clone,
+    P: Clone,
+    LE: Layer<ExecuteStack<X>>,
+    LS: Layer<SubmitStack<C, P>>,
+{
     let execute = ServiceBuilder::new()
         .concurrency_limit(config.max_concurrent.max(1))
         .in_flight(SidecarActivity::new(&parts.metrics))
@@ -193,13 +215,14 @@ where
             DefaultClassifier,
         ))
         .service(parts.execute);
-    let submit = submit_stack(
+    let execute = execute_layer.layer(execute);
+    let submit = submit_layer.layer(submit_stack(
         config,
         parts.submit,
         parts.port.clone(),
         parts.account,
         parts.sent,
-    );
+    ));
     let lifecycle = Lifecycle::new(
         execute,
         submit,

@@ -596,3 +596,72 @@ async fn the_metrics_follow_a_task_through_the_chain_and_the_sidecar() {
     assert!(sample(&text, "lane1_payments_total").is_some_and(|p| p > 0.0));
     assert_eq!(sample(&text, "lane1_tasks_in_flight"), Some(0.0));
 }
+
+/// A node builder's layers are on the task's path: every model run passes
+/// the execute layer, every chain call the submit layer, and the node's own
+/// wiring (listener, record of sent calls, confirmer) is unchanged.
+#[tokio::test]
+async fn a_node_built_with_layers_of_ones_own_runs_every_task_through_them() {
+    use nsn_lane1::node::{Node, NodeParts};
+    use nsn_lane1::sidecar::client::ExecuteRequest;
+    use tower::util::MapRequestLayer;
+
+    let chain = chain_with(timed);
+    let sidecar = TestSidecar::start();
+    let runs = Arc::new(AtomicU32::new(0));
+    let calls = Arc::new(AtomicU32::new(0));
+    let (r, c) = (runs.clone(), calls.clone());
+    let node = Node::builder(
+        ExecutorConfig::default(),
+        NodeParts {
+            port: chain.clone(),
+            submit: chain.submitter(AccountId::BOB),
+            account: AccountId::BOB,
+            sidecar: sidecar.client(),
+            models: None,
+            metrics: Default::default(),
+            checkpoint: None,
+        },
+    )
+    .execute_layer(MapRequestLayer::new(move |run: ExecuteRequest| {
+        r.fetch_add(1, Ordering::SeqCst);
+        run
+    }))
+    .submit_layer(MapRequestLayer::new(move |call: MarketCall| {
+        c.fetch_add(1, Ordering::SeqCst);
+        call
+    }))
+    .submit_layer(tower::load_shed::LoadShedLayer::new())
+    .spawn();
+    node.following().await;
+    let requester = chain.submitter(AccountId::ALICE);
+    let mut ids = Vec::new();
+    for i in 0..3u32 {
+        let input = sidecar
+            .sidecar
+            .store()
+            .put(format!("layered {i}").into_bytes())
+            .expect("store");
+        let id = created_id(&ok(&requester, lane1_task("sha256", &input)).await);
+        ok(&requester, MarketCall::AcceptAssignment { task_id: id }).await;
+        ids.push(id);
+    }
+    for id in &ids {
+        until_verified(&chain, *id, 30).await;
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        3,
+        "one run per task, each through the layer"
+    );
+    // A start and a result per task, each through the submit layer.
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+    for id in ids {
+        assert_eq!(calls_on_chain(&chain, AccountId::BOB, "start_task", id), 1);
+        assert_eq!(
+            calls_on_chain(&chain, AccountId::BOB, "submit_result", id),
+            1
+        );
+    }
+    node.stop().await.expect("stops");
+}
