@@ -1034,7 +1034,7 @@ impl Faulter {
             }
             Fault::Reorg => {
                 let depth = self.rng.range(1, 3) as u32;
-                let discard = self.rng.next() % 2 == 0;
+                let discard = self.rng.next().is_multiple_of(2);
                 for _ in 0..POOL_FAULT_LOOKS {
                     // While a call of ours is in the blocks it retracts
                     // (never a final one).

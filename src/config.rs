@@ -255,16 +255,7 @@ impl std::str::FromStr for ChainBackend {
     }
 }
 
-/// Log output format.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// Telemetry settings.
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -23,97 +23,20 @@
 //!
 //! Retracted calls are counted in `lane1_calls_retracted_total{call}`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::chain::{BlockHash, BlockRef, ChainError, ChainPort, MarketCall, Pooled, SubmitError};
-use crate::submitter::{Precondition, SentCalls, SubmissionError, guarded, precondition};
-use crate::task::{AccountId, BlockNumber, TaskId};
+use crate::chain::{BlockRef, ChainError, ChainPort, MarketCall, Pooled, SubmitError};
+use crate::submitter::{Pending, Precondition, SentCalls, SubmissionError, guarded, precondition};
+use crate::task::{AccountId, BlockNumber};
 use crate::telemetry::metrics::Lane1Metrics;
-
-/// How many finalized blocks' hashes are kept to confirm calls by.
-const FINALIZED_KEPT: BlockNumber = 4096;
 
 /// Longest pause before the finalized stream is opened again after it
 /// failed.
 const REOPEN_MAX: Duration = Duration::from_secs(10);
-
-/// A call in a best block, not yet final.
-#[derive(Clone, Debug)]
-pub(crate) struct Pending {
-    task_id: TaskId,
-    call: MarketCall,
-    nonce: u64,
-    /// The block that held it (`None`: not known, judged by state).
-    block: Option<BlockRef>,
-}
-
-/// The calls waiting for finality, and the finalized blocks seen lately.
-#[derive(Debug, Default)]
-pub(crate) struct Unconfirmed {
-    /// Kept only while a confirmer watches.
-    on: bool,
-    calls: Vec<Pending>,
-    finalized: BTreeMap<BlockNumber, BlockHash>,
-}
-
-impl Unconfirmed {
-    /// A call included in a best block.
-    pub(crate) fn landed(&mut self, task_id: TaskId, call: &MarketCall, nonce: u64, at: BlockRef) {
-        if !self.on || self.finalized.get(&at.number) == Some(&at.hash) {
-            return;
-        }
-        self.calls.push(Pending {
-            task_id,
-            call: call.clone(),
-            nonce,
-            block: Some(at),
-        });
-    }
-
-    /// A task whose end is final needs nothing more.
-    pub(crate) fn forget(&mut self, task_id: TaskId) {
-        self.calls.retain(|p| p.task_id != task_id);
-    }
-
-    fn put_back(&mut self, pending: Pending) {
-        self.calls.push(Pending {
-            block: None,
-            ..pending
-        });
-    }
-
-    /// Block `at` is final: calls it confirms are dropped; those whose
-    /// block at a final height was another (or is not known) are returned,
-    /// to be looked at.
-    fn finalized(&mut self, at: BlockRef) -> Vec<Pending> {
-        self.finalized.insert(at.number, at.hash);
-        let keep_from = at.number.saturating_sub(FINALIZED_KEPT);
-        self.finalized = self.finalized.split_off(&keep_from);
-        let Unconfirmed {
-            calls, finalized, ..
-        } = self;
-        let mut suspects = Vec::new();
-        calls.retain(|p| match p.block {
-            Some(b) if b.number > at.number => true,
-            Some(b) if finalized.get(&b.number) == Some(&b.hash) => false,
-            _ => {
-                suspects.push(p.clone());
-                false
-            }
-        });
-        suspects
-    }
-
-    /// Calls not yet confirmed.
-    fn len(&self) -> usize {
-        self.calls.len()
-    }
-}
 
 /// What the chain says of a call whose block is not the final one.
 #[derive(Debug, PartialEq, Eq)]
@@ -156,7 +79,7 @@ where
         sent: SentCalls,
         metrics: Lane1Metrics,
     ) -> Self {
-        sent.pending().on = true;
+        sent.pending().watch();
         Confirmer {
             inner,
             port,

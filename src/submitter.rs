@@ -37,7 +37,7 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,9 +47,10 @@ use tokio::sync::watch;
 use tower::{BoxError, Service, ServiceExt};
 
 use crate::chain::{
-    ChainError, ChainPort, Inclusion, MarketCall, MarketError, Pooled, SubmitError, TaskIntent,
+    BlockHash, BlockRef, ChainError, ChainPort, Inclusion, MarketCall, MarketError, Pooled,
+    SubmitError, TaskIntent,
 };
-use crate::task::{AccountId, Cid, FailReason, TaskId, TaskStatus};
+use crate::task::{AccountId, BlockNumber, Cid, FailReason, TaskId, TaskStatus};
 
 /// What a guarded submission achieved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,7 +183,7 @@ pub struct SentCalls {
     calls: Arc<Mutex<Records>>,
     /// Calls in best blocks not yet final, kept while a
     /// [`Confirmer`](crate::confirm::Confirmer) watches finality.
-    unconfirmed: Arc<Mutex<crate::confirm::Unconfirmed>>,
+    unconfirmed: Arc<Mutex<Unconfirmed>>,
 }
 
 impl SentCalls {
@@ -201,7 +202,7 @@ impl SentCalls {
     }
 
     /// The calls waiting for finality.
-    pub(crate) fn pending(&self) -> MutexGuard<'_, crate::confirm::Unconfirmed> {
+    pub(crate) fn pending(&self) -> MutexGuard<'_, Unconfirmed> {
         // One critical section per operation, as above.
         self.unconfirmed
             .lock()
@@ -261,6 +262,90 @@ impl SentCalls {
     /// Gives the claim back: nothing reached a block.
     fn release(&self, key: (TaskId, Kind)) {
         self.lock().remove(&key);
+    }
+}
+
+// Calls in best blocks, kept until finality confirms them (the
+// `confirm` module watches them).
+
+/// How many finalized blocks' hashes are kept to confirm calls by.
+const FINALIZED_KEPT: BlockNumber = 4096;
+
+/// A call in a best block, not yet final.
+#[derive(Clone, Debug)]
+pub(crate) struct Pending {
+    pub(crate) task_id: TaskId,
+    pub(crate) call: MarketCall,
+    pub(crate) nonce: u64,
+    /// The block that held it (`None`: not known, judged by state).
+    pub(crate) block: Option<BlockRef>,
+}
+
+/// The calls waiting for finality, and the finalized blocks seen lately.
+#[derive(Debug, Default)]
+pub(crate) struct Unconfirmed {
+    /// Kept only while a confirmer watches.
+    on: bool,
+    calls: Vec<Pending>,
+    finalized: BTreeMap<BlockNumber, BlockHash>,
+}
+
+impl Unconfirmed {
+    /// Keeps calls from now on (a confirmer watches them).
+    pub(crate) fn watch(&mut self) {
+        self.on = true;
+    }
+
+    /// A call included in a best block.
+    pub(crate) fn landed(&mut self, task_id: TaskId, call: &MarketCall, nonce: u64, at: BlockRef) {
+        if !self.on || self.finalized.get(&at.number) == Some(&at.hash) {
+            return;
+        }
+        self.calls.push(Pending {
+            task_id,
+            call: call.clone(),
+            nonce,
+            block: Some(at),
+        });
+    }
+
+    /// A task whose end is final needs nothing more.
+    pub(crate) fn forget(&mut self, task_id: TaskId) {
+        self.calls.retain(|p| p.task_id != task_id);
+    }
+
+    pub(crate) fn put_back(&mut self, pending: Pending) {
+        self.calls.push(Pending {
+            block: None,
+            ..pending
+        });
+    }
+
+    /// Block `at` is final: calls it confirms are dropped; those whose
+    /// block at a final height was another (or is not known) are returned,
+    /// to be looked at.
+    pub(crate) fn finalized(&mut self, at: BlockRef) -> Vec<Pending> {
+        self.finalized.insert(at.number, at.hash);
+        let keep_from = at.number.saturating_sub(FINALIZED_KEPT);
+        self.finalized = self.finalized.split_off(&keep_from);
+        let Unconfirmed {
+            calls, finalized, ..
+        } = self;
+        let mut suspects = Vec::new();
+        calls.retain(|p| match p.block {
+            Some(b) if b.number > at.number => true,
+            Some(b) if finalized.get(&b.number) == Some(&b.hash) => false,
+            _ => {
+                suspects.push(p.clone());
+                false
+            }
+        });
+        suspects
+    }
+
+    /// Calls not yet confirmed.
+    pub(crate) fn len(&self) -> usize {
+        self.calls.len()
     }
 }
 

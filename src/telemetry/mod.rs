@@ -4,7 +4,16 @@
 pub mod http;
 pub mod metrics;
 
-use crate::config::LogFormat;
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Why tracing could not be set up.
 #[derive(Debug, thiserror::Error)]
