@@ -737,3 +737,22 @@ async fn the_best_block_stream_follows_a_reorg_by_hash() {
         last = next;
     }
 }
+
+/// subxt's default backend against chopsticks: chopsticks' `chainHead_v1`
+/// follow events do not decode in subxt (their runtime lacks the
+/// specification's shape), subxt drops the subscription and no block can
+/// be read. The connection says so at once, and names the way out.
+#[tokio::test]
+async fn the_default_backend_against_chopsticks_fails_at_once_with_the_way_out() {
+    let node = chopsticks().await;
+    let started = std::time::Instant::now();
+    let err = SubxtChain::connect(&node.url, Backend::Default)
+        .await
+        .expect_err("chopsticks cannot serve the default backend");
+    assert!(
+        matches!(err, nsn_lane1::chain::ChainError::Unsupported(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--chain-backend legacy"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}

@@ -292,4 +292,8 @@ pub enum ChainError {
     /// The chain has shut down.
     #[error("chain has shut down")]
     Closed,
+    /// The node's RPC interface cannot serve what this backend needs (not
+    /// passing: another backend, or another node, is needed).
+    #[error("the node cannot serve this backend: {0}")]
+    Unsupported(String),
 }

@@ -88,9 +88,13 @@ impl SubxtChain {
                     .await
                     .map_err(conn)?
             }
-            Backend::Default => OnlineClient::from_rpc_client(rpc.clone())
-                .await
-                .map_err(conn)?,
+            Backend::Default => {
+                let api = OnlineClient::from_rpc_client(rpc.clone())
+                    .await
+                    .map_err(conn)?;
+                follows_blocks(&api, url).await?;
+                api
+            }
         };
         Ok(SubxtChain {
             api,
@@ -443,6 +447,35 @@ fn dispatch_error(e: &subxt::error::DispatchError) -> DispatchError {
         subxt::error::DispatchError::BadOrigin => DispatchError::BadOrigin,
         other => DispatchError::Other(other.to_string()),
     }
+}
+
+/// Checks that the default backend can read the finalized block it
+/// follows. A node whose `chainHead_v1_follow` events subxt cannot decode
+/// (chopsticks 1.1 announces runtimes without the specification's
+/// `{"type": "valid", "spec": …}` shape) makes subxt drop its follow
+/// subscription, and every block read then fails "cannot find the block
+/// header": better said at once than retried for ever.
+async fn follows_blocks(api: &OnlineClient<PolkadotConfig>, url: &str) -> Result<(), ChainError> {
+    const TRIES: u32 = 3;
+    for attempt in 1..=TRIES {
+        match api.at_current_block().await {
+            Ok(_) => return Ok(()),
+            Err(subxt::error::OnlineClientAtBlockError::BlockHeaderNotFound { .. })
+                if attempt < TRIES =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(subxt::error::OnlineClientAtBlockError::BlockHeaderNotFound { block_hash }) => {
+                return Err(ChainError::Unsupported(format!(
+                    "{url} announces finalized block {block_hash:?} but serves no header for it \
+                     through chainHead_v1 (its follow events do not decode, as chopsticks' do \
+                     not); connect with --chain-backend legacy"
+                )));
+            }
+            Err(e) => return Err(conn(e)),
+        }
+    }
+    Ok(())
 }
 
 /// How many recently read best blocks are remembered to notice a re-org.
