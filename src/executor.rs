@@ -205,6 +205,9 @@ struct Core<C> {
     submission_margin: crate::task::BlockNumber,
     lane0_open: HashSet<TaskId>,
     lane0_wait: bool,
+    /// Tasks the chain ended (failed, expired) while they were in flight:
+    /// when their lifecycle comes back, they are done, not deferred.
+    ended: HashMap<TaskId, TaskStatus>,
     board: TaskBoard,
     preemptor: Preemptor,
     submitter: MarketCalls<C>,
@@ -320,6 +323,7 @@ where
                 admission: parts.admission,
                 lane0_open: HashSet::new(),
                 lane0_wait: false,
+                ended: HashMap::new(),
                 board: parts.board,
                 preemptor: parts.preemptor,
                 submitter: MarketCalls::new(parts.submit),
@@ -539,9 +543,11 @@ where
                     PreemptReason::ChainFailed
                 };
                 self.sent.forget(task_id);
+                let waiting = self.deferred.len();
                 self.deferred.retain(|d| d.task.id != task_id);
+                let was_deferred = self.deferred.len() < waiting;
                 self.release_hold(task_id);
-                if self.scheduler.cancel(task_id).is_ok() {
+                if was_deferred || self.scheduler.cancel(task_id).is_ok() {
                     let status = match reason {
                         PreemptReason::ChainExpired => TaskStatus::Expired,
                         _ => TaskStatus::Failed,
@@ -556,7 +562,13 @@ where
                     self.report.skipped += 1;
                 } else if self.held.contains_key(&task_id) {
                     // Running: cancel it; on its way to the sidecar: it
-                    // never gets there.
+                    // never gets there. Whatever its lifecycle says when it
+                    // comes back, the task is over.
+                    let status = match reason {
+                        PreemptReason::ChainExpired => TaskStatus::Expired,
+                        _ => TaskStatus::Failed,
+                    };
+                    self.ended.insert(task_id, status);
                     self.preemptor.forbid(task_id, reason);
                 }
             }
@@ -632,12 +644,24 @@ where
         if lifecycle_error.is_none() {
             self.holds.remove(&task_id);
         }
+        let ended = self.ended.remove(&task_id);
         match result {
             Ok(outcome) => self.finish(outcome),
             Err(error) => {
                 if let Some(p) = cause::<Preempted>(error.as_ref()) {
                     self.report.preempted += 1;
                     self.preempted(task, p.reason);
+                    return;
+                }
+                // The chain ended it while it was in flight: nothing to try
+                // again (a lifecycle that failed meanwhile, for Lane 0 work
+                // or a call refused, would otherwise wait to its deadline).
+                if let Some(status) = ended {
+                    let _ = self.scheduler.fail(task_id);
+                    self.finish(TaskOutcome::AlreadyResolved {
+                        task_id,
+                        status: Some(status),
+                    });
                     return;
                 }
                 let _ = self.scheduler.fail(task_id);
@@ -802,6 +826,13 @@ where
             let task_id = held.task.id;
             let reason = FailReason::DeadlineExceeded;
             match submitter.fail_task(task_id, reason).await {
+                // The chain ended it first (a hook, the requester): not ours.
+                Ok(crate::submitter::Submitted::AlreadyApplied { status, .. }) => {
+                    Resolution::Done(TaskOutcome::AlreadyResolved {
+                        task_id,
+                        status: Some(status),
+                    })
+                }
                 Ok(_) => Resolution::Done(TaskOutcome::Failed {
                     task_id,
                     reason,
@@ -820,6 +851,12 @@ where
         let submitter = self.submitter.clone();
         self.resolving.push(Box::pin(async move {
             match submitter.fail_task(task_id, reason).await {
+                Ok(crate::submitter::Submitted::AlreadyApplied { status, .. }) => {
+                    Resolution::Done(TaskOutcome::AlreadyResolved {
+                        task_id,
+                        status: Some(status),
+                    })
+                }
                 Ok(_) => Resolution::Done(TaskOutcome::Failed {
                     task_id,
                     reason,
