@@ -657,6 +657,7 @@ where
                 // again (a lifecycle that failed meanwhile, for Lane 0 work
                 // or a call refused, would otherwise wait to its deadline).
                 if let Some(status) = ended {
+                    self.release_hold(task_id);
                     let _ = self.scheduler.fail(task_id);
                     self.finish(TaskOutcome::AlreadyResolved {
                         task_id,

@@ -422,3 +422,38 @@ async fn a_run_retried_after_a_broken_connection_completes_against_nsn_semantics
     assert_eq!(own_slashes(&chain, BOB), 0);
     node.stop().await.unwrap();
 }
+
+/// A task held for the set-up's fault, that its requester fails meanwhile,
+/// ends at once as the chain's doing — whether it was waiting its backoff
+/// or running again when the failure came: never dropped without an
+/// outcome, never held on to its deadline, the node ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_task_its_requester_fails_ends_at_once_as_the_chains_doing() {
+    let h = harness(config(), Semantics::Nsn);
+    h.sidecar
+        .sidecar
+        .set_setup_fault(Some(SetupFault::RunnerNotConfigured));
+    let (id, _) = h.post("sha256", b"held, then failed").await;
+    until("held for the set-up", || {
+        h.node.admission.readiness() == Err(NotReady::SetupFaults(1))
+    })
+    .await;
+    ok(
+        &h.requester,
+        MarketCall::FailTask {
+            task_id: id,
+            reason: FailReason::Other,
+        },
+    )
+    .await;
+    match within_secs(10, h.node.board.wait_done(id)).await {
+        TaskOutcome::AlreadyResolved {
+            status: Some(nsn_lane1::task::TaskStatus::Failed),
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    until("ready again", || h.node.admission.readiness().is_ok()).await;
+    assert_eq!(calls_on_chain(&h.chain, BOB, "fail_task", id), 0);
+    assert_eq!(own_slashes(&h.chain, BOB), 0);
+}
