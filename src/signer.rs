@@ -82,7 +82,9 @@ impl OwnNonces {
             }
             inner.checked_to = inner.checked_to.max(upto);
             let checked_to = inner.checked_to;
-            inner.signed = inner.signed.split_off(&checked_to);
+            while inner.signed.first().is_some_and(|k| *k < checked_to) {
+                inner.signed.pop_first();
+            }
         }
         if inner.foreign.is_some() {
             return None;

@@ -327,7 +327,13 @@ impl Unconfirmed {
     pub(crate) fn finalized(&mut self, at: BlockRef) -> Vec<Pending> {
         self.finalized.insert(at.number, at.hash);
         let keep_from = at.number.saturating_sub(FINALIZED_KEPT);
-        self.finalized = self.finalized.split_off(&keep_from);
+        while self
+            .finalized
+            .first_key_value()
+            .is_some_and(|(n, _)| *n < keep_from)
+        {
+            self.finalized.pop_first();
+        }
         let Unconfirmed {
             calls, finalized, ..
         } = self;
