@@ -10,9 +10,11 @@
 //!
 //! `overhead/*`: one call through the task stack's layers (metrics,
 //! concurrency limit, in-flight gauge, preempt) and the execute stack's
-//! (timeout, retry) around a no-op service, against the bare no-op service.
+//! (timeout, retry) around a no-op service, against the bare no-op service,
+//! and — the yardstick, in the same run — one `ExecuteTask` round trip to
+//! the reference sidecar over loopback (`noop` model, one at a time).
 //!
-//! Run: `cargo bench --bench pipeline`
+//! Run: `cargo bench --bench pipeline` (`-- overhead` for the second part)
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
+use nsn_lane1::board::TaskOutcome;
 use nsn_lane1::chain::dev::{DevChain, DevSubmitter};
 use nsn_lane1::chain::{MarketCall, SubmitExt, created_task_id};
 use nsn_lane1::executor::ExecutorConfig;
@@ -329,7 +332,9 @@ fn bench_overhead(c: &mut Criterion) {
     let request = ExecuteRequest::for_task(&task, None);
 
     // The same two calls (a task, then its execute request) to bare no-ops.
-    let mut bare = tower::service_fn(|_: Task| async { Ok::<(), tower::BoxError>(()) });
+    let mut bare = tower::service_fn(|task: Task| async move {
+        Ok::<_, tower::BoxError>(TaskOutcome::NotOurs { task_id: task.id })
+    });
     let mut bare_execute =
         tower::service_fn(|_: ExecuteRequest| async { Ok::<(), tower::BoxError>(()) });
     group.bench_function("bare_noop", |b| {
@@ -358,12 +363,12 @@ fn bench_overhead(c: &mut Criterion) {
             Ok::<(), tower::BoxError>(())
         }));
     let mut stack = ServiceBuilder::new()
-        .lane1_metrics(metrics.clone())
+        .lane1_metrics(metrics.clone(), DefaultClassifier)
         .concurrency_limit(64)
         .in_flight(metrics.in_flight.with(&[]))
         .preempt(Preemptor::new(), Canceller::none())
-        .service(tower::service_fn(|_: Task| async {
-            Ok::<(), tower::BoxError>(())
+        .service(tower::service_fn(|task: Task| async move {
+            Ok::<_, tower::BoxError>(TaskOutcome::NotOurs { task_id: task.id })
         }));
     group.bench_function("all_layers_noop", |b| {
         b.iter(|| {
@@ -372,6 +377,45 @@ fn bench_overhead(c: &mut Criterion) {
                 svc.call(std::hint::black_box(task.clone())).await?;
                 let exec = execute.ready().await.expect("ready");
                 exec.call(std::hint::black_box(request.clone())).await
+            })
+        })
+    });
+
+    // The yardstick: one ExecuteTask round trip over loopback, one at a time
+    // (the sidecar serves on a runtime of its own; the client's is like the
+    // node's).
+    let sidecar = TestSidecar::start();
+    let input = sidecar.sidecar.store().put(b"x".to_vec()).expect("input");
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let client = client_rt.block_on(async { sidecar.client() });
+    let model = ModelId::new("noop").expect("model");
+    let next = AtomicU64::new(1 << 41);
+    group.bench_function("loopback_roundtrip", |b| {
+        b.iter_custom(|iters| {
+            let first = next.fetch_add(iters, Ordering::Relaxed);
+            client_rt.block_on(async {
+                let start = Instant::now();
+                for id in first..first + iters {
+                    let request = ExecuteRequest {
+                        task_id: TaskId(id),
+                        lane: Lane::Lane1,
+                        model: model.clone(),
+                        input_cid: input.clone(),
+                        parameters: Parameters::none(),
+                        timeout: None,
+                        attempt: 0,
+                    };
+                    client
+                        .execute()
+                        .oneshot(request)
+                        .await
+                        .expect("execute during the bench");
+                }
+                start.elapsed()
             })
         })
     });

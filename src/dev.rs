@@ -393,7 +393,7 @@ pub async fn run_dev(
         if let Ok(bound) = listener.local_addr() {
             tracing::info!(addr = %bound, "telemetry on /metrics /healthz /readyz");
         }
-        let ready = ready_check(chain.clone(), client.clone(), None);
+        let ready = crate::node::ready_check(chain.clone(), client.clone(), None);
         tokio::spawn(crate::telemetry::http::serve(
             listener,
             opts.metrics.registry.clone(),
@@ -470,36 +470,6 @@ fn started_by_two(extrinsics: &[crate::chain::dev::Extrinsic]) -> u64 {
         }
     }
     starters.values().filter(|s| s.len() > 1).count() as u64
-}
-
-/// Ready when the chain answers with its head, the sidecar with a healthy
-/// `HealthCheck`, and — given a node's admission — its stake breaker is
-/// closed and no task is held for a set-up fault.
-pub fn ready_check<P: ChainPort>(
-    chain: P,
-    sidecar: SidecarClient,
-    admission: Option<crate::admission::Admission>,
-) -> crate::telemetry::http::ReadyCheck {
-    std::sync::Arc::new(move || {
-        let chain = chain.clone();
-        let sidecar = sidecar.clone();
-        let admission = admission.clone();
-        Box::pin(async move {
-            chain
-                .finalized_head()
-                .await
-                .map_err(|e| format!("chain: {e}"))?;
-            match sidecar.health().await {
-                Ok(h) if h.healthy => {}
-                Ok(h) => return Err(format!("sidecar unhealthy: {}", h.status)),
-                Err(e) => return Err(format!("sidecar: {e}")),
-            }
-            match admission {
-                Some(a) => a.readiness().map_err(|e| e.to_string()),
-                None => Ok(()),
-            }
-        })
-    })
 }
 
 /// A Lane 1 task the requester wants done: posted again, as a new task,

@@ -38,10 +38,11 @@ use tokio::sync::mpsc;
 use tower::{BoxError, Service};
 
 use crate::admission::HoldCause;
+use crate::board::{FailCause, TaskBoard, TaskOutcome, UnresolvedCause};
 use crate::chain::{MarketCall, Pooled};
 use crate::layer::cause;
 use crate::layer::preempt::{PreemptReason, Preempted, Preemptor};
-use crate::lifecycle::{ExecutorState, LifecycleError, TaskBoard, TaskOutcome};
+use crate::lifecycle::LifecycleError;
 use crate::listener::TaskEvent;
 use crate::scheduler::{Scheduler, SchedulerError};
 use crate::submitter::{GuardedOutcome, MarketCalls, SentCalls, SubmissionError};
@@ -175,7 +176,34 @@ impl ExecutorReport {
 pub enum ExecutorError {
     /// The stack failed to become ready (it can no longer take tasks).
     #[error("the service stack failed: {0}")]
-    Stack(BoxError),
+    Stack(#[source] StackFailure),
+}
+
+/// The error a service stack stopped with. A stack is built of layers the
+/// node builder chooses, so its error can be of any type: this keeps it
+/// whole, reachable as the [`source`](std::error::Error::source) chain and
+/// by [`StackFailure::downcast_ref`].
+#[derive(Debug)]
+pub struct StackFailure(BoxError);
+
+impl StackFailure {
+    /// The error as `E`, if it is one (or wraps one as its source).
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        crate::layer::cause::<E>(self.0.as_ref())
+    }
+}
+
+impl std::fmt::Display for StackFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StackFailure {
+    // Transparent: it displays as its error, so its source is that error's.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 /// How a chain call made by the executor itself ended.
@@ -390,7 +418,7 @@ where
                     core.on_resolution(resolution);
                 }
                 ready = poll_fn(|cx| stack.poll_ready(cx)), if can_start => {
-                    ready.map_err(ExecutorError::Stack)?;
+                    ready.map_err(|e| ExecutorError::Stack(StackFailure(e)))?;
                     if let Some(task) = core.scheduler.next_task() {
                         let task_id = task.id;
                         core.held.insert(task_id, task.clone());
@@ -467,14 +495,14 @@ where
     fn enqueue(&mut self, task: Task) {
         let task_id = task.id;
         match self.scheduler.enqueue(task) {
-            Ok(()) => self.board.set(task_id, ExecutorState::Queued),
+            Ok(()) => self.board.queued(task_id),
             Err(rejected) => match rejected.error {
                 SchedulerError::DuplicateTask(_) => {}
                 error => {
                     // Refusing silently would leave the task assigned to us
                     // forever: give it back to the market.
                     tracing::error!(%task_id, %error, "cannot queue assigned task; failing it on chain");
-                    self.resolve_fail(task_id, FailReason::Other, error.to_string());
+                    self.resolve_fail(task_id, FailReason::Other, FailCause::Unschedulable(error));
                 }
             },
         }
@@ -496,7 +524,11 @@ where
             }
             TaskEvent::AssignedInvalid { task_id, reason } => {
                 tracing::warn!(%task_id, %reason, "assigned task has invalid data");
-                self.resolve_fail(task_id, FailReason::InvalidInput, reason.to_string());
+                self.resolve_fail(
+                    task_id,
+                    FailReason::InvalidInput,
+                    FailCause::Invalid(reason),
+                );
             }
             TaskEvent::Created { task_id, .. } if self.claim => {
                 let submitter = self.submitter.clone();
@@ -552,13 +584,10 @@ where
                         PreemptReason::ChainExpired => TaskStatus::Expired,
                         _ => TaskStatus::Failed,
                     };
-                    self.board.set(
+                    self.board.done(TaskOutcome::AlreadyResolved {
                         task_id,
-                        ExecutorState::Done(TaskOutcome::AlreadyResolved {
-                            task_id,
-                            status: Some(status),
-                        }),
-                    );
+                        status: Some(status),
+                    });
                     self.report.skipped += 1;
                 } else if self.held.contains_key(&task_id) {
                     // Running: cancel it; on its way to the sidecar: it
@@ -718,17 +747,14 @@ where
     }
 
     /// Records a task this executor could not resolve.
-    fn give_up(&mut self, task_id: TaskId, cause: String) {
+    fn give_up(&mut self, task_id: TaskId, cause: UnresolvedCause) {
         self.report.errors += 1;
-        self.board.set(
-            task_id,
-            ExecutorState::Done(TaskOutcome::Unresolved { task_id, cause }),
-        );
+        self.board.done(TaskOutcome::Unresolved { task_id, cause });
     }
 
     fn defer(&mut self, task: Task, cause: Option<HoldCause>, blocks: u32) {
         self.report.requeued += 1;
-        self.board.set(task.id, ExecutorState::Queued);
+        self.board.queued(task.id);
         self.deferred.push(Deferred {
             task,
             blocks: blocks.max(1),
@@ -753,7 +779,7 @@ where
             }
             TaskOutcome::Unresolved { .. } => {}
         }
-        self.board.set(task_id, ExecutorState::Done(outcome));
+        self.board.done(outcome);
     }
 
     /// A run cancelled by a preemption. Nothing is reported to the chain:
@@ -766,15 +792,12 @@ where
         if self.shutting_down || reason == PreemptReason::Shutdown {
             let _ = self.scheduler.fail(task_id);
             if self.fail_on_shutdown {
-                self.resolve_fail(task_id, FailReason::Other, reason.as_str().to_owned());
+                self.resolve_fail(task_id, FailReason::Other, FailCause::Shutdown(reason));
             } else {
-                self.board.set(
+                self.board.done(TaskOutcome::Unresolved {
                     task_id,
-                    ExecutorState::Done(TaskOutcome::Unresolved {
-                        task_id,
-                        cause: "left assigned at shutdown; the next start resumes it".into(),
-                    }),
-                );
+                    cause: UnresolvedCause::LeftAtShutdown,
+                });
             }
             return;
         }
@@ -797,7 +820,7 @@ where
             tracing::error!(%task_id, error = %rejected.error, "requeue refused");
             self.enqueue(rejected.item);
         } else {
-            self.board.set(task_id, ExecutorState::Queued);
+            self.board.queued(task_id);
         }
     }
 
@@ -812,7 +835,7 @@ where
             Resolution::Error(task_id, error) => {
                 tracing::error!(%task_id, %error, "could not resolve task on chain");
                 let _ = self.scheduler.fail(task_id);
-                self.give_up(task_id, error.to_string());
+                self.give_up(task_id, UnresolvedCause::CallFailed(error.to_string()));
             }
             Resolution::Nothing => {}
         }
@@ -837,7 +860,7 @@ where
                 Ok(_) => Resolution::Done(TaskOutcome::Failed {
                     task_id,
                     reason,
-                    cause: format!("held to its deadline: {:?}", held.cause),
+                    cause: FailCause::HeldToDeadline(held.cause),
                 }),
                 Err(SubmissionError::Inapplicable { status, .. }) => {
                     Resolution::Done(TaskOutcome::AlreadyResolved { task_id, status })
@@ -848,7 +871,7 @@ where
     }
 
     /// Fails a task on chain without running it.
-    fn resolve_fail(&mut self, task_id: TaskId, reason: FailReason, cause: String) {
+    fn resolve_fail(&mut self, task_id: TaskId, reason: FailReason, cause: FailCause) {
         let submitter = self.submitter.clone();
         self.resolving.push(Box::pin(async move {
             match submitter.fail_task(task_id, reason).await {

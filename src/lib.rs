@@ -63,11 +63,13 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod admission;
+pub mod board;
 pub mod breaker;
 pub mod chain;
 pub mod checkpoint;
 pub mod config;
 pub mod confirm;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod error;
 pub mod executor;
@@ -83,10 +85,11 @@ pub mod submitter;
 pub mod task;
 pub mod telemetry;
 
+pub use board::{ExecutorState, TaskBoard, TaskOutcome};
 pub use error::{Lane1Error, ListenerError, SidecarError, SubmissionError};
 pub use executor::{Executor, ExecutorConfig, ExecutorReport};
 pub use layer::Lane1ServiceBuilderExt;
-pub use lifecycle::{ExecutorState, Lifecycle, TaskOutcome};
+pub use lifecycle::Lifecycle;
 pub use listener::{ChainListener, TaskEvent};
 pub use sidecar::client::{ExecutionResult, TaskProgress};
 pub use stack::build_stack;

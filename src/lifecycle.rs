@@ -29,198 +29,26 @@
 //!
 //! Each task's progress is published on a [`TaskBoard`].
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::PollSemaphore;
 use tower::{BoxError, Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::admission::{Admission, HoldCause, Verdict};
-use crate::chain::{BlockRef, ChainPort, MarketCall, MarketError};
+pub use crate::board::{ExecutorState, FailCause, TaskBoard, TaskOutcome, UnresolvedCause};
+use crate::chain::{ChainPort, MarketCall, MarketError};
 use crate::layer::cause;
-use crate::layer::metrics::Outcome;
 use crate::layer::preempt::{PreemptReason, Preemptor};
 use crate::layer::timeout::Elapsed;
 use crate::sidecar::client::{Blame, ExecuteRequest, ExecutionResult, Parameters, SidecarError};
 use crate::submitter::{GuardedOutcome, MarketCalls, PooledCall, SubmissionError, Submitted};
-use crate::task::{AccountId, Cid, FailReason, ModelId, Task, TaskId, TaskStatus};
-
-/// Where a task is in this executor.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ExecutorState {
-    /// Waiting in the scheduler.
-    Queued,
-    /// Checking the chain and calling `start_task`.
-    Starting,
-    /// Running on the sidecar.
-    Executing,
-    /// Submitting its result (or its failure).
-    Submitting,
-    /// Finished here.
-    Done(TaskOutcome),
-}
-
-/// How a task left the executor.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TaskOutcome {
-    /// The result is on chain.
-    Submitted {
-        /// The task.
-        task_id: TaskId,
-        /// The result's CID.
-        output_cid: Cid,
-        /// The block it was included in (`None` if it was already there).
-        block: Option<BlockRef>,
-    },
-    /// The task was failed on chain with this reason.
-    Failed {
-        /// The task.
-        task_id: TaskId,
-        /// The reason given to the chain.
-        reason: FailReason,
-        /// What went wrong here.
-        cause: String,
-    },
-    /// Nothing to do: the chain had already moved the task on (or it is gone).
-    AlreadyResolved {
-        /// The task.
-        task_id: TaskId,
-        /// Its status on chain (`None`: not found).
-        status: Option<TaskStatus>,
-    },
-    /// The task is not assigned to this executor; it was not run.
-    NotOurs {
-        /// The task.
-        task_id: TaskId,
-    },
-    /// The executor gave up on the task without resolving it on chain (it
-    /// is still assigned there; a restart's reconciliation resumes it).
-    Unresolved {
-        /// The task.
-        task_id: TaskId,
-        /// What kept failing.
-        cause: String,
-    },
-}
-
-impl TaskOutcome {
-    /// The task.
-    pub fn task_id(&self) -> TaskId {
-        match self {
-            TaskOutcome::Submitted { task_id, .. }
-            | TaskOutcome::Failed { task_id, .. }
-            | TaskOutcome::AlreadyResolved { task_id, .. }
-            | TaskOutcome::NotOurs { task_id }
-            | TaskOutcome::Unresolved { task_id, .. } => *task_id,
-        }
-    }
-}
-
-impl Outcome for TaskOutcome {
-    fn outcome(&self) -> &'static str {
-        match self {
-            TaskOutcome::Submitted { .. } => "submitted",
-            TaskOutcome::Failed { .. } => "failed",
-            TaskOutcome::AlreadyResolved { .. } => "already_resolved",
-            TaskOutcome::NotOurs { .. } => "not_ours",
-            TaskOutcome::Unresolved { .. } => "unresolved",
-        }
-    }
-}
-
-/// How many finished tasks a board remembers.
-const DONE_KEPT: usize = 100_000;
-
-#[derive(Debug, Default)]
-struct Board {
-    states: HashMap<TaskId, ExecutorState>,
-    done: VecDeque<TaskId>,
-}
-
-/// The observable state of every task the executor holds. Clones share one
-/// board.
-#[derive(Clone, Debug)]
-pub struct TaskBoard {
-    board: Arc<Mutex<Board>>,
-    changed: watch::Sender<u64>,
-}
-
-impl Default for TaskBoard {
-    fn default() -> Self {
-        TaskBoard {
-            board: Arc::default(),
-            changed: watch::channel(0).0,
-        }
-    }
-}
-
-impl TaskBoard {
-    fn lock(&self) -> MutexGuard<'_, Board> {
-        // Critical sections leave the map whole.
-        self.board
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Sets a task's state.
-    pub fn set(&self, id: TaskId, state: ExecutorState) {
-        let mut b = self.lock();
-        if matches!(state, ExecutorState::Done(_)) {
-            b.done.push_back(id);
-            while b.done.len() > DONE_KEPT {
-                if let Some(old) = b.done.pop_front()
-                    && matches!(b.states.get(&old), Some(ExecutorState::Done(_)))
-                {
-                    b.states.remove(&old);
-                }
-            }
-        }
-        b.states.insert(id, state);
-        drop(b);
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// A task's state.
-    pub fn get(&self, id: TaskId) -> Option<ExecutorState> {
-        self.lock().states.get(&id).cloned()
-    }
-
-    /// Every task's state.
-    pub fn snapshot(&self) -> HashMap<TaskId, ExecutorState> {
-        self.lock().states.clone()
-    }
-
-    /// Waits until `pred` holds for the board (without polling: it wakes on
-    /// every change).
-    pub async fn wait_until(&self, mut pred: impl FnMut(&HashMap<TaskId, ExecutorState>) -> bool) {
-        let mut rx = self.changed.subscribe();
-        loop {
-            if pred(&self.lock().states) {
-                return;
-            }
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Waits until the task is done, and returns how.
-    pub async fn wait_done(&self, id: TaskId) -> TaskOutcome {
-        let mut rx = self.changed.subscribe();
-        loop {
-            if let Some(ExecutorState::Done(outcome)) = self.get(id) {
-                return outcome;
-            }
-            // The sender lives in `self`, so this only fails if it was dropped.
-            let _ = rx.changed().await;
-        }
-    }
-}
+use crate::task::{AccountId, FailReason, ModelId, Task, TaskId, TaskStatus};
 
 /// Why the lifecycle could not finish a task.
 #[derive(Debug, thiserror::Error)]
@@ -578,14 +406,14 @@ where
         E::Error: Into<BoxError>,
     {
         let task_id = task.id;
-        self.board.set(task_id, ExecutorState::Starting);
+        self.board.starting(task_id);
         let start = match self.start(&task).await? {
             Ok(start) => start,
             Err(outcome) => return Ok(outcome),
         };
 
         // The run begins while the start is on its way into a block.
-        self.board.set(task_id, ExecutorState::Executing);
+        self.board.executing(task_id);
         tracing::info!(%task_id, model = %task.model, "executing");
         let mut request = ExecuteRequest::for_task(&task, None);
         request.parameters = parameters;
@@ -668,7 +496,7 @@ where
             return start_refused(task_id, e);
         }
 
-        self.board.set(task_id, ExecutorState::Submitting);
+        self.board.submitting(task_id);
         match result {
             Ok(output) => {
                 self.admission.breaker().record_success();
@@ -746,7 +574,7 @@ where
                 Verdict::Refuse { reason, cause } => {
                     tracing::info!(%task_id, ?reason, %cause, "not admitted");
                     return self
-                        .fail_with(task_id, reason, cause.to_string())
+                        .fail_with(task_id, reason, FailCause::Refused(cause))
                         .await
                         .map(Err);
                 }
@@ -819,7 +647,7 @@ where
             }
             Attribution::Fail(reason) => {
                 tracing::warn!(%task_id, %error, ?reason, "execution failed");
-                self.fail_with(task_id, reason, error.to_string()).await
+                self.fail_with(task_id, reason, fail_cause(&error)).await
             }
             Attribution::Hold(cause @ HoldCause::SidecarUnreachable) => {
                 // The sidecar's trouble, not the task's: hold the node's
@@ -844,7 +672,7 @@ where
         &self,
         task_id: TaskId,
         reason: FailReason,
-        cause: String,
+        cause: FailCause,
     ) -> Result<TaskOutcome, BoxError> {
         match self.calls.fail_task(task_id, reason).await {
             Ok(_) => {
@@ -860,6 +688,27 @@ where
             }
             Err(source) => Err(LifecycleError::Submission { task_id, source }.into()),
         }
+    }
+}
+
+/// The evidence behind a run failure that [`attribute`] says to fail.
+fn fail_cause(error: &BoxError) -> FailCause {
+    if cause::<Elapsed>(error.as_ref()).is_some() {
+        return FailCause::TimeLimit;
+    }
+    match cause::<SidecarError>(error.as_ref()) {
+        Some(SidecarError::TimedOut { .. }) => FailCause::Run {
+            blame: Blame::Time,
+            message: error.to_string(),
+        },
+        Some(e) => FailCause::Run {
+            blame: e.blame().unwrap_or(Blame::Unknown),
+            message: e.to_string(),
+        },
+        None => FailCause::Run {
+            blame: Blame::Unknown,
+            message: error.to_string(),
+        },
     }
 }
 

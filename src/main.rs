@@ -3,14 +3,18 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+#[cfg(feature = "dev")]
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use nsn_lane1::checkpoint::Checkpoint;
 use nsn_lane1::config::Config;
+#[cfg(feature = "dev")]
 use nsn_lane1::dev::{DevOptions, run_dev};
 use nsn_lane1::sidecar::client::SidecarClient;
+#[cfg(feature = "dev")]
 use nsn_lane1::sidecar::server::{ReferenceSidecar, Semantics, SidecarLimits};
+#[cfg(feature = "dev")]
 use nsn_lane1::sidecar::store::BlobStore;
 
 /// The Lane 1 executor of a Neural Sovereign Network node.
@@ -28,13 +32,16 @@ struct Cli {
 enum Command {
     /// Run everything in one process: an embedded dev chain, the reference
     /// sidecar, the executor, and a requester posting Lane 1 tasks.
+    #[cfg(feature = "dev")]
     Dev(DevArgs),
     /// Run the executor against a real chain and sidecar.
     Run(RunArgs),
     /// Run the reference sidecar: built-in CPU models over a content-addressed store.
+    #[cfg(feature = "dev")]
     Sidecar(SidecarArgs),
 }
 
+#[cfg(feature = "dev")]
 #[derive(Debug, clap::Args)]
 struct DevArgs {
     /// Post this many Lane 1 tasks and stop when all are resolved (default:
@@ -97,6 +104,7 @@ struct RunArgs {
     allow_insecure_chain: bool,
 }
 
+#[cfg(feature = "dev")]
 #[derive(Debug, clap::Args)]
 struct SidecarArgs {
     /// Address to listen on (loopback unless told otherwise).
@@ -151,6 +159,7 @@ fn main() -> ExitCode {
         std::env::var("NSN_LANE1_LOG").is_ok(),
         cli.config.is_some(),
     ) {
+        #[cfg(feature = "dev")]
         (Command::Dev(_), false, false) => "warn",
         _ => config.telemetry.log.as_str(),
     };
@@ -167,8 +176,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            #[cfg(feature = "dev")]
             Command::Dev(args) => dev(config, args).await,
             Command::Run(args) => run(config, args).await,
+            #[cfg(feature = "dev")]
             Command::Sidecar(args) => sidecar(args).await,
         }
     });
@@ -216,6 +227,7 @@ fn check_key_file_mode(path: &std::path::Path) -> Result<(), String> {
 
 /// Resolves at the first SIGINT (Ctrl-C) or SIGTERM (what docker stop,
 /// Kubernetes and most supervisors send): both drain gracefully.
+#[cfg_attr(not(any(feature = "dev", feature = "real-chain")), allow(dead_code))]
 async fn ctrl_c() {
     #[cfg(unix)]
     {
@@ -238,6 +250,7 @@ async fn ctrl_c() {
     }
 }
 
+#[cfg(feature = "dev")]
 async fn dev(config: Config, args: DevArgs) -> CliResult {
     let mut executor = config.executor_config()?;
     if let Some(c) = args.concurrency {
@@ -289,6 +302,7 @@ async fn dev(config: Config, args: DevArgs) -> CliResult {
 }
 
 /// `NAME` or `NAME:JSON` → the model and its parameters (checked JSON).
+#[cfg(feature = "dev")]
 fn parse_model(
     spec: &str,
 ) -> Result<(String, Option<nsn_lane1::sidecar::client::Parameters>), Box<dyn std::error::Error>> {
@@ -429,7 +443,7 @@ async fn run_on_chain(
         },
     );
     let ready =
-        nsn_lane1::dev::ready_check(chain.clone(), sidecar_client, Some(node.admission.clone()));
+        nsn_lane1::node::ready_check(chain.clone(), sidecar_client, Some(node.admission.clone()));
     let metrics_registry = metrics.registry.clone();
     let liveness = node.liveness();
     if let Some(listener) = telemetry {
@@ -472,6 +486,7 @@ async fn run_on_chain(
     .into())
 }
 
+#[cfg(feature = "dev")]
 async fn sidecar(args: SidecarArgs) -> CliResult {
     if args.max_runs == 0 || args.max_run_secs == 0 {
         return Err("--max-runs and --max-run-secs must be at least 1".into());

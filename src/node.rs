@@ -497,3 +497,33 @@ impl Node {
         Ok(report)
     }
 }
+
+/// Ready when the chain answers with its head, the sidecar with a healthy
+/// `HealthCheck`, and — given a node's admission — its stake breaker is
+/// closed and no task is held for a set-up fault.
+pub fn ready_check<P: ChainPort>(
+    chain: P,
+    sidecar: SidecarClient,
+    admission: Option<crate::admission::Admission>,
+) -> crate::telemetry::http::ReadyCheck {
+    std::sync::Arc::new(move || {
+        let chain = chain.clone();
+        let sidecar = sidecar.clone();
+        let admission = admission.clone();
+        Box::pin(async move {
+            chain
+                .finalized_head()
+                .await
+                .map_err(|e| format!("chain: {e}"))?;
+            match sidecar.health().await {
+                Ok(h) if h.healthy => {}
+                Ok(h) => return Err(format!("sidecar unhealthy: {}", h.status)),
+                Err(e) => return Err(format!("sidecar: {e}")),
+            }
+            match admission {
+                Some(a) => a.readiness().map_err(|e| e.to_string()),
+                None => Ok(()),
+            }
+        })
+    })
+}

@@ -30,15 +30,16 @@ use tower::retry::Retry;
 use tower::{BoxError, ServiceBuilder};
 
 use crate::admission::Admission;
+use crate::board::{TaskBoard, TaskOutcome};
 use crate::chain::{ChainError, InvalidTransaction, SubmitError};
 use crate::executor::ExecutorConfig;
 use crate::layer::in_flight::InFlight;
-use crate::layer::metrics::Metrics;
-use crate::layer::preempt::{Preempt, Preemptor};
+use crate::layer::metrics::{ClassifyOutcome, Metrics};
+use crate::layer::preempt::{Preempt, Preempted, Preemptor};
 use crate::layer::retry::{Classify, ErrorClass, RetryPolicy};
-use crate::layer::timeout::Timeout;
+use crate::layer::timeout::{Elapsed, Timeout};
 use crate::layer::{Canceller, Lane1ServiceBuilderExt, cause};
-use crate::lifecycle::{Lifecycle, LifecycleParts, TaskBoard};
+use crate::lifecycle::{Lifecycle, LifecycleParts};
 use crate::sidecar::client::SidecarError;
 use crate::submitter::{SentCalls, StatusGuard, SubmissionError};
 use crate::task::AccountId;
@@ -99,6 +100,21 @@ impl Classify<SubmitError> for DefaultClassifier {
     }
 }
 
+/// The `outcome` label of a task through the standard stack
+/// (`lane1_tasks_total`): the lifecycle's outcome (`submitted`, `failed`,
+/// `already_resolved`, `not_ours`, `unresolved`), or for an error
+/// `preempted`, `timed_out` or `error`.
+impl ClassifyOutcome<TaskOutcome, BoxError> for DefaultClassifier {
+    fn classify(&self, result: &Result<TaskOutcome, BoxError>) -> &'static str {
+        match result {
+            Ok(outcome) => outcome.label(),
+            Err(e) if cause::<Preempted>(e.as_ref()).is_some() => "preempted",
+            Err(e) if cause::<Elapsed>(e.as_ref()).is_some() => "timed_out",
+            Err(_) => "error",
+        }
+    }
+}
+
 /// The class of a chain submission error.
 pub fn classify_submit(e: &SubmitError) -> ErrorClass {
     match e {
@@ -126,7 +142,7 @@ pub type SubmitStack<C, P> = Retry<RetryPolicy<DefaultClassifier>, StatusGuard<C
 /// The standard stack: metrics → lifecycle over the execute and submit
 /// stacks.
 pub type Lane1Stack<X, C, P> =
-    Metrics<Lifecycle<ExecuteStack<X>, SubmitStack<C, P>, P>, Lane1Metrics>;
+    Metrics<Lifecycle<ExecuteStack<X>, SubmitStack<C, P>, P>, Lane1Metrics, DefaultClassifier>;
 
 /// The parts a stack is built from.
 #[derive(Clone, Debug)]
@@ -196,7 +212,7 @@ pub fn build_stack_with<X, C, P, LE, LS>(
     parts: StackParts<X, C, P>,
     execute_layer: &LE,
     submit_layer: &LS,
-) -> Metrics<Lifecycle<LE::Service, LS::Service, P>, Lane1Metrics>
+) -> Metrics<Lifecycle<LE::Service, LS::Service, P>, Lane1Metrics, DefaultClassifier>
 where
     X: Clone,
     P: Clone,
@@ -239,6 +255,6 @@ where
         },
     );
     ServiceBuilder::new()
-        .lane1_metrics(parts.metrics)
+        .lane1_metrics(parts.metrics, DefaultClassifier)
         .service(lifecycle)
 }

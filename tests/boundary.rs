@@ -6,6 +6,7 @@
 //! happen, asserts that it happened, and counts calls and slashes from the
 //! chain's own record. The chain builds a block every 20 ms with finality
 //! two blocks behind.
+#![cfg(feature = "dev")]
 
 mod support;
 
@@ -297,7 +298,7 @@ async fn three_slashing_verdicts_in_a_row_open_the_stake_breaker() {
     }
     assert_eq!(executor_failed(&h), 3, "the model's verdict, signed");
     assert_eq!(h.node.admission.readiness(), Err(NotReady::BreakerOpen));
-    let ready = nsn_lane1::dev::ready_check(
+    let ready = nsn_lane1::node::ready_check(
         h.chain.clone(),
         h.sidecar.client(),
         Some(h.node.admission.clone()),

@@ -1,5 +1,6 @@
 //! The binary as an operator meets it: signals, logs off a terminal, a key
 //! file others can read, a plain-text chain URL to another host.
+#![cfg(feature = "dev")]
 
 mod support;
 

@@ -11,7 +11,7 @@
 //! assignments, `TaskNotOpen` / `TaskNotAssigned` status errors, empty
 //! attestation CIDs refused on both lanes, the verification deadline block
 //! belonging to the hook, and the full `RendererRegistered` event.
-#![cfg(feature = "real-chain")]
+#![cfg(all(feature = "real-chain", feature = "dev"))]
 
 mod support;
 

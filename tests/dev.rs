@@ -1,5 +1,6 @@
 //! `nsn-lane1 dev` as a library call: the dev chain, the reference sidecar and
 //! the node together, with nothing lost.
+#![cfg(feature = "dev")]
 
 use std::time::Duration;
 

@@ -5,6 +5,7 @@
 //! history, block streams and block modes. The pallet's rules themselves
 //! run in the conformance suite (`tests/conformance.rs`), on this chain and
 //! on the dev runtime alike.
+#![cfg(feature = "dev")]
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! The whole node — listener, stack, executor — on the dev chain with a real
 //! sidecar on loopback.
+#![cfg(feature = "dev")]
 
 mod support;
 
@@ -8,11 +9,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use nsn_lane1::board::{ExecutorState, FailCause, TaskOutcome};
 use nsn_lane1::chain::dev::{BlockMode, Market};
 use nsn_lane1::chain::{ChainPort, MarketCall, MarketEvent, Pooled, SubmitError};
 use nsn_lane1::executor::ExecutorConfig;
 use nsn_lane1::layer::preempt::PreemptReason;
-use nsn_lane1::lifecycle::{ExecutorState, TaskOutcome};
+use nsn_lane1::sidecar::client::Blame;
 use nsn_lane1::sidecar::server::RunState;
 use nsn_lane1::task::{AccountId, FailReason, Lane, RunId, TaskStatus, UNIT};
 use support::*;
@@ -93,7 +95,14 @@ async fn model_failure_fails_the_task_as_executor_failed() {
     match h.done(id).await {
         TaskOutcome::Failed { reason, cause, .. } => {
             assert_eq!(reason, FailReason::ExecutorFailed);
-            assert!(cause.contains("the fail model always fails"), "{cause}");
+            // The evidence is typed: the sidecar's verdict blames the model.
+            match cause {
+                FailCause::Run { blame, message } => {
+                    assert_eq!(blame, Blame::Model);
+                    assert!(message.contains("the fail model always fails"), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
         }
         other => panic!("{other:?}"),
     }

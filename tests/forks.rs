@@ -3,6 +3,7 @@
 //! best-block hint), so a best block that goes must not leave it believing
 //! a call that never happened, or yielding to work that does not exist.
 //! The embedded dev chain forks on command; every count is the chain's.
+#![cfg(feature = "dev")]
 
 mod support;
 

@@ -8,6 +8,7 @@
 //! The corpus of valid encodings comes from the embedded dev chain: a few
 //! tasks run through creation, assignment, start, submission, attestation,
 //! verification and failure, and every event and `Tasks` value they made.
+#![cfg(feature = "dev")]
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! Each layer with tower-test's mock service: readiness, wake-ups, paused
 //! time, and what it does to dropped and failed calls. Plus a compile-only
 //! check that the standard stack is a task service.
+#![cfg(feature = "dev")]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -230,19 +231,81 @@ async fn preempt_drops_the_call_cancels_the_sidecar_task_and_says_why() {
     assert!(preemptor.running().is_empty(), "a dropped call unregisters");
 }
 
+#[tokio::test]
+async fn a_preempted_call_is_still_waited_for_and_only_a_real_answer_confirms_it() {
+    // A canceller that never confirms by itself: only the calls' answers can.
+    let canceller = Canceller::from_fn(|_, _| std::future::pending::<Result<(), BoxError>>())
+        .with_stop_answers(|e| {
+            e.downcast_ref::<SidecarError>()
+                .is_some_and(|e| matches!(e, SidecarError::Cancelled { .. }))
+        });
+    let preemptor = Preemptor::new();
+    let (mut svc, mut handle) =
+        mock::spawn_layer::<Task, (), _>(PreemptLayer::new(preemptor.clone(), canceller));
+    handle.allow(3);
+    let mut call = |id| {
+        assert_ready_ok!(svc.poll_ready());
+        let mut fut = task::spawn(svc.call(task(id, Lane::Lane1)));
+        assert_pending!(fut.poll());
+        assert!(preemptor.preempt(TaskId(id), PreemptReason::Lane0));
+        assert_pending!(fut.poll(), "the cancel waits for the call's answer");
+        fut
+    };
+
+    // It finished as the cancel went out: its result stands.
+    let mut finished = call(1);
+    handle.next_request().await.unwrap().1.send_response(());
+    assert_ready_ok!(finished.poll());
+
+    // A broken connection proves nothing: still waiting.
+    let mut broken = call(2);
+    handle
+        .next_request()
+        .await
+        .unwrap()
+        .1
+        .send_error(SidecarError::Transport {
+            task_id: Some(TaskId(2)),
+            message: "connection reset".into(),
+        });
+    assert_pending!(broken.poll());
+
+    // The run's own CANCELLED answer confirms it stopped.
+    let mut cancelled = call(3);
+    handle
+        .next_request()
+        .await
+        .unwrap()
+        .1
+        .send_error(SidecarError::Cancelled {
+            task_id: TaskId(3),
+            message: "cancelled".into(),
+        });
+    let err = assert_ready!(cancelled.poll()).unwrap_err();
+    let p = error_is::<Preempted>(&err).expect("Preempted");
+    assert_eq!((p.task_id, p.sidecar_confirmed), (TaskId(3), true));
+}
+
 // ---- metrics and in-flight ---------------------------------------------------
 
 #[tokio::test]
 async fn metrics_count_outcomes_including_dropped_calls() {
     let metrics = Lane1Metrics::default();
-    let (mut svc, mut handle) =
-        mock::spawn_layer::<Task, (), _>(MetricsLayer::new(metrics.clone()));
+    let (mut svc, mut handle) = mock::spawn_layer::<Task, TaskOutcome, _>(MetricsLayer::new(
+        metrics.clone(),
+        DefaultClassifier,
+    ));
     handle.allow(3);
     let count = |outcome: &str| metrics.tasks.with(&[outcome, "lane1", "noop"]).get();
 
     assert_ready_ok!(svc.poll_ready());
     let mut ok = task::spawn(svc.call(task(1, Lane::Lane1)));
-    handle.next_request().await.unwrap().1.send_response(());
+    handle
+        .next_request()
+        .await
+        .unwrap()
+        .1
+        .send_response(TaskOutcome::NotOurs { task_id: TaskId(1) });
     assert_ready_ok!(ok.poll());
 
     assert_ready_ok!(svc.poll_ready());
@@ -264,7 +327,7 @@ async fn metrics_count_outcomes_including_dropped_calls() {
     drop(dropped);
 
     assert_eq!(
-        (count("ok"), count("preempted"), count("dropped")),
+        (count("not_ours"), count("preempted"), count("dropped")),
         (1, 1, 1)
     );
     let text = metrics.registry.render();

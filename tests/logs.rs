@@ -2,6 +2,7 @@
 //! call site, process-wide, whether anyone listens, and the other tests'
 //! nodes hit the same call sites with no subscriber while this one listens
 //! on its own thread.
+#![cfg(feature = "dev")]
 
 mod support;
 

@@ -1,7 +1,7 @@
 //! Against the in-repo dev runtime executed by chopsticks (`tests/chain`).
 //! Runs with the `real-chain` feature (on by default), and needs
 //! `npm ci` in `tests/chain` first.
-#![cfg(feature = "real-chain")]
+#![cfg(all(feature = "real-chain", feature = "dev"))]
 
 mod support;
 

@@ -3,7 +3,7 @@
 //! and the sidecar once. A file of its own, so that it does not share the
 //! machine with the other chopsticks tests (test binaries run one after
 //! another). Runs with the `real-chain` feature (on by default).
-#![cfg(feature = "real-chain")]
+#![cfg(all(feature = "real-chain", feature = "dev"))]
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! Nothing is lost across a restart or a lost chain connection: a node
 //! backfills from its checkpoint, and the listener reopens the block stream
 //! where it stopped.
+#![cfg(feature = "dev")]
 
 mod support;
 

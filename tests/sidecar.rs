@@ -1,11 +1,14 @@
 //! The sidecar client against a real reference sidecar (tonic on
 //! 127.0.0.1:0): success, failures, bad input, timeouts, cancellation, a
 //! crash mid-call, recovery after a restart, health and capabilities.
+#![cfg(feature = "dev")]
 
 mod support;
 
 use std::time::Duration;
 
+use nsn_lane1::layer::Lane1ServiceBuilderExt;
+use nsn_lane1::layer::preempt::{PreemptReason, Preempted, Preemptor};
 use nsn_lane1::sidecar::client::{Blame, ExecuteRequest, Parameters, SidecarError, SidecarStatus};
 use nsn_lane1::sidecar::proto;
 use nsn_lane1::sidecar::proto::sidecar_client::SidecarClient as RawClient;
@@ -347,6 +350,58 @@ async fn cancel_mid_run_is_confirmed_by_status() {
             task_id: TaskId(999)
         })
     ));
+}
+
+/// Preempts a 60 s run through the preempt layer with the client's own
+/// canceller, and returns how the layer ended it.
+async fn preempt_a_long_run(s: &TestSidecar, id: u64) -> Preempted {
+    let input = put(s, b"x");
+    let client = s.client();
+    let preemptor = Preemptor::new();
+    let svc = tower::ServiceBuilder::new()
+        .preempt(preemptor.clone(), client.canceller())
+        .service(client.execute());
+    let run = tokio::spawn(svc.oneshot(request(
+        id,
+        "sleep",
+        &input,
+        serde_json::json!({"duration_ms": 60_000}),
+    )));
+    let run_id = id.to_string();
+    within(
+        "run to start",
+        s.sidecar.wait_for(&run_id, RunState::Running),
+    )
+    .await;
+    assert!(preemptor.preempt(TaskId(id), PreemptReason::Lane0));
+    let err = within("the preempted call to end", run)
+        .await
+        .unwrap()
+        .unwrap_err();
+    err.downcast_ref::<Preempted>()
+        .cloned()
+        .unwrap_or_else(|| panic!("not preempted: {err}"))
+}
+
+#[tokio::test]
+async fn a_preempted_run_is_confirmed_stopped_by_its_own_answer() {
+    let s = TestSidecar::start();
+    let preempted = preempt_a_long_run(&s, 23).await;
+    assert!(preempted.sidecar_confirmed);
+    assert_eq!(s.sidecar.state("23"), Some(RunState::Cancelled));
+    // The run's CANCELLED answer confirmed it: the sidecar was never asked
+    // for its status.
+    assert_eq!(s.sidecar.status_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_cancel_nsn_only_marks_is_confirmed_by_status_as_the_fallback() {
+    let s = nsn_sidecar();
+    let preempted = preempt_a_long_run(&s, 24).await;
+    assert!(preempted.sidecar_confirmed);
+    // The model goes on (NSN's sidecar only marks it), so no answer came:
+    // its status said cancelled.
+    assert!(s.sidecar.status_calls() >= 1);
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //! a task the sidecar cannot run, a sidecar killed or mute, Lane 0 work the
 //! node never saw created — asserts that it happened, and counts from the
 //! chain's own records what the node sent and what it was slashed.
+#![cfg(feature = "dev")]
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! The telemetry endpoint over real HTTP on loopback, and the deploy kit
 //! (`deploy/`) checked against it: the example config parses, and every
 //! metric the dashboard and the alert rules use is in a real scrape.
+#![cfg(feature = "dev")]
 
 mod support;
 
@@ -137,7 +138,7 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_in_a_real_scrape() {
         listener,
         h.metrics.registry.clone(),
         Arc::new(move || live.check()),
-        nsn_lane1::dev::ready_check(h.chain.clone(), h.sidecar.client(), None),
+        nsn_lane1::node::ready_check(h.chain.clone(), h.sidecar.client(), None),
         stop.clone().cancelled_owned(),
     ));
     let (status, scrape) = get(addr, "/metrics").await;

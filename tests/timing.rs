@@ -2,6 +2,7 @@
 //! blocks built by hand (or on a clock), and the stages that must overlap —
 //! the model runs while `start_task` waits for its block, and the sidecar
 //! slot is free while `submit_result` waits for its own.
+#![cfg(feature = "dev")]
 
 mod support;
 

@@ -20,6 +20,7 @@
 //! assert_eq!("NotExecutor".parse::<MarketError>().unwrap(), MarketError::NotExecutor);
 //! ```
 
+#[cfg(feature = "dev")]
 pub mod dev;
 #[cfg(feature = "real-chain")]
 pub mod subxt;

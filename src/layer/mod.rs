@@ -30,7 +30,9 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let metrics = Lane1Metrics::default();
 //! let stack = ServiceBuilder::new()
-//!     .lane1_metrics(metrics.clone())
+//!     .lane1_metrics(metrics.clone(), |r: &Result<TaskId, tower::BoxError>| {
+//!         if r.is_ok() { "ok" } else { "error" }
+//!     })
 //!     .concurrency_limit(8)
 //!     .preempt(Preemptor::new(), Canceller::none())
 //!     .service(service_fn(|task: Task| async move { Ok::<_, tower::BoxError>(task.id) }));
@@ -56,6 +58,7 @@ use tower::BoxError;
 
 use crate::task::{Lane, ModelId, RunId, Task, TaskId};
 
+pub(crate) mod cancel;
 pub mod in_flight;
 pub mod metrics;
 pub mod preempt;
@@ -115,11 +118,20 @@ pub trait TimeoutRequest: TaskRequest {
 pub type CancelFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
 type CancelFn = dyn Fn(RunId, &'static str) -> CancelFuture + Send + Sync;
+type AnswerFn = dyn Fn(&(dyn Error + 'static)) -> bool + Send + Sync;
 
 /// Stops a task where it runs (the sidecar) and waits for the confirmation.
 /// Cheap to clone. The sidecar client makes one (`SidecarClient::canceller`).
+///
+/// The layers that cancel a call keep waiting for it while the cancel runs:
+/// an error it answers with is the first proof
+/// that it stopped, when [`is_stop_answer`](Self::is_stop_answer) says it
+/// is the remote side's answer rather than a broken connection.
 #[derive(Clone)]
-pub struct Canceller(Arc<CancelFn>);
+pub struct Canceller {
+    cancel: Arc<CancelFn>,
+    answer: Option<Arc<AnswerFn>>,
+}
 
 impl fmt::Debug for Canceller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -130,7 +142,7 @@ impl fmt::Debug for Canceller {
 impl Canceller {
     /// A canceller for services with nothing remote to stop.
     pub fn none() -> Self {
-        Canceller(Arc::new(|_, _| Box::pin(async { Ok(()) })))
+        Canceller::from_fn(|_, _| async { Ok(()) })
     }
 
     /// A canceller from a function.
@@ -139,12 +151,32 @@ impl Canceller {
         F: Fn(RunId, &'static str) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
     {
-        Canceller(Arc::new(move |id, reason| Box::pin(f(id, reason))))
+        Canceller {
+            cancel: Arc::new(move |id, reason| Box::pin(f(id, reason))),
+            answer: None,
+        }
+    }
+
+    /// Says which errors of the cancelled call are the remote side's
+    /// answer (the run ended) — the rest (a broken connection, no answer)
+    /// leave the confirmation to the cancel itself. Without it, every error
+    /// is an answer.
+    pub fn with_stop_answers(
+        mut self,
+        answer: impl Fn(&(dyn Error + 'static)) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.answer = Some(Arc::new(answer));
+        self
     }
 
     /// Cancels the run `id` on the remote side.
     pub fn cancel(&self, id: RunId, reason: &'static str) -> CancelFuture {
-        (self.0)(id, reason)
+        (self.cancel)(id, reason)
+    }
+
+    /// Whether `error`, the cancelled call's answer, shows that it stopped.
+    pub fn is_stop_answer(&self, error: &(dyn Error + 'static)) -> bool {
+        self.answer.as_ref().is_none_or(|answer| answer(error))
     }
 }
 
@@ -169,11 +201,13 @@ pub trait Lane1ServiceBuilderExt<L>: sealed::Sealed {
         canceller: Canceller,
     ) -> tower::ServiceBuilder<tower::layer::util::Stack<preempt::PreemptLayer, L>>;
 
-    /// Counts and times tasks into `sink` (see [`metrics`]).
-    fn lane1_metrics<M: metrics::RecordTask>(
+    /// Counts and times tasks into `sink`, each outcome labelled by
+    /// `classify` (see [`metrics`]).
+    fn lane1_metrics<M: metrics::RecordTask, C: Clone>(
         self,
         sink: M,
-    ) -> tower::ServiceBuilder<tower::layer::util::Stack<metrics::MetricsLayer<M>, L>>;
+        classify: C,
+    ) -> tower::ServiceBuilder<tower::layer::util::Stack<metrics::MetricsLayer<M, C>, L>>;
 
     /// Keeps a count of the tasks inside (see [`in_flight`]).
     fn in_flight<G: in_flight::InFlightCount>(
@@ -199,11 +233,12 @@ impl<L> Lane1ServiceBuilderExt<L> for tower::ServiceBuilder<L> {
         self.layer(preempt::PreemptLayer::new(preemptor, canceller))
     }
 
-    fn lane1_metrics<M: metrics::RecordTask>(
+    fn lane1_metrics<M: metrics::RecordTask, C: Clone>(
         self,
         sink: M,
-    ) -> tower::ServiceBuilder<tower::layer::util::Stack<metrics::MetricsLayer<M>, L>> {
-        self.layer(metrics::MetricsLayer::new(sink))
+        classify: C,
+    ) -> tower::ServiceBuilder<tower::layer::util::Stack<metrics::MetricsLayer<M, C>, L>> {
+        self.layer(metrics::MetricsLayer::new(sink, classify))
     }
 
     fn in_flight<G: in_flight::InFlightCount>(

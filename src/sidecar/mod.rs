@@ -7,8 +7,11 @@
 //! which is wire-compatible with the sidecars deployed on NSN nodes.
 
 pub mod client;
+#[cfg(feature = "dev")]
 pub mod models;
+#[cfg(feature = "dev")]
 pub mod server;
+#[cfg(feature = "dev")]
 pub mod store;
 
 /// The generated `nsn.sidecar` protobuf messages, client and server.

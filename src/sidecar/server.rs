@@ -232,6 +232,8 @@ struct Inner {
     settings: Mutex<Settings>,
     /// The most runs that were running at once.
     max_running: std::sync::atomic::AtomicUsize,
+    /// `GetTaskStatus` calls answered since start.
+    status_calls: std::sync::atomic::AtomicU64,
     runs: Mutex<Runs>,
     changed: watch::Sender<u64>,
     started: Instant,
@@ -324,6 +326,7 @@ impl ReferenceSidecar {
                 limits,
                 settings: Mutex::default(),
                 max_running: std::sync::atomic::AtomicUsize::new(0),
+                status_calls: std::sync::atomic::AtomicU64::new(0),
                 runs: Mutex::new(Runs {
                     by_id: HashMap::new(),
                     running: 0,
@@ -390,6 +393,13 @@ impl ReferenceSidecar {
     pub fn max_concurrent_runs(&self) -> usize {
         self.inner
             .max_running
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many `GetTaskStatus` calls it has had since start.
+    pub fn status_calls(&self) -> u64 {
+        self.inner
+            .status_calls
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
@@ -1026,6 +1036,9 @@ impl Sidecar for ReferenceSidecar {
         &self,
         request: Request<proto::GetTaskStatusRequest>,
     ) -> RpcResult<proto::GetTaskStatusResponse> {
+        self.inner
+            .status_calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = request.into_inner().task_id;
         let nsn = self.semantics() == Semantics::Nsn;
         let runs = self.runs();

@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 use pin_project::pin_project;
 use tokio::time::Instant;
 
-use super::{Outcome, RecordTask};
+use super::{ClassifyOutcome, RecordTask};
 use crate::task::{Lane, ModelId};
 
 /// Records one task's outcome and duration exactly once: when its call
@@ -52,35 +52,35 @@ impl<M: RecordTask> Drop for Guard<M> {
 /// The response future of [`Metrics`](super::Metrics).
 #[pin_project]
 #[derive(Debug)]
-pub struct ResponseFuture<F, M: RecordTask> {
+pub struct ResponseFuture<F, M: RecordTask, C> {
     #[pin]
     inner: F,
     guard: Guard<M>,
+    classify: C,
 }
 
-impl<F, M: RecordTask> ResponseFuture<F, M> {
-    pub(super) fn new(inner: F, guard: Guard<M>) -> Self {
-        ResponseFuture { inner, guard }
+impl<F, M: RecordTask, C> ResponseFuture<F, M, C> {
+    pub(super) fn new(inner: F, guard: Guard<M>, classify: C) -> Self {
+        ResponseFuture {
+            inner,
+            guard,
+            classify,
+        }
     }
 }
 
-impl<F, M, T, E> Future for ResponseFuture<F, M>
+impl<F, M, C, T, E> Future for ResponseFuture<F, M, C>
 where
     M: RecordTask,
+    C: ClassifyOutcome<T, E>,
     F: Future<Output = Result<T, E>>,
-    T: Outcome,
-    E: Outcome,
 {
     type Output = Result<T, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        let outcome = match &result {
-            Ok(r) => r.outcome(),
-            Err(e) => e.outcome(),
-        };
-        this.guard.record(outcome);
+        this.guard.record(this.classify.classify(&result));
         Poll::Ready(result)
     }
 }

@@ -5,23 +5,28 @@
 //! shut down — is still counted (as `dropped`). The layer adds no way to fail:
 //! errors pass through unchanged.
 //!
+//! What an outcome is called is the caller's to say: the layer takes a
+//! [`ClassifyOutcome`] (any `Fn(&Result<T, E>) -> &'static str` is one), so it
+//! knows nothing of the errors its neighbours make. The standard stack's is
+//! [`TaskClassifier`](crate::stack::TaskClassifier).
+//!
 //! ```
 //! use nsn_lane1::layer::metrics::MetricsLayer;
 //! use nsn_lane1::telemetry::metrics::Lane1Metrics;
 //!
 //! let metrics = Lane1Metrics::default();
-//! let layer = MetricsLayer::new(metrics.clone());
+//! let layer = MetricsLayer::new(metrics.clone(), |r: &Result<(), tower::BoxError>| {
+//!     if r.is_ok() { "ok" } else { "error" }
+//! });
 //! # let _ = layer;
 //! ```
 
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tower::{BoxError, Service};
+use tower::Service;
 
-use crate::layer::preempt::Preempted;
-use crate::layer::timeout::Elapsed;
-use crate::layer::{TaskRequest, cause};
+use crate::layer::TaskRequest;
 use crate::task::{Lane, ModelId};
 
 pub mod future;
@@ -37,47 +42,39 @@ pub trait RecordTask: Clone + std::fmt::Debug {
     fn record_task(&self, outcome: &'static str, lane: Lane, model: &ModelId, took: Duration);
 }
 
-/// The outcome label of a response or an error.
-pub trait Outcome {
-    /// A short label (`ok`, `failed`, `preempted`, …).
-    fn outcome(&self) -> &'static str;
+/// Names a call's outcome for the `outcome` label (`ok`, `failed`,
+/// `preempted`, …). Closures `Fn(&Result<T, E>) -> &'static str` are
+/// classifiers.
+pub trait ClassifyOutcome<T, E>: Clone {
+    /// The label for `result`.
+    fn classify(&self, result: &Result<T, E>) -> &'static str;
 }
 
-impl Outcome for BoxError {
-    fn outcome(&self) -> &'static str {
-        if cause::<Preempted>(self.as_ref()).is_some() {
-            "preempted"
-        } else if cause::<Elapsed>(self.as_ref()).is_some() {
-            "timed_out"
-        } else {
-            "error"
-        }
-    }
-}
-
-impl Outcome for crate::task::TaskId {
-    fn outcome(&self) -> &'static str {
-        "ok"
-    }
-}
-
-impl Outcome for () {
-    fn outcome(&self) -> &'static str {
-        "ok"
+impl<T, E, F> ClassifyOutcome<T, E> for F
+where
+    F: Fn(&Result<T, E>) -> &'static str + Clone,
+{
+    fn classify(&self, result: &Result<T, E>) -> &'static str {
+        self(result)
     }
 }
 
 /// Records task metrics; see the [module docs](self).
 #[derive(Clone, Debug)]
-pub struct Metrics<S, M> {
+pub struct Metrics<S, M, C> {
     inner: S,
     sink: M,
+    classify: C,
 }
 
-impl<S, M> Metrics<S, M> {
-    /// Wraps `inner`, recording into `sink`.
-    pub fn new(inner: S, sink: M) -> Self {
-        Metrics { inner, sink }
+impl<S, M, C> Metrics<S, M, C> {
+    /// Wraps `inner`, recording into `sink` under the labels `classify` gives.
+    pub fn new(inner: S, sink: M, classify: C) -> Self {
+        Metrics {
+            inner,
+            sink,
+            classify,
+        }
     }
 
     /// The inner service.
@@ -96,17 +93,16 @@ impl<S, M> Metrics<S, M> {
     }
 }
 
-impl<S, M, R> Service<R> for Metrics<S, M>
+impl<S, M, C, R> Service<R> for Metrics<S, M, C>
 where
     S: Service<R>,
     M: RecordTask,
-    S::Response: Outcome,
-    S::Error: Outcome,
+    C: ClassifyOutcome<S::Response, S::Error>,
     R: TaskRequest,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, M>;
+    type Future = ResponseFuture<S::Future, M, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -114,6 +110,6 @@ where
 
     fn call(&mut self, req: R) -> Self::Future {
         let guard = future::Guard::new(self.sink.clone(), req.lane(), req.model().clone());
-        ResponseFuture::new(self.inner.call(req), guard)
+        ResponseFuture::new(self.inner.call(req), guard, self.classify.clone())
     }
 }

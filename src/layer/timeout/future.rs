@@ -10,45 +10,30 @@ use tokio::time::Sleep;
 use tower::BoxError;
 
 use super::error::Elapsed;
-use crate::layer::{CancelFuture, Canceller};
+use crate::layer::Canceller;
+use crate::layer::cancel::{Cancellable, Stopped};
 use crate::task::{RunId, TaskId};
 
 /// The response future of [`Timeout`](super::Timeout).
-#[pin_project(project = StateProj)]
+#[pin_project]
 #[derive(Debug)]
 pub struct ResponseFuture<F> {
+    /// The inner call; once the limit passes, it is being stopped.
     #[pin]
-    state: State<F>,
+    call: Cancellable<F>,
+    #[pin]
+    sleep: Sleep,
+    cancelling: bool,
     task_id: TaskId,
     run_id: RunId,
     limit: Duration,
 }
 
-#[pin_project(project = Proj)]
-enum State<F> {
-    /// The inner call runs against the timer.
-    Running {
-        #[pin]
-        inner: F,
-        #[pin]
-        sleep: Sleep,
-        canceller: Canceller,
-    },
-    /// The limit passed; the inner call is dropped and the sidecar task is
-    /// being stopped.
-    Cancelling { cancel: CancelFuture },
-}
-
-impl<F> std::fmt::Debug for State<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            State::Running { .. } => "Running",
-            State::Cancelling { .. } => "Cancelling",
-        })
-    }
-}
-
-impl<F> ResponseFuture<F> {
+impl<F, T, E> ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
     pub(super) fn new(
         inner: F,
         limit: Duration,
@@ -57,11 +42,9 @@ impl<F> ResponseFuture<F> {
         canceller: Canceller,
     ) -> Self {
         ResponseFuture {
-            state: State::Running {
-                inner,
-                sleep: tokio::time::sleep(backstop),
-                canceller,
-            },
+            call: Cancellable::new(inner, canceller),
+            sleep: tokio::time::sleep(backstop),
+            cancelling: false,
             task_id: run_id.task,
             run_id,
             limit,
@@ -78,39 +61,38 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                Proj::Running {
-                    inner,
-                    sleep,
-                    canceller,
-                } => {
-                    // The inner call first: a ready answer is never thrown
-                    // away, and an inner error keeps its own identity even
-                    // once the limit has passed (the sidecar's own timeout
-                    // says so itself); only the timer firing is `Elapsed`.
-                    if let Poll::Ready(r) = inner.poll(cx) {
-                        return Poll::Ready(r.map_err(Into::into));
-                    }
-                    ready!(sleep.poll(cx));
-                    tracing::warn!(task_id = %this.task_id, limit = ?this.limit, "task timed out");
-                    let cancel = canceller.cancel(*this.run_id, "execution timed out");
-                    // Dropping the inner call here stops waiting for it.
-                    this.state.set(State::Cancelling { cancel });
-                }
-                Proj::Cancelling { cancel } => {
-                    let confirmed = ready!(cancel.as_mut().poll(cx));
-                    if let Err(e) = &confirmed {
-                        tracing::warn!(task_id = %this.task_id, error = %e, "timed-out task not confirmed stopped");
-                    }
-                    return Poll::Ready(Err(Elapsed {
-                        task_id: *this.task_id,
-                        after: *this.limit,
-                        sidecar_confirmed: confirmed.is_ok(),
-                    }
-                    .into()));
-                }
+        if !*this.cancelling {
+            // The inner call first: a ready answer is never thrown away,
+            // and an inner error keeps its own identity even once the limit
+            // has passed (the sidecar's own timeout says so itself); only
+            // the timer firing is `Elapsed`.
+            if let Poll::Ready(r) = this.call.as_mut().poll_call(cx) {
+                return Poll::Ready(r);
             }
+            ready!(this.sleep.poll(cx));
+            tracing::warn!(task_id = %this.task_id, limit = ?this.limit, "task timed out");
+            this.call
+                .as_mut()
+                .cancel(*this.run_id, "execution timed out");
+            *this.cancelling = true;
         }
+        let sidecar_confirmed = match ready!(this.call.poll_stopped(cx)) {
+            // It finished as it was being stopped: its result stands.
+            Stopped::Finished(result) => return Poll::Ready(Ok(result)),
+            Stopped::Confirmed(by) => {
+                tracing::debug!(task_id = %this.task_id, ?by, "timed-out task stopped");
+                true
+            }
+            Stopped::Unconfirmed(e) => {
+                tracing::warn!(task_id = %this.task_id, error = %e, "timed-out task not confirmed stopped");
+                false
+            }
+        };
+        Poll::Ready(Err(Elapsed {
+            task_id: *this.task_id,
+            after: *this.limit,
+            sidecar_confirmed,
+        }
+        .into()))
     }
 }

@@ -20,6 +20,12 @@ pub struct SidecarConfig {
     /// How long [`SidecarClient::cancel`](super::SidecarClient::cancel)
     /// waits, all in all, for the sidecar to report the task stopped.
     pub cancel_wait: Duration,
+    /// How long the stack's layers, having cancelled a run, wait for the
+    /// run's own answer (its `ExecuteTask` call ending) before they ask the
+    /// sidecar for its status: the answer is the first proof that it
+    /// stopped, status polling the fallback (NSN's sidecar only marks a
+    /// cancelled run and lets the model go on).
+    pub cancel_answer_wait: Duration,
     /// The deadline of every call but `ExecuteTask` (status, cancel,
     /// capabilities, health): a sidecar that accepts connections and never
     /// answers holds nothing longer than this.
@@ -126,6 +132,7 @@ impl SidecarConfig {
             keep_alive_timeout: Duration::from_secs(10),
             timeout_grace: Duration::from_secs(2),
             cancel_wait: Duration::from_secs(10),
+            cancel_answer_wait: Duration::from_millis(250),
             call_timeout: Duration::from_secs(5),
             tls: None,
             auth_token: None,

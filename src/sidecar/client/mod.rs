@@ -145,19 +145,40 @@ impl SidecarClient {
         &self.config
     }
 
-    /// A [`Canceller`] for the stack's layers: `CancelTask`, then the task's
-    /// status until the sidecar reports it stopped.
+    /// A [`Canceller`] for the stack's layers: `CancelTask`; then, unless
+    /// the cancelled call's own answer came first (the layers wait for it,
+    /// and drop this future when it does), after
+    /// [`SidecarConfig::cancel_answer_wait`] the run's status until the
+    /// sidecar reports it stopped. An answer the sidecar gave is a stop
+    /// answer; a broken connection or no answer (`UNAVAILABLE`,
+    /// `DEADLINE_EXCEEDED`, `UNKNOWN`) is not.
     pub fn canceller(&self) -> Canceller {
         let client = self.clone();
         Canceller::from_fn(move |id: RunId, reason| {
             let client = client.clone();
             async move {
+                let poll_after = client.config.cancel_answer_wait;
                 client
-                    .cancel(id, reason)
+                    .cancel_polling_after(id, reason, poll_after)
                     .await
                     .map(|_| ())
                     .map_err(BoxError::from)
             }
+        })
+        .with_stop_answers(|error| {
+            crate::layer::cause::<SidecarError>(error).is_some_and(|e| {
+                !matches!(
+                    e,
+                    SidecarError::Transport { .. }
+                        | SidecarError::TimedOut { .. }
+                        | SidecarError::Rpc {
+                            code: tonic::Code::Unavailable
+                                | tonic::Code::DeadlineExceeded
+                                | tonic::Code::Unknown,
+                            ..
+                        }
+                )
+            })
         })
     }
 
@@ -271,7 +292,18 @@ impl SidecarClient {
         run: impl Into<RunId>,
         reason: &str,
     ) -> Result<CancelOutcome, SidecarError> {
-        let run = run.into();
+        self.cancel_polling_after(run.into(), reason, Duration::ZERO)
+            .await
+    }
+
+    /// [`cancel`](Self::cancel), with the status first asked `poll_after`
+    /// the sidecar took the cancel.
+    async fn cancel_polling_after(
+        &self,
+        run: RunId,
+        reason: &str,
+        poll_after: Duration,
+    ) -> Result<CancelOutcome, SidecarError> {
         let task_id = run.task;
         let started = Instant::now();
         let wait = self.config.cancel_wait;
@@ -313,6 +345,9 @@ impl SidecarClient {
             },
         };
         let was_running = r.was_running;
+        if r.success && !poll_after.is_zero() {
+            tokio::time::sleep(poll_after.min(wait.saturating_sub(started.elapsed()))).await;
+        }
         let mut pause = Duration::from_millis(2);
         let mut last = SidecarStatus::Running;
         loop {
