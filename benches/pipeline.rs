@@ -117,15 +117,7 @@ fn ours(rt: &tokio::runtime::Runtime, concurrency: usize) -> Ours {
                 queue_capacity: 1 << 22,
                 ..ExecutorConfig::default()
             },
-            NodeParts {
-                port: chain.clone(),
-                submit: chain.submitter(AccountId::BOB),
-                account: AccountId::BOB,
-                sidecar: sidecar.client(),
-                models: None,
-                metrics: Lane1Metrics::default(),
-                checkpoint: None,
-            },
+            NodeParts::dev(&chain, AccountId::BOB, sidecar.client()),
         )
     });
     Ours {

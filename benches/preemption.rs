@@ -21,7 +21,6 @@ use nsn_lane1::node::{Node, NodeParts};
 use nsn_lane1::sidecar::client::Parameters;
 use nsn_lane1::sidecar::server::RunState;
 use nsn_lane1::task::{AccountId, Lane, ModelId, Priority, UNIT};
-use nsn_lane1::telemetry::metrics::Lane1Metrics;
 use support::TestSidecar;
 use tokio::time::Instant;
 
@@ -56,15 +55,7 @@ async fn measure(hints: bool, rounds: usize) -> Duration {
     );
     let node = Node::spawn(
         config,
-        NodeParts {
-            port: chain.clone(),
-            submit: chain.submitter(AccountId::BOB),
-            account: AccountId::BOB,
-            sidecar: sidecar.client(),
-            models: None,
-            metrics: Lane1Metrics::default(),
-            checkpoint: None,
-        },
+        NodeParts::dev(&chain, AccountId::BOB, sidecar.client()),
     );
     node.following().await;
     let alice = chain.submitter(AccountId::ALICE);

@@ -140,15 +140,7 @@ async fn standard(model_ms: u64, n: usize) -> Measured {
         .insert(ModelId::new("sleep").expect("id"), sleep_for(model_ms));
     let node = Node::spawn(
         config,
-        NodeParts {
-            port: chain.clone(),
-            submit: chain.submitter(AccountId::BOB),
-            account: AccountId::BOB,
-            sidecar: sidecar.client(),
-            models: None,
-            metrics: Lane1Metrics::default(),
-            checkpoint: None,
-        },
+        NodeParts::dev(&chain, AccountId::BOB, sidecar.client()),
     );
     node.following().await;
     let ids = post(&chain, &sidecar, n, "standard").await;
@@ -214,15 +206,7 @@ async fn idle_latency(n: usize) -> Duration {
         .insert(ModelId::new("sleep").expect("id"), sleep_for(10));
     let node = Node::spawn(
         config,
-        NodeParts {
-            port: chain.clone(),
-            submit: chain.submitter(AccountId::BOB),
-            account: AccountId::BOB,
-            sidecar: sidecar.client(),
-            models: None,
-            metrics: Lane1Metrics::default(),
-            checkpoint: None,
-        },
+        NodeParts::dev(&chain, AccountId::BOB, sidecar.client()),
     );
     node.following().await;
     // Another follower of finalized blocks, timestamping when each arrives

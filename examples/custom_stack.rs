@@ -49,15 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         retry_attempts: 2,
         ..ExecutorConfig::default()
     };
-    let parts = NodeParts {
-        port: chain.clone(),
-        submit: chain.submitter(AccountId::BOB),
-        account: AccountId::BOB,
-        sidecar: client,
-        models: None,
-        metrics: Default::default(),
-        checkpoint: None,
-    };
+    let parts = NodeParts::dev(&chain, AccountId::BOB, client);
     let node = Node::builder(config, parts)
         .execute_layer(MapRequestLayer::new(|run: ExecuteRequest| {
             println!("running {} ({}) on the sidecar", run.run(), run.model);

@@ -613,21 +613,19 @@ impl SoakNode {
     fn spawn(&mut self, chain: &DevChain, sidecar: &SidecarClient, block: Duration) {
         let node = Node::spawn(
             executor_config(block),
-            NodeParts {
-                port: CutPort {
+            NodeParts::new(
+                CutPort {
                     chain: chain.clone(),
                     cut: self.cut.clone(),
                 },
-                submit: CutSubmit {
+                CutSubmit {
                     inner: chain.submitter(self.account),
                     cut: self.cut.clone(),
                 },
-                account: self.account,
-                sidecar: sidecar.clone(),
-                models: None,
-                metrics: Default::default(),
-                checkpoint: Some(self.checkpoint.clone()),
-            },
+                self.account,
+                sidecar.clone(),
+            )
+            .checkpoint(self.checkpoint.clone()),
         );
         self.signers.set(self.account, node.nonces.clone());
         self.node = Some(node);

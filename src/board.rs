@@ -275,3 +275,45 @@ impl TaskBoard {
         }
     }
 }
+
+/// The run attempts of the tasks this node has run: each new run of a task
+/// goes out under the next attempt's run id. Clones share one record.
+#[derive(Clone, Debug, Default)]
+pub struct RunAttempts(Arc<Mutex<HashMap<TaskId, u32>>>);
+
+impl RunAttempts {
+    /// The attempt for the next run of `task` (0 the first time).
+    pub fn begin(&self, task: TaskId) -> u32 {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get_mut(&task) {
+            Some(n) => {
+                *n = n.saturating_add(1);
+                *n
+            }
+            None => {
+                map.insert(task, 0);
+                0
+            }
+        }
+    }
+
+    /// The last attempt sent for `task`, if any.
+    pub fn last(&self, task: TaskId) -> Option<u32> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&task)
+            .copied()
+    }
+
+    /// Forgets `task` (its end is final).
+    pub fn forget(&self, task: TaskId) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&task);
+    }
+}

@@ -412,15 +412,7 @@ pub async fn run_dev(
         .map(|account| {
             let node = Node::spawn(
                 executor.clone(),
-                NodeParts {
-                    port: chain.clone(),
-                    submit: chain.submitter(*account),
-                    account: *account,
-                    sidecar: client.clone(),
-                    models: None,
-                    metrics: opts.metrics.clone(),
-                    checkpoint: None,
-                },
+                NodeParts::dev(&chain, *account, client.clone()).metrics(opts.metrics.clone()),
             );
             (*account, node)
         })

@@ -295,19 +295,12 @@ pub struct ExecutorParts<C> {
     /// Chain events from the listener.
     pub events: mpsc::Receiver<TaskEvent>,
     /// The submit stack for our account (claims, and failing tasks that
-    /// cannot run), sharing its record of sent calls with the lifecycle's.
+    /// cannot run), sharing its record of sent calls (`handles.sent`) with
+    /// the lifecycle's; tasks whose end is final are forgotten from it.
     pub submit: C,
-    /// That record: tasks whose end is final are forgotten from it.
-    pub sent: SentCalls,
-    /// Where task states are published.
-    pub board: TaskBoard,
-    /// Cancels runs (the execute stack's preempt layer listens to it).
-    pub preemptor: Preemptor,
-    /// Where metrics go.
-    pub metrics: Lane1Metrics,
-    /// The node's admission (tasks held for set-up faults make the node
-    /// not ready).
-    pub admission: crate::admission::Admission,
+    /// What the node's parts share (board, preemptor, metrics, admission:
+    /// tasks held for set-up faults make the node not ready).
+    pub handles: crate::handles::Handles,
 }
 
 /// The executor; see the [module docs](self).
@@ -347,15 +340,15 @@ where
                 deferred: Vec::new(),
                 holds: HashMap::new(),
                 submission_margin: config.admission.submission_margin,
-                gauges: LoopGauges::new(&parts.metrics),
-                admission: parts.admission,
+                gauges: LoopGauges::new(&parts.handles.metrics),
+                admission: parts.handles.admission,
                 lane0_open: HashSet::new(),
                 lane0_wait: false,
                 ended: HashMap::new(),
-                board: parts.board,
-                preemptor: parts.preemptor,
+                board: parts.handles.board,
+                preemptor: parts.handles.preemptor,
                 submitter: MarketCalls::new(parts.submit),
-                sent: parts.sent,
+                sent: parts.handles.sent,
                 claim: config.claim_assignments,
                 preempt_on_lane0: config.preempt_on_lane0,
                 fail_on_shutdown: config.fail_unfinished_on_shutdown,

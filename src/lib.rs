@@ -73,6 +73,7 @@ pub mod confirm;
 pub mod dev;
 pub mod error;
 pub mod executor;
+pub mod handles;
 pub mod layer;
 pub mod lifecycle;
 pub mod listener;

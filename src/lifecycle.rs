@@ -29,10 +29,10 @@
 //!
 //! Each task's progress is published on a [`TaskBoard`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -41,7 +41,9 @@ use tower::{BoxError, Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::admission::{Admission, HoldCause, Verdict};
-pub use crate::board::{ExecutorState, FailCause, TaskBoard, TaskOutcome, UnresolvedCause};
+pub use crate::board::{
+    ExecutorState, FailCause, RunAttempts, TaskBoard, TaskOutcome, UnresolvedCause,
+};
 use crate::chain::{ChainPort, MarketCall, MarketError};
 use crate::layer::cause;
 use crate::layer::preempt::{PreemptReason, Preemptor};
@@ -145,48 +147,6 @@ pub fn attribute(error: &BoxError) -> Attribution {
 /// cancels, spent run ids) before it holds the task instead.
 const MAX_RERUNS: u32 = 8;
 
-/// The run attempts of the tasks this node has run: each new run of a task
-/// goes out under the next attempt's run id. Clones share one record.
-#[derive(Clone, Debug, Default)]
-pub struct RunAttempts(Arc<Mutex<HashMap<TaskId, u32>>>);
-
-impl RunAttempts {
-    /// The attempt for the next run of `task` (0 the first time).
-    pub fn begin(&self, task: TaskId) -> u32 {
-        let mut map = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match map.get_mut(&task) {
-            Some(n) => {
-                *n = n.saturating_add(1);
-                *n
-            }
-            None => {
-                map.insert(task, 0);
-                0
-            }
-        }
-    }
-
-    /// The last attempt sent for `task`, if any.
-    pub fn last(&self, task: TaskId) -> Option<u32> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&task)
-            .copied()
-    }
-
-    /// Forgets `task` (its end is final).
-    pub fn forget(&self, task: TaskId) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&task);
-    }
-}
-
 /// The per-task service; see the [module docs](self).
 pub struct Lifecycle<E, C, P> {
     execute: E,
@@ -243,21 +203,14 @@ pub struct LifecycleParts<P> {
     pub port: P,
     /// Our account.
     pub account: AccountId,
-    /// Where task states are published.
-    pub board: TaskBoard,
-    /// Cancels runs (the same one the execute stack's preempt layer uses).
-    pub preemptor: Preemptor,
     /// Most tasks in the start and execute stages at once
     /// (`max_concurrent + prestart`).
     pub admit: usize,
     /// Parameters sent with every run of a model.
     pub parameters: BTreeMap<ModelId, Parameters>,
-    /// What is checked before a task is started, and the sidecar's health.
-    pub admission: Admission,
-    /// The run attempts of every task (shared by the node's lifecycles).
-    pub attempts: RunAttempts,
-    /// Counts runs stopped by cancels the node did not ask for.
-    pub foreign_cancels: crate::telemetry::metrics::Counter,
+    /// What the node's parts share; its preemptor is the one the execute
+    /// stack's preempt layer listens to.
+    pub handles: crate::handles::Handles,
 }
 
 impl<E, C, P> Lifecycle<E, C, P> {
@@ -269,12 +222,12 @@ impl<E, C, P> Lifecycle<E, C, P> {
             calls: MarketCalls::new(submit),
             port: parts.port,
             account: parts.account,
-            board: parts.board,
-            preemptor: parts.preemptor,
+            foreign_cancels: parts.handles.metrics.foreign_cancels.with(&[]),
+            board: parts.handles.board,
+            preemptor: parts.handles.preemptor,
             parameters: Arc::new(parts.parameters),
-            admission: parts.admission,
-            attempts: parts.attempts,
-            foreign_cancels: parts.foreign_cancels,
+            admission: parts.handles.admission,
+            attempts: parts.handles.attempts,
             recovering: None,
             gate: PollSemaphore::new(std::sync::Arc::new(Semaphore::new(parts.admit.max(1)))),
             admitted: None,

@@ -433,13 +433,9 @@ async fn run_on_chain(
     let node = Node::spawn(
         executor,
         NodeParts {
-            port: chain.clone(),
-            submit: chain.submitter(signer),
-            account,
-            sidecar,
-            models: None,
-            metrics: metrics.clone(),
             checkpoint: target.checkpoint,
+            ..NodeParts::new(chain.clone(), chain.submitter(signer), account, sidecar)
+                .metrics(metrics.clone())
         },
     );
     let ready =

@@ -11,15 +11,11 @@
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let chain = DevChain::new(DevConfig::default())?;
 //! let sidecar = SidecarClient::connect_lazy(SidecarConfig::new("http://127.0.0.1:50051"))?;
-//! let node = Node::spawn(ExecutorConfig::default(), NodeParts {
-//!     port: chain.clone(),
-//!     submit: chain.submitter(AccountId::BOB),
-//!     account: AccountId::BOB,
-//!     sidecar,
-//!     models: None,
-//!     metrics: Default::default(),
-//!     checkpoint: None,
-//! });
+//! // Any chain port and submitter: `NodeParts::new(port, submit, account, sidecar)`.
+//! let node = Node::spawn(
+//!     ExecutorConfig::default(),
+//!     NodeParts::dev(&chain, AccountId::BOB, sidecar),
+//! );
 //! let report = node.stop().await?;
 //! println!("{report:?}");
 //! # Ok(()) }
@@ -37,13 +33,14 @@ use crate::admission::{Admission, watch_sidecar};
 use crate::chain::{ChainPort, MarketCall, Pooled, SubmitError};
 use crate::checkpoint::Checkpoint;
 use crate::executor::{Executor, ExecutorConfig, ExecutorError, ExecutorParts, ExecutorReport};
+use crate::handles::Handles;
 use crate::layer::preempt::Preemptor;
 use crate::lifecycle::TaskBoard;
 use crate::listener::{ChainListener, ListenerError};
 use crate::sidecar::client::SidecarClient;
 use crate::sidecar::client::{Execute, ExecuteRequest, ExecutionResult};
 use crate::stack::{ExecuteStack, StackParts, SubmitStack, build_stack_with, submit_stack};
-use crate::submitter::{CountedCalls, GuardedOutcome, SentCalls};
+use crate::submitter::{CountedCalls, GuardedOutcome};
 use crate::task::{AccountId, Lane, ModelId};
 use crate::telemetry::metrics::Lane1Metrics;
 
@@ -74,6 +71,53 @@ pub struct NodeParts<P, C> {
     /// by backfilling from the block after it. `None`: start at the head
     /// (start-up reconciliation still resumes every task in our hands).
     pub checkpoint: Option<crate::checkpoint::Checkpoint>,
+}
+
+impl<P, C> NodeParts<P, C> {
+    /// The parts of a node for `account` reading the chain through `port`
+    /// and signing through `submit`, running models on `sidecar`; models
+    /// from the sidecar, fresh metrics, no checkpoint.
+    pub fn new(port: P, submit: C, account: AccountId, sidecar: SidecarClient) -> Self {
+        NodeParts {
+            port,
+            submit,
+            account,
+            sidecar,
+            models: None,
+            metrics: Lane1Metrics::default(),
+            checkpoint: None,
+        }
+    }
+
+    /// Takes candidates for these models only.
+    pub fn models(mut self, models: HashSet<ModelId>) -> Self {
+        self.models = Some(models);
+        self
+    }
+
+    /// Records into these metrics.
+    pub fn metrics(mut self, metrics: Lane1Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Keeps the last handled block here (and backfills from it at start).
+    pub fn checkpoint(mut self, checkpoint: crate::checkpoint::Checkpoint) -> Self {
+        self.checkpoint = Some(checkpoint);
+        self
+    }
+}
+
+#[cfg(feature = "dev")]
+impl NodeParts<crate::chain::dev::DevChain, crate::chain::dev::DevSubmitter> {
+    /// The parts of a node for `account` on the embedded dev chain.
+    pub fn dev(
+        chain: &crate::chain::dev::DevChain,
+        account: AccountId,
+        sidecar: SidecarClient,
+    ) -> Self {
+        NodeParts::new(chain.clone(), chain.submitter(account), account, sidecar)
+    }
 }
 
 /// Why a node stopped badly.
@@ -208,15 +252,7 @@ impl Node {
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let chain = DevChain::new(DevConfig::default())?;
 /// let sidecar = SidecarClient::connect_lazy(SidecarConfig::new("http://127.0.0.1:50051"))?;
-/// let parts = NodeParts {
-///     port: chain.clone(),
-///     submit: chain.submitter(AccountId::BOB),
-///     account: AccountId::BOB,
-///     sidecar,
-///     models: None,
-///     metrics: Default::default(),
-///     checkpoint: None,
-/// };
+/// let parts = NodeParts::dev(&chain, AccountId::BOB, sidecar);
 /// let node = Node::builder(ExecutorConfig::default(), parts)
 ///     // Every model run, logged as the lifecycle asks for it.
 ///     .execute_layer(MapRequestLayer::new(|run: ExecuteRequest| {
@@ -286,11 +322,6 @@ impl<P, C, LE, LS> NodeBuilder<P, C, LE, LS> {
             execute_layer,
             submit_layer,
         } = self;
-        let board = TaskBoard::default();
-        let preemptor = Preemptor::new();
-        // One record of sent calls for the account: the lifecycle's and the
-        // executor's submit stacks never send the same call twice between them.
-        let sent = SentCalls::default();
         // Every nonce the node signs is kept, to tell another signer's.
         let nonces = crate::signer::OwnNonces::default();
         // Every chain call of the node is counted (calls, outcomes, and
@@ -311,6 +342,14 @@ impl<P, C, LE, LS> NodeBuilder<P, C, LE, LS> {
             config.admission.clone(),
             crate::breaker::StakeBreaker::new(config.breaker.clone()),
         );
+        // One bundle of handles the node's parts share; among them one
+        // record of sent calls for the account, so the lifecycle's and the
+        // executor's submit stacks never send the same call twice between
+        // them.
+        let handles = Handles::new(parts.metrics.clone(), admission.clone());
+        let board = handles.board.clone();
+        let preemptor = handles.preemptor.clone();
+        let sent = handles.sent.clone();
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_sidecar(
             parts.sidecar.clone(),
@@ -345,12 +384,7 @@ impl<P, C, LE, LS> NodeBuilder<P, C, LE, LS> {
                 submit: parts.submit.clone(),
                 port: parts.port.clone(),
                 account: parts.account,
-                board: board.clone(),
-                preemptor: preemptor.clone(),
-                metrics: parts.metrics.clone(),
-                sent: sent.clone(),
-                admission: admission.clone(),
-                attempts: crate::lifecycle::RunAttempts::default(),
+                handles: handles.clone(),
             },
             &execute_layer,
             &submit_layer,
@@ -372,11 +406,7 @@ impl<P, C, LE, LS> NodeBuilder<P, C, LE, LS> {
             ExecutorParts {
                 events: rx,
                 submit,
-                sent,
-                board: board.clone(),
-                preemptor: preemptor.clone(),
-                metrics: parts.metrics.clone(),
-                admission,
+                handles,
             },
         );
         let checkpoint = parts.checkpoint;

@@ -29,13 +29,13 @@ use tower::limit::ConcurrencyLimit;
 use tower::retry::Retry;
 use tower::{BoxError, ServiceBuilder};
 
-use crate::admission::Admission;
-use crate::board::{TaskBoard, TaskOutcome};
+use crate::board::TaskOutcome;
 use crate::chain::{ChainError, InvalidTransaction, SubmitError};
 use crate::executor::ExecutorConfig;
+use crate::handles::Handles;
 use crate::layer::in_flight::InFlight;
 use crate::layer::metrics::{ClassifyOutcome, Metrics};
-use crate::layer::preempt::{Preempt, Preempted, Preemptor};
+use crate::layer::preempt::{Preempt, Preempted};
 use crate::layer::retry::{Classify, ErrorClass, RetryPolicy};
 use crate::layer::timeout::{Elapsed, Timeout};
 use crate::layer::{Canceller, Lane1ServiceBuilderExt, cause};
@@ -157,19 +157,9 @@ pub struct StackParts<X, C, P> {
     pub port: P,
     /// Our account.
     pub account: AccountId,
-    /// Where task states are published.
-    pub board: TaskBoard,
-    /// Fires preemptions.
-    pub preemptor: Preemptor,
-    /// Where metrics go.
-    pub metrics: Lane1Metrics,
-    /// The record of calls sent for our account (shared by every submit
-    /// stack of the account).
-    pub sent: SentCalls,
-    /// What is checked before a task is started, and the sidecar's health.
-    pub admission: Admission,
-    /// The run attempts of every task (shared by the node's stacks).
-    pub attempts: crate::lifecycle::RunAttempts,
+    /// What the node's parts share (board, preemptor, metrics, record of
+    /// sent calls, admission, run attempts).
+    pub handles: Handles,
 }
 
 /// The submit stack on its own (the executor's, for claims and for failing
@@ -221,8 +211,8 @@ where
 {
     let execute = ServiceBuilder::new()
         .concurrency_limit(config.max_concurrent.max(1))
-        .in_flight(SidecarActivity::new(&parts.metrics))
-        .preempt(parts.preemptor.clone(), parts.canceller.clone())
+        .in_flight(SidecarActivity::new(&parts.handles.metrics))
+        .preempt(parts.handles.preemptor.clone(), parts.canceller.clone())
         .task_timeout(config.execution_timeout, parts.canceller)
         .retry(RetryPolicy::new(
             config.retry_attempts,
@@ -237,24 +227,21 @@ where
         parts.submit,
         parts.port.clone(),
         parts.account,
-        parts.sent,
+        parts.handles.sent.clone(),
     ));
+    let metrics = parts.handles.metrics.clone();
     let lifecycle = Lifecycle::new(
         execute,
         submit,
         LifecycleParts {
             port: parts.port,
             account: parts.account,
-            board: parts.board,
-            preemptor: parts.preemptor,
             admit: config.admitted(),
             parameters: config.model_parameters.clone(),
-            admission: parts.admission,
-            attempts: parts.attempts,
-            foreign_cancels: parts.metrics.foreign_cancels.with(&[]),
+            handles: parts.handles,
         },
     );
     ServiceBuilder::new()
-        .lane1_metrics(parts.metrics, DefaultClassifier)
+        .lane1_metrics(metrics, DefaultClassifier)
         .service(lifecycle)
 }

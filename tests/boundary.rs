@@ -389,15 +389,7 @@ async fn a_run_retried_after_a_broken_connection_completes_against_nsn_semantics
     config.retry_base = Duration::from_millis(20);
     let node = Node::spawn(
         config,
-        NodeParts {
-            port: chain.clone(),
-            submit: chain.submitter(BOB),
-            account: BOB,
-            sidecar: client_for(&format!("http://{}", relay.addr)),
-            models: None,
-            metrics: Default::default(),
-            checkpoint: None,
-        },
+        NodeParts::dev(&chain, BOB, client_for(&format!("http://{}", relay.addr))),
     );
     let requester = chain.submitter(AccountId::ALICE);
     let cid = sidecar.sidecar.store().put(b"r".to_vec()).unwrap();

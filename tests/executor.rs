@@ -622,15 +622,7 @@ async fn a_node_built_with_layers_of_ones_own_runs_every_task_through_them() {
     let (r, c) = (runs.clone(), calls.clone());
     let node = Node::builder(
         ExecutorConfig::default(),
-        NodeParts {
-            port: chain.clone(),
-            submit: chain.submitter(AccountId::BOB),
-            account: AccountId::BOB,
-            sidecar: sidecar.client(),
-            models: None,
-            metrics: Default::default(),
-            checkpoint: None,
-        },
+        NodeParts::dev(&chain, AccountId::BOB, sidecar.client()),
     )
     .execute_layer(MapRequestLayer::new(move |run: ExecuteRequest| {
         r.fetch_add(1, Ordering::SeqCst);

@@ -175,15 +175,12 @@ async fn a_task_runs_end_to_end_on_the_real_runtime() {
         .unwrap();
     let lane1 = Node::spawn(
         ExecutorConfig::default(),
-        NodeParts {
-            port: chain.clone(),
-            submit: chain.submitter(dev::bob()),
-            account: AccountId::BOB,
-            sidecar: sidecar.client(),
-            models: None,
-            metrics: Default::default(),
-            checkpoint: None,
-        },
+        NodeParts::new(
+            chain.clone(),
+            chain.submitter(dev::bob()),
+            AccountId::BOB,
+            sidecar.client(),
+        ),
     );
     tokio::time::timeout(Duration::from_secs(30), lane1.following())
         .await

@@ -52,13 +52,8 @@ fn node_with(
     Node::spawn(
         config,
         NodeParts {
-            port: chain.clone(),
-            submit: chain.submitter(AccountId::BOB),
-            account: AccountId::BOB,
-            sidecar: sidecar.client(),
-            models: None,
-            metrics: Default::default(),
             checkpoint: checkpoint.cloned(),
+            ..NodeParts::dev(chain, AccountId::BOB, sidecar.client())
         },
     )
 }
@@ -540,15 +535,12 @@ async fn a_task_whose_assignment_the_node_never_heard_of_is_found_and_verified()
     };
     let node = Node::spawn(
         ExecutorConfig::default(),
-        NodeParts {
-            port: Shaped(port.clone()),
-            submit: chain.submitter(AccountId::BOB),
-            account: AccountId::BOB,
-            sidecar: sidecar.client(),
-            models: None,
-            metrics: Default::default(),
-            checkpoint: None,
-        },
+        NodeParts::new(
+            Shaped(port.clone()),
+            chain.submitter(AccountId::BOB),
+            AccountId::BOB,
+            sidecar.client(),
+        ),
     );
     within("the node follows", node.following()).await;
     let alice = chain.submitter(AccountId::ALICE);
@@ -610,15 +602,14 @@ async fn an_undecodable_block_stops_progress_loudly_and_skips_nothing() {
     let metrics = nsn_lane1::telemetry::metrics::Lane1Metrics::default();
     let node = Node::spawn(
         ExecutorConfig::default(),
-        NodeParts {
-            port: Shaped(port.clone()),
-            submit: chain.submitter(AccountId::BOB),
-            account: AccountId::BOB,
-            sidecar: sidecar.client(),
-            models: None,
-            metrics: metrics.clone(),
-            checkpoint: Some(checkpoint.clone()),
-        },
+        NodeParts::new(
+            Shaped(port.clone()),
+            chain.submitter(AccountId::BOB),
+            AccountId::BOB,
+            sidecar.client(),
+        )
+        .metrics(metrics.clone())
+        .checkpoint(checkpoint.clone()),
     );
     within("the node follows", node.following()).await;
     // The upgrade: from the next block on, nothing decodes.

@@ -502,15 +502,7 @@ async fn a_restarted_node_does_not_send_again_a_start_that_a_block_not_yet_final
     .await;
     let second = Node::spawn(
         config(60_000),
-        NodeParts {
-            port: chain.clone(),
-            submit: chain.submitter(BOB),
-            account: BOB,
-            sidecar: sidecar.client(),
-            models: None,
-            metrics: Default::default(),
-            checkpoint: None,
-        },
+        NodeParts::dev(&chain, BOB, sidecar.client()),
     );
     // It runs the task again, on the start the best block holds.
     within(

@@ -267,15 +267,13 @@ impl Harness {
         let metrics = nsn_lane1::telemetry::metrics::Lane1Metrics::default();
         let node = Node::spawn(
             config,
-            NodeParts {
-                port: chain.clone(),
-                submit: wrap(chain.submitter(nsn_lane1::task::AccountId::BOB)),
-                account: nsn_lane1::task::AccountId::BOB,
-                sidecar: sidecar.client(),
-                models: None,
-                metrics: metrics.clone(),
-                checkpoint: None,
-            },
+            NodeParts::new(
+                chain.clone(),
+                wrap(chain.submitter(nsn_lane1::task::AccountId::BOB)),
+                nsn_lane1::task::AccountId::BOB,
+                sidecar.client(),
+            )
+            .metrics(metrics.clone()),
         );
         let requester = chain.submitter(nsn_lane1::task::AccountId::ALICE);
         Harness {

@@ -8,7 +8,7 @@
 //! What an outcome is called is the caller's to say: the layer takes a
 //! [`ClassifyOutcome`] (any `Fn(&Result<T, E>) -> &'static str` is one), so it
 //! knows nothing of the errors its neighbours make. The standard stack's is
-//! [`TaskClassifier`](crate::stack::TaskClassifier).
+//! the composition root's `DefaultClassifier`.
 //!
 //! ```
 //! use nsn_lane1::layer::metrics::MetricsLayer;
