@@ -94,7 +94,7 @@ impl<T: Schedulable> SortedVecDeque<T> {
     }
 }
 
-fn run_scheduler<T: Schedulable>(items: Vec<T>) -> u64 {
+fn run_scheduler<T: Schedulable + Clone>(items: Vec<T>) -> u64 {
     let mut s: Scheduler<T> = Scheduler::new(items.len());
     for item in items {
         // Every id is distinct and capacity is n: enqueue cannot fail here.

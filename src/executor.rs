@@ -220,8 +220,8 @@ type ResolveFuture = Pin<Box<dyn Future<Output = Resolution> + Send>>;
 type Completion = Pin<Box<dyn Future<Output = (TaskId, Result<TaskOutcome, BoxError>)> + Send>>;
 
 struct Core<C> {
+    /// Every task in hand, queued or running: the one record of what runs.
     scheduler: Scheduler<Task>,
-    held: HashMap<TaskId, Task>,
     deferred: Vec<Deferred>,
     /// How many times in a row each task's lifecycle was held or failed
     /// (its backoff doubles with each).
@@ -336,7 +336,6 @@ where
             events: parts.events,
             core: Core {
                 scheduler: Scheduler::new(config.queue_capacity),
-                held: HashMap::new(),
                 deferred: Vec::new(),
                 holds: HashMap::new(),
                 submission_margin: config.admission.submission_margin,
@@ -414,7 +413,6 @@ where
                     ready.map_err(|e| ExecutorError::Stack(StackFailure(e)))?;
                     if let Some(task) = core.scheduler.next_task() {
                         let task_id = task.id;
-                        core.held.insert(task_id, task.clone());
                         let call = stack.call(task);
                         in_flight.push(Box::pin(async move { (task_id, call.await) }));
                     }
@@ -511,7 +509,7 @@ where
                     escrow = task.escrow,
                     "assigned to this node"
                 );
-                if !self.held.contains_key(&task.id) {
+                if !self.scheduler.is_running(task.id) {
                     self.enqueue(task);
                 }
             }
@@ -582,7 +580,7 @@ where
                         status: Some(status),
                     });
                     self.report.skipped += 1;
-                } else if self.held.contains_key(&task_id) {
+                } else if self.scheduler.is_running(task_id) {
                     // Running: cancel it; on its way to the sidecar: it
                     // never gets there. Whatever its lifecycle says when it
                     // comes back, the task is over.
@@ -642,7 +640,7 @@ where
     }
 
     fn on_done(&mut self, task_id: TaskId, result: Result<TaskOutcome, BoxError>) {
-        let Some(task) = self.held.remove(&task_id) else {
+        let Some(task) = self.scheduler.running_task(task_id).cloned() else {
             tracing::error!(%task_id, "completion for a task not in flight");
             return;
         };
@@ -770,7 +768,9 @@ where
                 self.report.skipped += 1;
                 let _ = self.scheduler.complete(task_id);
             }
-            TaskOutcome::Unresolved { .. } => {}
+            TaskOutcome::Unresolved { .. } => {
+                let _ = self.scheduler.fail(task_id);
+            }
         }
         self.board.done(outcome);
     }

@@ -184,11 +184,13 @@ impl SchedulerStats {
     }
 }
 
-/// A task the scheduler holds: waiting with its body, or handed out.
+/// A task the scheduler holds: waiting, or handed out and running. Either
+/// way the scheduler keeps its body: it is the node's one record of the
+/// tasks it runs.
 #[derive(Debug)]
 enum Slot<T> {
     Queued(T),
-    Running(Lane),
+    Running(T),
 }
 
 /// Two bounded lane queues in the chain's order; see the [module docs](self).
@@ -261,16 +263,23 @@ impl<T: Schedulable> Scheduler<T> {
         }
     }
 
-    /// Takes the best queued task (Lane 0 first) and marks it running.
-    pub fn next_task(&mut self) -> Option<T> {
+    /// Takes the best queued task (Lane 0 first) and marks it running; the
+    /// scheduler keeps it while it runs ([`running_task`](Self::running_task))
+    /// and hands out a copy.
+    pub fn next_task(&mut self) -> Option<T>
+    where
+        T: Clone,
+    {
         let lane = Lane::ALL
             .into_iter()
             .find(|lane| !self.lanes[lane_slot(*lane)].is_empty())?;
         let slot = lane_slot(lane);
         let id = self.lanes[slot].pop_first()?.id();
         let entry = self.tasks.get_mut(&id)?;
-        match std::mem::replace(entry, Slot::Running(lane)) {
+        match entry {
             Slot::Queued(item) => {
+                let item = item.clone();
+                *entry = Slot::Running(item.clone());
                 self.running_per_lane[slot] += 1;
                 Some(item)
             }
@@ -317,12 +326,13 @@ impl<T: Schedulable> Scheduler<T> {
                 item,
             });
         };
-        let Slot::Running(lane) = *entry else {
+        let Slot::Running(running) = entry else {
             return Err(Rejected {
                 error: SchedulerError::NotRunning(key.id),
                 item,
             });
         };
+        let lane = running.key().lane;
         *entry = Slot::Queued(item);
         self.running_per_lane[lane_slot(lane)] -= 1;
         self.lanes[lane_slot(key.lane)].insert(QueueKey::of(&key));
@@ -346,15 +356,29 @@ impl<T: Schedulable> Scheduler<T> {
     fn finish(&mut self, id: TaskId) -> Result<(), SchedulerError> {
         match self.tasks.entry(id) {
             Entry::Vacant(_) => Err(SchedulerError::UnknownTask(id)),
-            Entry::Occupied(e) => match *e.get() {
+            Entry::Occupied(e) => match e.get() {
                 Slot::Queued(_) => Err(SchedulerError::NotRunning(id)),
-                Slot::Running(lane) => {
+                Slot::Running(item) => {
+                    let lane = item.key().lane;
                     e.remove();
                     self.running_per_lane[lane_slot(lane)] -= 1;
                     Ok(())
                 }
             },
         }
+    }
+
+    /// A running task, by id.
+    pub fn running_task(&self, id: TaskId) -> Option<&T> {
+        match self.tasks.get(&id) {
+            Some(Slot::Running(item)) => Some(item),
+            _ => None,
+        }
+    }
+
+    /// Whether the task was handed out and has not finished.
+    pub fn is_running(&self, id: TaskId) -> bool {
+        self.running_task(id).is_some()
     }
 
     /// True when Lane 0 work waits while Lane 1 work runs: the Lane 1 work
@@ -368,7 +392,7 @@ impl<T: Schedulable> Scheduler<T> {
     pub fn placement(&self, id: TaskId) -> Option<Placement> {
         self.tasks.get(&id).map(|slot| match slot {
             Slot::Queued(item) => Placement::Queued(item.key().lane),
-            Slot::Running(lane) => Placement::Running(*lane),
+            Slot::Running(item) => Placement::Running(item.key().lane),
         })
     }
 
