@@ -318,7 +318,7 @@ impl<P: ChainPort> ChainListener<P> {
             match step.await {
                 Ok(head) => break head,
                 Err(ListenerError::Chain(ChainError::Connection(e))) => {
-                    self.wait_out(&e).await;
+                    self.wait_out(&e.to_string()).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -351,7 +351,7 @@ impl<P: ChainPort> ChainListener<P> {
                         let block = match block {
                             Some(Ok(b)) => b,
                             Some(Err(ChainError::Connection(e))) => {
-                                self.wait_out(&e).await;
+                                self.wait_out(&e.to_string()).await;
                                 break;
                             }
                             // A block whose task-market events the node cannot

@@ -248,7 +248,7 @@ pub enum SubmitError {
     },
     /// The chain could not be reached.
     #[error("chain connection failed: {0}")]
-    Connection(String),
+    Connection(ConnectionError),
     /// The chain (or submitter) has shut down.
     #[error("chain has shut down")]
     Closed,
@@ -271,6 +271,51 @@ impl SubmitError {
     }
 }
 
+/// Why the chain could not be reached. Every kind passes: the node waits
+/// and tries again. The words in it are the transport's, for the operator;
+/// the node decides by the kind alone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The connection broke or could not be made (the transport's words).
+    #[error("{0}")]
+    Transport(String),
+    /// No answer within the time given.
+    #[error("no answer from {url} within {after:?}")]
+    NoAnswer {
+        /// Whom the node asked.
+        url: String,
+        /// How long it waited.
+        after: std::time::Duration,
+    },
+    /// The node's answer lacks what every node has (a best block, its
+    /// header, a block it announced).
+    #[error("the node's answer lacks {0}")]
+    Missing(String),
+    /// The pool answered a submission with words that name no transaction
+    /// error the node knows: taken as passing.
+    #[error("{call}: the pool said {message:?}")]
+    PoolAnswer {
+        /// The call's name.
+        call: &'static str,
+        /// What the pool said.
+        message: String,
+    },
+}
+
+impl ConnectionError {
+    /// A transport failure, from its error.
+    pub fn transport(error: impl std::fmt::Display) -> Self {
+        ConnectionError::Transport(error.to_string())
+    }
+}
+
+impl From<&str> for ConnectionError {
+    fn from(words: &str) -> Self {
+        ConnectionError::Transport(words.to_owned())
+    }
+}
+
 /// Why a chain read failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -288,7 +333,7 @@ pub enum ChainError {
     },
     /// The chain could not be reached.
     #[error("chain connection failed: {0}")]
-    Connection(String),
+    Connection(ConnectionError),
     /// The chain has shut down.
     #[error("chain has shut down")]
     Closed,

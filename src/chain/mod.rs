@@ -40,7 +40,8 @@ mod storage;
 pub use block::{Block, BlockHash, BlockRef};
 pub use call::{Inclusion, InclusionResult, MarketCall, Pooled, SubmitExt};
 pub use error::{
-    ChainError, DispatchError, InvalidTransaction, MarketError, SubmitError, UnknownMarketError,
+    ChainError, ConnectionError, DispatchError, InvalidTransaction, MarketError, SubmitError,
+    UnknownMarketError,
 };
 pub use event::{EventRecord, MarketEvent, Phase, created_task_id};
 pub use port::{BlockStream, ChainPort};

@@ -15,8 +15,9 @@ use subxt::{OnlineClient, PolkadotConfig};
 use subxt::dynamic::Value;
 
 use crate::chain::{
-    Block, BlockHash, BlockRef, BlockStream, ChainError, ChainPort, DispatchError, EventRecord,
-    InvalidTransaction, MarketCall, MarketEvent, PALLET, Phase, SubmitError, TaskIntent,
+    Block, BlockHash, BlockRef, BlockStream, ChainError, ChainPort, ConnectionError, DispatchError,
+    EventRecord, InvalidTransaction, MarketCall, MarketEvent, PALLET, Phase, SubmitError,
+    TaskIntent,
 };
 mod submitter;
 pub use submitter::{MAX_OUTSTANDING, SubxtSubmitter};
@@ -42,7 +43,7 @@ impl std::fmt::Debug for SubxtChain {
 }
 
 fn conn(e: impl std::fmt::Display) -> ChainError {
-    ChainError::Connection(e.to_string())
+    ChainError::Connection(ConnectionError::transport(e))
 }
 
 /// Which subxt backend a connection drives.
@@ -77,7 +78,10 @@ impl SubxtChain {
         let client = tokio::time::timeout(CONNECT_TIMEOUT, build)
             .await
             .map_err(|_| {
-                ChainError::Connection(format!("no answer from {url} within {CONNECT_TIMEOUT:?}"))
+                ChainError::Connection(ConnectionError::NoAnswer {
+                    url: url.to_owned(),
+                    after: CONNECT_TIMEOUT,
+                })
             })?
             .map_err(conn)?;
         let rpc = RpcClient::new(client);
@@ -186,9 +190,9 @@ impl SubxtChain {
         let at = match self.api.at_block(u64::from(number)).await {
             Ok(at) => at,
             Err(subxt::error::OnlineClientAtBlockError::BlockNotFound { .. }) => {
-                return Err(ChainError::Connection(format!(
-                    "finalized block #{number} is missing"
-                )));
+                return Err(ChainError::Connection(ConnectionError::Missing(format!(
+                    "finalized block #{number}"
+                ))));
             }
             Err(e) => return Err(conn(e)),
         };
@@ -381,12 +385,16 @@ impl SubxtChain {
             .chain_get_block_hash(None)
             .await
             .map_err(conn)?
-            .ok_or_else(|| ChainError::Connection("the node has no best block".into()))?;
+            .ok_or_else(|| {
+                ChainError::Connection(ConnectionError::Missing("a best block".into()))
+            })?;
         let header = methods
             .chain_get_header(Some(hash))
             .await
             .map_err(conn)?
-            .ok_or_else(|| ChainError::Connection("the best block has no header".into()))?;
+            .ok_or_else(|| {
+                ChainError::Connection(ConnectionError::Missing("the best block's header".into()))
+            })?;
         Ok(BlockRef {
             number: u32::try_from(header.number).map_err(|e| ChainError::Decode {
                 what: "block number".into(),
@@ -405,7 +413,9 @@ impl SubxtChain {
             .chain_get_header(None)
             .await
             .map_err(conn)?
-            .ok_or_else(|| ChainError::Connection("the node has no best block".into()))?;
+            .ok_or_else(|| {
+                ChainError::Connection(ConnectionError::Missing("a best block".into()))
+            })?;
         u32::try_from(header.number).map_err(|e| ChainError::Decode {
             what: "block number".into(),
             reason: e.to_string(),
@@ -502,7 +512,10 @@ fn pool_rejection(call: &'static str, nonce: Option<u64>, message: &str) -> Subm
     } else if lower.contains("invalid transaction") {
         InvalidTransaction::Other(message.to_owned())
     } else {
-        return SubmitError::Connection(format!("{call}: {message}"));
+        return SubmitError::Connection(ConnectionError::PoolAnswer {
+            call,
+            message: message.to_owned(),
+        });
     };
     SubmitError::Invalid { call, reason }
 }
@@ -648,7 +661,9 @@ impl SubxtChain {
                             Some((Ok(block), st))
                         }
                         Ok(None) => Some((
-                            Err(ChainError::Connection(format!("block #{next} is missing"))),
+                            Err(ChainError::Connection(ConnectionError::Missing(format!(
+                                "block #{next}"
+                            )))),
                             st,
                         )),
                         Err(e) => Some((Err(e), st)),

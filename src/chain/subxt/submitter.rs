@@ -40,8 +40,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{MORTALITY, SubxtChain, call_fields, pool_rejection};
 use crate::chain::{
-    BlockRef, ChainPort, DispatchError, Inclusion, InvalidTransaction, MarketCall, MarketEvent,
-    PALLET, Pooled, SubmitError,
+    BlockRef, ChainPort, ConnectionError, DispatchError, Inclusion, InvalidTransaction, MarketCall,
+    MarketEvent, PALLET, Pooled, SubmitError,
 };
 use crate::layer::retry::backoff;
 use crate::task::AccountId;
@@ -582,7 +582,8 @@ impl Inner {
         {
             return Ok(at.clone());
         }
-        let connection = |e: &dyn std::fmt::Display| SubmitError::Connection(e.to_string());
+        let connection =
+            |e: &dyn std::fmt::Display| SubmitError::Connection(ConnectionError::transport(e));
         let finalized = self
             .chain
             .api
@@ -614,7 +615,8 @@ impl Inner {
     }
 
     async fn sign(&self, call: &MarketCall, nonce: u64) -> Result<Signed, SubmitError> {
-        let connection = |e: &dyn std::fmt::Display| SubmitError::Connection(e.to_string());
+        let connection =
+            |e: &dyn std::fmt::Display| SubmitError::Connection(ConnectionError::transport(e));
         let at = self.birth().await?;
         let after = u32::try_from(at.block_number()).map_err(|e| connection(&e))?;
         let payload = if self.root {
@@ -728,7 +730,7 @@ impl Inner {
                 .chain
                 .account_nonce(self.account)
                 .await
-                .map_err(|e| SubmitError::Connection(e.to_string()))?,
+                .map_err(|e| SubmitError::Connection(ConnectionError::transport(e)))?,
         };
         let signed = match self.sign(&call, nonce).await {
             Ok(s) => s,
@@ -786,7 +788,7 @@ impl Inner {
                         .chain
                         .account_nonce(self.account)
                         .await
-                        .map_err(|e| SubmitError::Connection(e.to_string()))?;
+                        .map_err(|e| SubmitError::Connection(ConnectionError::transport(e)))?;
                     if chain_next > nonce {
                         // Another transaction took this nonce.
                         *self.nonce.lock().await = None;
