@@ -39,7 +39,7 @@ use nsn_lane1::stack::{DefaultClassifier, submit_stack};
 use nsn_lane1::submitter::MarketCalls;
 use nsn_lane1::task::{AccountId, Cid, Lane, ModelId, Priority, Task, TaskId, UNIT};
 use nsn_lane1::telemetry::metrics::Lane1Metrics;
-use support::{TestSidecar, chain_with};
+use support::{Loopback, TestSidecar, chain_with};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 /// The development chain without validators attesting (results are
@@ -376,39 +376,12 @@ fn bench_overhead(c: &mut Criterion) {
     // The yardstick: one ExecuteTask round trip over loopback, one at a time
     // (the sidecar serves on a runtime of its own; the client's is like the
     // node's).
-    let sidecar = TestSidecar::start();
-    let input = sidecar.sidecar.store().put(b"x".to_vec()).expect("input");
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("client runtime");
-    let client = client_rt.block_on(async { sidecar.client() });
-    let model = ModelId::new("noop").expect("model");
+    let loopback = Loopback::start();
     let next = AtomicU64::new(1 << 41);
     group.bench_function("loopback_roundtrip", |b| {
         b.iter_custom(|iters| {
             let first = next.fetch_add(iters, Ordering::Relaxed);
-            client_rt.block_on(async {
-                let start = Instant::now();
-                for id in first..first + iters {
-                    let request = ExecuteRequest {
-                        task_id: TaskId(id),
-                        lane: Lane::Lane1,
-                        model: model.clone(),
-                        input_cid: input.clone(),
-                        parameters: Parameters::none(),
-                        timeout: None,
-                        attempt: 0,
-                    };
-                    client
-                        .execute()
-                        .oneshot(request)
-                        .await
-                        .expect("execute during the bench");
-                }
-                start.elapsed()
-            })
+            loopback.round_trips(first, iters, 1)
         })
     });
     group.finish();

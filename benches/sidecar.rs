@@ -11,29 +11,13 @@
 mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use futures::StreamExt;
-use nsn_lane1::sidecar::client::{ExecuteRequest, Parameters};
-use nsn_lane1::task::{Lane, ModelId, TaskId};
-use support::TestSidecar;
-use tower::ServiceExt;
+use support::Loopback;
 
 fn bench_execute(c: &mut Criterion) {
-    let sidecar = TestSidecar::start();
-    let input = sidecar
-        .sidecar
-        .store()
-        .put(b"x".to_vec())
-        .expect("store input");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("client runtime");
-    let client = runtime.block_on(async { sidecar.client() });
-    let model = ModelId::new("noop").expect("model id");
+    let loopback = Loopback::start();
     let next_id = AtomicU64::new(0);
 
     let mut group = c.benchmark_group("sidecar_execute");
@@ -46,28 +30,7 @@ fn bench_execute(c: &mut Criterion) {
             |b, &concurrency| {
                 b.iter_custom(|iters| {
                     let first = next_id.fetch_add(iters, Ordering::Relaxed);
-                    runtime.block_on(async {
-                        let start = Instant::now();
-                        let mut calls = futures::stream::iter(first..first + iters)
-                            .map(|id| {
-                                client.execute().oneshot(ExecuteRequest {
-                                    task_id: TaskId(id),
-                                    lane: Lane::Lane1,
-                                    model: model.clone(),
-                                    input_cid: input.clone(),
-                                    parameters: Parameters::none(),
-                                    timeout: None,
-                                    attempt: 0,
-                                })
-                            })
-                            .buffer_unordered(concurrency);
-                        while let Some(r) = calls.next().await {
-                            if let Err(e) = r {
-                                panic!("execute failed during the bench: {e}");
-                            }
-                        }
-                        start.elapsed()
-                    })
+                    loopback.round_trips(first, iters, concurrency)
                 })
             },
         );

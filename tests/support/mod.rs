@@ -532,3 +532,67 @@ pub async fn until_verified(chain: &DevChain, id: TaskId, secs: u64) {
     })
     .await;
 }
+
+/// What the round-trip benches measure against: a reference sidecar, one
+/// input in its store, and a client on a one-worker runtime of its own (as
+/// a node's).
+pub struct Loopback {
+    pub sidecar: TestSidecar,
+    pub input: nsn_lane1::task::Cid,
+    pub runtime: tokio::runtime::Runtime,
+    pub client: nsn_lane1::sidecar::client::SidecarClient,
+}
+
+impl Loopback {
+    pub fn start() -> Self {
+        let sidecar = TestSidecar::start();
+        let input = sidecar
+            .sidecar
+            .store()
+            .put(b"x".to_vec())
+            .expect("store input");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("client runtime");
+        let client = runtime.block_on(async { sidecar.client() });
+        Loopback {
+            sidecar,
+            input,
+            runtime,
+            client,
+        }
+    }
+
+    /// A zero-work `noop` run for task `id`.
+    pub fn noop(&self, id: u64) -> nsn_lane1::sidecar::client::ExecuteRequest {
+        nsn_lane1::sidecar::client::ExecuteRequest {
+            task_id: TaskId(id),
+            lane: Lane::Lane1,
+            model: nsn_lane1::task::ModelId::new("noop").expect("model id"),
+            input_cid: self.input.clone(),
+            parameters: nsn_lane1::sidecar::client::Parameters::none(),
+            timeout: None,
+            attempt: 0,
+        }
+    }
+
+    /// `n` noop round trips from task id `first`, `in_flight` at once; how
+    /// long they took.
+    pub fn round_trips(&self, first: u64, n: u64, in_flight: usize) -> std::time::Duration {
+        use futures::StreamExt;
+        self.runtime.block_on(async {
+            let start = std::time::Instant::now();
+            let mut calls = futures::stream::iter(first..first + n)
+                .map(|id| self.client.execute().oneshot(self.noop(id)))
+                .buffer_unordered(in_flight);
+            while let Some(r) = calls.next().await {
+                if let Err(e) = r {
+                    panic!("execute failed during the bench: {e}");
+                }
+            }
+            start.elapsed()
+        })
+    }
+}
