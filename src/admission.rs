@@ -12,10 +12,10 @@
 //! escrow. One that fails for a reason of *ours* (the sidecar down) is held,
 //! not started, until the sidecar is healthy again.
 //!
-//! [`watch_sidecar`] keeps the admission's view current: it asks the
-//! sidecar's health and capabilities, each call with a deadline, and a run
-//! that finds the sidecar unreachable marks it unhealthy at once
-//! ([`Admission::set_healthy`]).
+//! [`watch_sidecars`] keeps the admission's view current: it asks each
+//! sidecar's health and capabilities, each call with a deadline; a run that
+//! finds a sidecar unreachable takes it out of the node's set at once, and
+//! the node is unhealthy while none is up ([`Admission::set_healthy`]).
 //!
 //! ```
 //! use nsn_lane1::admission::{Admission, AdmissionPolicy, Verdict};
@@ -405,46 +405,40 @@ impl Admission {
     }
 }
 
-/// Keeps `admission`'s view of the sidecar current until `stop`: health
-/// every `every` (every second while unhealthy), capabilities on start and
-/// after each recovery. Each call has the client's deadline.
-pub async fn watch_sidecar(
-    client: crate::sidecar::client::SidecarClient,
+/// Keeps `admission`'s view of the node's sidecars current until `stop`:
+/// every sidecar's health (and, while it is up, its capabilities and loaded
+/// models) every `every`, every second while one is out; healthy while any
+/// is up, serving what those that are up serve. A sidecar that leaves the
+/// set between checks (a run found it unreachable) shows at once, and so
+/// does a run that marked the node unhealthy while others are up: the set
+/// is asked again at once. Each call has its client's deadline.
+pub async fn watch_sidecars(
+    set: crate::sidecar::set::SidecarSet,
     admission: Admission,
     every: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut known = false;
+    let mut up = set.watch_up();
+    let mut healthy = admission.inner.healthy.subscribe();
     loop {
-        let healthy = matches!(client.health().await, Ok(h) if h.healthy);
-        admission.set_healthy(healthy);
-        if healthy && !known {
-            match client.capabilities().await {
-                Ok(caps) => {
-                    admission.set_served(
-                        caps.models
-                            .into_iter()
-                            .filter(|(_, c)| c.lanes.contains(&Lane::Lane1))
-                            .map(|(m, c)| (m, c.max_latency_ms)),
-                    );
-                    known = true;
-                }
-                Err(e) => tracing::warn!(error = %e, "sidecar capabilities unavailable"),
-            }
+        let any = set.check().await;
+        admission.set_healthy(any);
+        if let Some(models) = set.lane1_models() {
+            admission.set_served(models);
         }
-        if !healthy {
-            // Read the capabilities again once it is back: it may have restarted
-            // with other models.
-            known = false;
-        }
-        let pause = if healthy {
+        let all_up = set.members().iter().all(crate::sidecar::set::Member::is_up);
+        let pause = if all_up {
             every
         } else {
             every.min(Duration::from_secs(1))
         };
+        up.borrow_and_update();
+        healthy.borrow_and_update();
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
+            Ok(()) = up.changed() => {}
+            Ok(()) = healthy.changed() => {}
         }
     }
 }

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tower::layer::util::{Identity, Stack};
 use tower::{BoxError, Layer, Service};
 
-use crate::admission::{Admission, watch_sidecar};
+use crate::admission::{Admission, watch_sidecars};
 use crate::chain::{ChainPort, MarketCall, Pooled, SubmitError};
 use crate::checkpoint::Checkpoint;
 use crate::executor::{Executor, ExecutorConfig, ExecutorError, ExecutorParts, ExecutorReport};
@@ -37,11 +37,12 @@ use crate::handles::Handles;
 use crate::layer::preempt::Preemptor;
 use crate::lifecycle::TaskBoard;
 use crate::listener::{ChainListener, ListenerError};
-use crate::sidecar::client::SidecarClient;
-use crate::sidecar::client::{Execute, ExecuteRequest, ExecutionResult};
+
+use crate::sidecar::client::{ExecuteRequest, ExecutionResult};
+use crate::sidecar::set::{SetExecute, SidecarSet};
 use crate::stack::{ExecuteStack, StackParts, SubmitStack, build_stack_with, submit_stack};
 use crate::submitter::{CountedCalls, GuardedOutcome};
-use crate::task::{AccountId, Lane, ModelId};
+use crate::task::{AccountId, ModelId};
 use crate::telemetry::metrics::Lane1Metrics;
 
 /// How often the sidecar's health is asked (every second while it does
@@ -60,10 +61,11 @@ pub struct NodeParts<P, C> {
     pub submit: C,
     /// Our account.
     pub account: AccountId,
-    /// The sidecar.
-    pub sidecar: SidecarClient,
+    /// The sidecars (one, or several: each run is placed on one that
+    /// serves its model; see [`SidecarSet`]).
+    pub sidecar: SidecarSet,
     /// The models to take candidates for (`None`: the Lane 1 models the
-    /// sidecar reports, or all if it cannot say).
+    /// sidecars report, or all if they cannot say).
     pub models: Option<HashSet<ModelId>>,
     /// Where metrics go.
     pub metrics: Lane1Metrics,
@@ -75,14 +77,16 @@ pub struct NodeParts<P, C> {
 
 impl<P, C> NodeParts<P, C> {
     /// The parts of a node for `account` reading the chain through `port`
-    /// and signing through `submit`, running models on `sidecar`; models
-    /// from the sidecar, fresh metrics, no checkpoint.
-    pub fn new(port: P, submit: C, account: AccountId, sidecar: SidecarClient) -> Self {
+    /// and signing through `submit`, running models on `sidecar` (a
+    /// [`SidecarClient`](crate::sidecar::client::SidecarClient) or a
+    /// [`SidecarSet`]); models from the sidecars,
+    /// fresh metrics, no checkpoint.
+    pub fn new(port: P, submit: C, account: AccountId, sidecar: impl Into<SidecarSet>) -> Self {
         NodeParts {
             port,
             submit,
             account,
-            sidecar,
+            sidecar: sidecar.into(),
             models: None,
             metrics: Lane1Metrics::default(),
             checkpoint: None,
@@ -114,7 +118,7 @@ impl NodeParts<crate::chain::dev::DevChain, crate::chain::dev::DevSubmitter> {
     pub fn dev(
         chain: &crate::chain::dev::DevChain,
         account: AccountId,
-        sidecar: SidecarClient,
+        sidecar: impl Into<SidecarSet>,
     ) -> Self {
         NodeParts::new(chain.clone(), chain.submitter(account), account, sidecar)
     }
@@ -179,28 +183,20 @@ impl Liveness {
     }
 }
 
-/// The Lane 1 models the sidecar serves, with their worst-case latencies in
-/// ms, or `None` (take candidates for any model) if it cannot say within its
+/// The Lane 1 models the sidecars serve, with their worst-case latencies in
+/// ms, or `None` (take candidates for any model) if none can say within its
 /// connect timeout.
-async fn lane1_models(sidecar: &SidecarClient) -> Option<HashMap<ModelId, u32>> {
-    let wait = sidecar.config().connect_timeout;
-    match tokio::time::timeout(wait, sidecar.capabilities()).await {
-        Ok(Ok(caps)) => Some(
-            caps.models
-                .into_iter()
-                .filter(|(_, c)| c.lanes.contains(&Lane::Lane1))
-                .map(|(m, c)| (m, c.max_latency_ms))
-                .collect(),
-        ),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "sidecar capabilities unavailable; taking candidates for any model");
-            None
-        }
-        Err(_) => {
-            tracing::warn!("sidecar capabilities timed out; taking candidates for any model");
-            None
-        }
+async fn lane1_models(sidecars: &SidecarSet) -> Option<HashMap<ModelId, u32>> {
+    let wait = sidecars.connect_timeout();
+    if tokio::time::timeout(wait, sidecars.check()).await.is_err() {
+        tracing::warn!("sidecar capabilities timed out; taking candidates for any model");
+        return None;
     }
+    let models = sidecars.lane1_models();
+    if models.is_none() {
+        tracing::warn!("sidecar capabilities unavailable; taking candidates for any model");
+    }
+    models
 }
 
 impl Node {
@@ -306,7 +302,7 @@ impl<P, C, LE, LS> NodeBuilder<P, C, LE, LS> {
             + Sync
             + 'static,
         C::Future: Send,
-        LE: Layer<ExecuteStack<Execute>>,
+        LE: Layer<ExecuteStack<SetExecute>>,
         LE::Service: Service<ExecuteRequest, Response = ExecutionResult> + Clone + Send + 'static,
         <LE::Service as Service<ExecuteRequest>>::Error: Into<BoxError>,
         <LE::Service as Service<ExecuteRequest>>::Future: Send,
@@ -351,7 +347,7 @@ impl<P, C, LE, LS> NodeBuilder<P, C, LE, LS> {
         let preemptor = handles.preemptor.clone();
         let sent = handles.sent.clone();
         let shutdown = CancellationToken::new();
-        tokio::spawn(watch_sidecar(
+        tokio::spawn(watch_sidecars(
             parts.sidecar.clone(),
             admission.clone(),
             SIDECAR_CHECK,
@@ -379,7 +375,7 @@ impl<P, C, LE, LS> NodeBuilder<P, C, LE, LS> {
         let stack = build_stack_with(
             &config,
             StackParts {
-                execute: parts.sidecar.execute_attaching(),
+                execute: parts.sidecar.execute(),
                 canceller,
                 submit: parts.submit.clone(),
                 port: parts.port.clone(),
@@ -533,9 +529,10 @@ impl Node {
 /// closed and no task is held for a set-up fault.
 pub fn ready_check<P: ChainPort>(
     chain: P,
-    sidecar: SidecarClient,
+    sidecar: impl Into<SidecarSet>,
     admission: Option<crate::admission::Admission>,
 ) -> crate::telemetry::http::ReadyCheck {
+    let sidecar: SidecarSet = sidecar.into();
     std::sync::Arc::new(move || {
         let chain = chain.clone();
         let sidecar = sidecar.clone();
@@ -545,10 +542,24 @@ pub fn ready_check<P: ChainPort>(
                 .finalized_head()
                 .await
                 .map_err(|e| format!("chain: {e}"))?;
-            match sidecar.health().await {
-                Ok(h) if h.healthy => {}
-                Ok(h) => return Err(format!("sidecar unhealthy: {}", h.status)),
-                Err(e) => return Err(format!("sidecar: {e}")),
+            // Ready while any sidecar is.
+            let mut why = Vec::new();
+            for member in sidecar.members() {
+                match member.client().health().await {
+                    Ok(h) if h.healthy => {
+                        why.clear();
+                        break;
+                    }
+                    Ok(h) => why.push(format!(
+                        "sidecar {} unhealthy: {}",
+                        member.endpoint(),
+                        h.status
+                    )),
+                    Err(e) => why.push(format!("sidecar {}: {e}", member.endpoint())),
+                }
+            }
+            if !why.is_empty() {
+                return Err(why.join("; "));
             }
             match admission {
                 Some(a) => a.readiness().map_err(|e| e.to_string()),

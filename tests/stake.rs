@@ -300,16 +300,8 @@ async fn a_sidecar_that_never_answers_frees_the_slot_within_cancel_wait() {
             shutdown_grace: Duration::from_millis(100),
             ..config(10)
         },
-        NodeParts {
-            port: chain.clone(),
-            submit: chain.submitter(BOB),
-            account: BOB,
-            sidecar,
-            // Not asked of the sidecar (it would not answer).
-            models: Some([ModelId::new("noop").expect("id")].into()),
-            metrics: Default::default(),
-            checkpoint: None,
-        },
+        // Models not asked of the sidecar (it would not answer).
+        NodeParts::dev(&chain, BOB, sidecar).models([ModelId::new("noop").expect("id")].into()),
     );
     within("the node follows", node.following()).await;
     let requester = chain.submitter(AccountId::ALICE);

@@ -11,6 +11,7 @@ pub mod client;
 pub mod models;
 #[cfg(feature = "dev")]
 pub mod server;
+pub mod set;
 #[cfg(feature = "dev")]
 pub mod store;
 

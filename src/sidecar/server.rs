@@ -152,12 +152,27 @@ impl std::str::FromStr for SetupFault {
 
 #[derive(Debug, Default)]
 struct Settings {
+    /// The built-in models it serves (`None`: all).
+    served: Option<std::collections::HashSet<String>>,
+    /// Models are loaded before they run (`None`: all are always loaded).
+    residency: Option<Residency>,
     semantics: Semantics,
     setup_fault: Option<SetupFault>,
     /// While this file exists and names a fault, runs fail with it (for a
     /// sidecar in another process).
     setup_fault_file: Option<std::path::PathBuf>,
     auth: Option<crate::sidecar::client::AuthToken>,
+}
+
+/// How the reference sidecar keeps models loaded, as a GPU box does: a
+/// model not loaded takes `load` before its first run, and at most `slots`
+/// stay loaded (the least recently used leaves first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Residency {
+    /// How long a load takes.
+    pub load: Duration,
+    /// How many models fit at once (its VRAM, in models).
+    pub slots: usize,
 }
 
 #[derive(Debug)]
@@ -234,6 +249,10 @@ struct Inner {
     max_running: std::sync::atomic::AtomicUsize,
     /// `GetTaskStatus` calls answered since start.
     status_calls: std::sync::atomic::AtomicU64,
+    /// Models loaded, least recently used first (with a residency).
+    loaded: Mutex<Vec<String>>,
+    /// Loads made since start.
+    loads: std::sync::atomic::AtomicU64,
     runs: Mutex<Runs>,
     changed: watch::Sender<u64>,
     started: Instant,
@@ -327,6 +346,8 @@ impl ReferenceSidecar {
                 settings: Mutex::default(),
                 max_running: std::sync::atomic::AtomicUsize::new(0),
                 status_calls: std::sync::atomic::AtomicU64::new(0),
+                loaded: Mutex::new(Vec::new()),
+                loads: std::sync::atomic::AtomicU64::new(0),
                 runs: Mutex::new(Runs {
                     by_id: HashMap::new(),
                     running: 0,
@@ -438,6 +459,26 @@ impl ReferenceSidecar {
         }
     }
 
+    /// The ids of the runs running now.
+    pub fn running_ids(&self) -> Vec<String> {
+        self.runs()
+            .by_id
+            .iter()
+            .filter(|(_, r)| r.state == RunState::Running)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Waits until some run is running (without polling).
+    pub async fn wait_running(&self) {
+        let mut rx = self.inner.changed.subscribe();
+        while self.running_ids().is_empty() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     fn runs(&self) -> MutexGuard<'_, Runs> {
         // Every critical section leaves the map whole, so a poisoned lock is
         // still consistent.
@@ -455,6 +496,92 @@ impl ReferenceSidecar {
     /// [`Semantics::Reference`]).
     pub fn set_semantics(&self, semantics: Semantics) {
         self.settings().semantics = semantics;
+    }
+
+    /// Serves only these built-in models (`None`: all of them).
+    pub fn set_served(&self, models: Option<&[&str]>) {
+        self.settings().served = models.map(|m| m.iter().map(|s| (*s).to_owned()).collect());
+    }
+
+    /// Loads models before they run, keeping at most `residency.slots`
+    /// loaded (`None`: all always loaded, the default).
+    pub fn set_residency(&self, residency: Option<Residency>) {
+        self.settings().residency = residency;
+        if let Some(r) = residency {
+            let mut loaded = self.loaded();
+            while loaded.len() > r.slots {
+                loaded.remove(0);
+            }
+        }
+    }
+
+    /// Loads `model` now (as `LoadModel`), evicting the least recently used
+    /// if it has no room; false if it does not serve it.
+    pub fn preload(&self, model: &str) -> bool {
+        if !self.serves(model) {
+            return false;
+        }
+        self.mark_used(model);
+        true
+    }
+
+    /// The models loaded now, least recently used first (with no residency
+    /// set, every model it serves).
+    pub fn loaded_models(&self) -> Vec<String> {
+        if self.settings().residency.is_none() {
+            return models::BUILTIN
+                .iter()
+                .filter(|m| self.serves(m.name))
+                .map(|m| m.name.to_owned())
+                .collect();
+        }
+        self.loaded().clone()
+    }
+
+    /// Loads made since start (runs that found their model not loaded).
+    pub fn loads(&self) -> u64 {
+        self.inner.loads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn serves(&self, model: &str) -> bool {
+        models::find(model).is_some()
+            && self
+                .settings()
+                .served
+                .as_ref()
+                .is_none_or(|s| s.contains(model))
+    }
+
+    fn loaded(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.inner
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Marks `model` the most recently used, loading it (and evicting the
+    /// least recently used past the slots) if it was not.
+    fn mark_used(&self, model: &str) -> bool {
+        let slots = self.settings().residency.map_or(usize::MAX, |r| r.slots);
+        let mut loaded = self.loaded();
+        let was = loaded.iter().position(|m| m == model);
+        if let Some(at) = was {
+            loaded.remove(at);
+        }
+        loaded.push(model.to_owned());
+        while loaded.len() > slots.max(1) {
+            loaded.remove(0);
+        }
+        was.is_some()
+    }
+
+    /// Before a run: the load its model needs, if it is not loaded.
+    fn load_time(&self, model: &str) -> Option<Duration> {
+        let residency = self.settings().residency?;
+        if self.loaded().iter().any(|m| m == model) {
+            return None;
+        }
+        Some(residency.load)
     }
 
     /// Makes every run fail with a set-up fault (`None`: none).
@@ -656,12 +783,14 @@ impl ReferenceSidecar {
         } else {
             &r.plugin_name
         };
-        let model = models::find(name).ok_or_else(|| {
-            task(
-                format!("unknown model {name:?}"),
-                Some(Status::not_found(format!("Plugin not found: {name}"))),
-            )
-        })?;
+        let model = models::find(name)
+            .filter(|_| self.serves(name))
+            .ok_or_else(|| {
+                task(
+                    format!("unknown model {name:?}"),
+                    Some(Status::not_found(format!("Plugin not found: {name}"))),
+                )
+            })?;
         if !model.lanes.contains(&lane) {
             return Err(task(
                 format!("unsupported lane: model {name:?} does not serve {lane}"),
@@ -717,6 +846,17 @@ impl ReferenceSidecar {
         let me = self.clone();
         let id = r.task_id.clone();
         let progress: models::ProgressFn = Arc::new(move |p, stage| me.set_progress(&id, p, stage));
+        // A model not loaded is loaded first (the run's time counts it).
+        if let Some(load) = self.load_time(model.name) {
+            self.inner
+                .loads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::select! {
+                () = tokio::time::sleep(load) => {}
+                () = cancel.cancelled() => {}
+            }
+        }
+        self.mark_used(model.name);
         let run = models::run(model, input, &r.parameters, cancel.clone(), progress);
         // The request's timeout, never past the sidecar's own bound.
         let cap = self.inner.limits.max_run_time;
@@ -911,17 +1051,19 @@ impl Sidecar for ReferenceSidecar {
         request: Request<proto::LoadModelRequest>,
     ) -> RpcResult<proto::LoadModelResponse> {
         let id = request.into_inner().model_id;
-        Ok(Response::new(match models::find(&id) {
-            Some(_) => proto::LoadModelResponse {
-                success: true,
-                ..Default::default()
+        Ok(Response::new(
+            match models::find(&id).filter(|_| self.preload(&id)) {
+                Some(_) => proto::LoadModelResponse {
+                    success: true,
+                    ..Default::default()
+                },
+                None => proto::LoadModelResponse {
+                    success: false,
+                    error_message: format!("unknown model {id:?}"),
+                    ..Default::default()
+                },
             },
-            None => proto::LoadModelResponse {
-                success: false,
-                error_message: format!("unknown model {id:?}"),
-                ..Default::default()
-            },
-        }))
+        ))
     }
 
     async fn unload_model(
@@ -943,10 +1085,11 @@ impl Sidecar for ReferenceSidecar {
         &self,
         _: Request<proto::GetLoadedModelsRequest>,
     ) -> RpcResult<proto::GetLoadedModelsResponse> {
-        let models = models::BUILTIN
-            .iter()
-            .map(|m| proto::LoadedModel {
-                model_id: m.name.to_owned(),
+        let models = self
+            .loaded_models()
+            .into_iter()
+            .map(|name| proto::LoadedModel {
+                model_id: name,
                 container_id: "builtin".to_owned(),
                 vram_gb: 0.0,
                 state: "hot".to_owned(),
@@ -972,7 +1115,7 @@ impl Sidecar for ReferenceSidecar {
         };
         let plugins = models::BUILTIN
             .iter()
-            .filter(|m| filter.is_none_or(|l| m.lanes.contains(&l)))
+            .filter(|m| filter.is_none_or(|l| m.lanes.contains(&l)) && self.serves(m.name))
             .map(|m| proto::PluginInfo {
                 name: m.name.to_owned(),
                 version: m.version.to_owned(),

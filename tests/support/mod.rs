@@ -139,8 +139,26 @@ impl TestSidecar {
         addr: std::net::SocketAddr,
         limits: nsn_lane1::sidecar::server::SidecarLimits,
     ) -> Self {
+        Self::start_serving(addr, limits, Default::default())
+    }
+
+    /// Starts a sidecar on 127.0.0.1:0 that reads inputs from `store`
+    /// (sidecars sharing one store, as they would share IPFS).
+    pub fn start_sharing(store: nsn_lane1::sidecar::store::BlobStore) -> Self {
+        Self::start_serving(
+            "127.0.0.1:0".parse().expect("loopback address"),
+            Default::default(),
+            store,
+        )
+    }
+
+    /// Starts a sidecar on `addr` with `limits`, reading from `store`.
+    pub fn start_serving(
+        addr: std::net::SocketAddr,
+        limits: nsn_lane1::sidecar::server::SidecarLimits,
+        store: nsn_lane1::sidecar::store::BlobStore,
+    ) -> Self {
         use nsn_lane1::sidecar::server::ReferenceSidecar;
-        use nsn_lane1::sidecar::store::BlobStore;
         // A sidecar just killed at this address lets go of it in the
         // background: wait (a bounded number of tries) until it is free.
         let mut tries = 0;
@@ -163,7 +181,7 @@ impl TestSidecar {
             .enable_all()
             .build()
             .expect("sidecar runtime");
-        let sidecar = ReferenceSidecar::with_limits(BlobStore::in_memory(), limits);
+        let sidecar = ReferenceSidecar::with_limits(store, limits);
         let serving = sidecar.clone();
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
