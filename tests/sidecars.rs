@@ -171,7 +171,9 @@ async fn a_sidecar_killed_mid_run_has_its_runs_finished_elsewhere_and_fails_noth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sidecar_that_does_not_serve_a_model_never_gets_it() {
-    let m = Multi::start(2, 30, |i, s| {
+    // Runs long enough to overlap: sidecar 1 fills its slots, and sidecar
+    // 0, free, must still not get them.
+    let m = Multi::start(2, 400, |i, s| {
         if i == 0 {
             s.sidecar.set_served(Some(&["noop"]));
         }
@@ -181,6 +183,10 @@ async fn a_sidecar_that_does_not_serve_a_model_never_gets_it() {
         ids.push(m.post("sleep", n).await);
     }
     m.all_verified(&ids, 60).await;
+    assert!(
+        m.sidecars[1].sidecar.max_concurrent_runs() > SLOTS,
+        "sidecar 1 was asked for more than its slots"
+    );
     assert!(m.ran(0).is_empty(), "sidecar 0 does not serve sleep");
     assert_eq!(m.ran(1).len(), 12);
     assert_eq!(m.fail_calls(), 0);
