@@ -201,6 +201,9 @@ pub struct SidecarSection {
     /// The name the sidecar's certificate is checked against (default:
     /// the endpoint's host).
     pub tls_domain: Option<String>,
+    /// Runs it takes at once (default: the executor's `max_concurrent`
+    /// shared out between the sidecars).
+    pub capacity: Option<usize>,
 }
 
 impl Default for SidecarSection {
@@ -212,6 +215,7 @@ impl Default for SidecarSection {
             auth_token_file: None,
             tls_ca_file: None,
             tls_domain: None,
+            capacity: None,
         }
     }
 }
@@ -285,8 +289,12 @@ impl Default for TelemetrySection {
 pub struct Config {
     /// Executor settings.
     pub executor: ExecutorSection,
-    /// Sidecar settings.
+    /// Sidecar settings (the node's one sidecar, and the defaults of each
+    /// entry of `sidecars`).
     pub sidecar: SidecarSection,
+    /// Several sidecars (`[[sidecars]]` entries): when given, the node runs
+    /// on these instead of `[sidecar]`.
+    pub sidecars: Vec<SidecarSection>,
     /// Chain settings.
     pub chain: ChainSection,
     /// Telemetry settings.
@@ -409,29 +417,63 @@ impl Config {
 
     /// The sidecar client's settings.
     pub fn sidecar_config(&self) -> Result<SidecarConfig, ConfigError> {
-        let s = &self.sidecar;
-        if s.endpoint.is_empty() {
-            return Err(invalid("sidecar.endpoint", "is empty"));
-        }
-        let mut c = SidecarConfig::new(s.endpoint.clone());
-        c.connect_timeout = Duration::from_millis(s.connect_timeout_ms);
-        c.cancel_wait = Duration::from_millis(s.cancel_wait_ms);
-        if let Some(path) = &s.auth_token_file {
-            c.auth_token = Some(
-                crate::sidecar::client::AuthToken::from_file(path)
-                    .map_err(|e| invalid("sidecar.auth_token_file", e.to_string()))?,
-            );
-        }
-        if let Some(path) = &s.tls_ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| invalid("sidecar.tls_ca_file", format!("{}: {e}", path.display())))?;
-            c.tls = Some(crate::sidecar::client::TlsConfig {
-                ca_certificate_pem: pem,
-                domain: s.tls_domain.clone(),
-            });
-        }
-        Ok(c)
+        sidecar_config_of(&self.sidecar, "sidecar")
     }
+
+    /// Every sidecar's client settings and capacity: the `[[sidecars]]`
+    /// entries, or the one `[sidecar]`. A capacity not given is the
+    /// executor's `max_concurrent` shared out (rounded up).
+    pub fn sidecar_set_configs(&self) -> Result<Vec<(SidecarConfig, usize)>, ConfigError> {
+        let entries: Vec<(&SidecarSection, String)> = if self.sidecars.is_empty() {
+            vec![(&self.sidecar, "sidecar".to_owned())]
+        } else {
+            self.sidecars
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s, format!("sidecars[{i}]")))
+                .collect()
+        };
+        let share = self.executor.max_concurrent.div_ceil(entries.len()).max(1);
+        entries
+            .into_iter()
+            .map(|(s, key)| {
+                let capacity = match s.capacity {
+                    Some(0) => {
+                        return Err(invalid(&format!("{key}.capacity"), "must be at least 1"));
+                    }
+                    Some(n) => n,
+                    None => share,
+                };
+                Ok((sidecar_config_of(s, &key)?, capacity))
+            })
+            .collect()
+    }
+}
+
+/// One sidecar's client settings; `key` names its section in errors.
+fn sidecar_config_of(s: &SidecarSection, key: &str) -> Result<SidecarConfig, ConfigError> {
+    let invalid = |field: &str, why: String| invalid(&format!("{key}.{field}"), why);
+    if s.endpoint.is_empty() {
+        return Err(invalid("endpoint", "is empty".into()));
+    }
+    let mut c = SidecarConfig::new(s.endpoint.clone());
+    c.connect_timeout = Duration::from_millis(s.connect_timeout_ms);
+    c.cancel_wait = Duration::from_millis(s.cancel_wait_ms);
+    if let Some(path) = &s.auth_token_file {
+        c.auth_token = Some(
+            crate::sidecar::client::AuthToken::from_file(path)
+                .map_err(|e| invalid("auth_token_file", e.to_string()))?,
+        );
+    }
+    if let Some(path) = &s.tls_ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| invalid("tls_ca_file", format!("{}: {e}", path.display())))?;
+        c.tls = Some(crate::sidecar::client::TlsConfig {
+            ca_certificate_pem: pem,
+            domain: s.tls_domain.clone(),
+        });
+    }
+    Ok(c)
 }
 
 /// Refuses a plain `ws://` (or `http://`) chain URL to a host that is not

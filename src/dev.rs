@@ -63,6 +63,9 @@ pub struct DevOptions {
     /// Lane 1 nodes, each with an account of its own (Bob, Charlie,
     /// Ferdie), sharing one reference sidecar: at most [`DEV_NODE_ACCOUNTS`].
     pub nodes: usize,
+    /// Reference sidecars, each of `executor.max_concurrent` slots, behind
+    /// every node's one set (1 to 16).
+    pub sidecars: usize,
     /// The executor's settings.
     pub executor: ExecutorConfig,
     /// Draw a progress line on standard error (when it is a terminal).
@@ -85,6 +88,7 @@ impl Default for DevOptions {
             lane0_every: None,
             backlog: 64,
             nodes: 1,
+            sidecars: 1,
             executor: ExecutorConfig::default(),
             progress: false,
             metrics: Lane1Metrics::default(),
@@ -116,6 +120,9 @@ pub enum DevError {
     #[error("no such model: {0}")]
     Model(String),
     /// More nodes than the demo has accounts for, or none.
+    #[error("the demo runs 1 to 16 sidecars, not {0}")]
+    Sidecars(usize),
+    /// More nodes than development accounts were asked for.
     #[error("the demo runs 1 to {max} nodes, not {0}", max = DEV_NODE_ACCOUNTS.len())]
     Nodes(usize),
     /// The telemetry endpoint could not listen.
@@ -163,9 +170,11 @@ pub struct DevSummary {
     /// Tasks that more than one account started on chain (counted from the
     /// chain's extrinsics; must be 0).
     pub started_twice: u64,
-    /// The sidecar's runs: how long each took, and when the first began and
-    /// the last ended.
+    /// The sidecars' runs, all together: how long each took, and when the
+    /// first began and the last ended.
     pub runs: SidecarRuns,
+    /// Each sidecar's runs (with several).
+    pub sidecars: Vec<SidecarRuns>,
 }
 
 /// A development account's name, or the start of its hex.
@@ -281,7 +290,7 @@ impl DevSummary {
                 format!("{:.1} ms", d.as_secs_f64() * 1e3)
             })
         };
-        let rows: Vec<(&str, String)> = vec![
+        let mut rows: Vec<(String, String)> = vec![
             ("created", self.created.to_string()),
             ("assigned", self.assigned.to_string()),
             ("submitted", self.submitted.to_string()),
@@ -303,7 +312,28 @@ impl DevSummary {
             ("latency p99", ms(self.percentile(0.99))),
             ("blocks", self.blocks.to_string()),
             ("elapsed", format!("{:.2} s", self.elapsed.as_secs_f64())),
-        ];
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        // With several sidecars, each one's runs and busy time, after the
+        // all-together row.
+        let at = rows
+            .iter()
+            .position(|(k, _)| k == "sidecar busy")
+            .map_or(rows.len(), |i| i + 1);
+        for (i, runs) in self.sidecars.iter().enumerate().rev() {
+            let busy = runs
+                .busy_fraction()
+                .map_or("-".to_owned(), |f| format!("{:.1} %", f * 100.0));
+            rows.insert(
+                at,
+                (
+                    format!("  sidecar {}", i + 1),
+                    format!("{busy} ({})", runs.count),
+                ),
+            );
+        }
         let _ = writeln!(t, "+-----------------+--------------+");
         for (k, v) in rows {
             let _ = writeln!(t, "| {k:<15} | {v:>12} |");
@@ -370,20 +400,33 @@ pub async fn run_dev(
         ..DevConfig::default()
     })?;
 
-    // The reference sidecar, on a loopback port of its own.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| DevError::Sidecar(e.to_string()))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| DevError::Sidecar(e.to_string()))?;
-    let sidecar = ReferenceSidecar::new(BlobStore::in_memory());
-    let runs = sidecar.clone();
-    let store = sidecar.store().clone();
+    // The reference sidecars, each on a loopback port of its own, sharing
+    // one input store (as sidecars share IPFS).
+    if !(1..=16).contains(&opts.sidecars) {
+        return Err(DevError::Sidecars(opts.sidecars));
+    }
+    let store = BlobStore::in_memory();
     let stop_sidecar = tokio_util::sync::CancellationToken::new();
-    let sidecar_task =
-        tokio::spawn(sidecar.serve(listener, stop_sidecar.clone().cancelled_owned()));
-    let client = SidecarClient::connect_lazy(SidecarConfig::new(format!("http://{addr}")))?;
+    let mut sidecars = Vec::new();
+    let mut sidecar_tasks = Vec::new();
+    let mut members = Vec::new();
+    let slots = opts.executor.max_concurrent.max(1);
+    for _ in 0..opts.sidecars {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| DevError::Sidecar(e.to_string()))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| DevError::Sidecar(e.to_string()))?;
+        let sidecar = ReferenceSidecar::new(store.clone());
+        sidecars.push(sidecar.clone());
+        sidecar_tasks.push(tokio::spawn(
+            sidecar.serve(listener, stop_sidecar.clone().cancelled_owned()),
+        ));
+        let client = SidecarClient::connect_lazy(SidecarConfig::new(format!("http://{addr}")))?;
+        members.push((client, slots));
+    }
+    let set = crate::sidecar::set::SidecarSet::new(members);
 
     let stop_telemetry = tokio_util::sync::CancellationToken::new();
     if let Some(at) = opts.telemetry_listen {
@@ -393,7 +436,7 @@ pub async fn run_dev(
         if let Ok(bound) = listener.local_addr() {
             tracing::info!(addr = %bound, "telemetry on /metrics /healthz /readyz");
         }
-        let ready = crate::node::ready_check(chain.clone(), client.clone(), None);
+        let ready = crate::node::ready_check(chain.clone(), set.clone(), None);
         tokio::spawn(crate::telemetry::http::serve(
             listener,
             opts.metrics.registry.clone(),
@@ -403,6 +446,8 @@ pub async fn run_dev(
     }
 
     let mut executor = opts.executor.clone();
+    // Each sidecar has the slots asked for: the node runs them all.
+    executor.max_concurrent = slots * opts.sidecars;
     if let Some(block_time) = opts.block_time {
         // Admission turns model latencies into blocks of this chain.
         executor.admission.block_time = block_time;
@@ -412,7 +457,7 @@ pub async fn run_dev(
         .map(|account| {
             let node = Node::spawn(
                 executor.clone(),
-                NodeParts::dev(&chain, *account, client.clone()).metrics(opts.metrics.clone()),
+                NodeParts::dev(&chain, *account, set.clone()).metrics(opts.metrics.clone()),
             );
             (*account, node)
         })
@@ -442,9 +487,15 @@ pub async fn run_dev(
     chain.shutdown();
     stop_telemetry.cancel();
     stop_sidecar.cancel();
-    let _ = sidecar_task.await;
+    for task in sidecar_tasks {
+        let _ = task.await;
+    }
     summary.elapsed = started.elapsed();
-    summary.runs = SidecarRuns::of(&runs.run_history());
+    let histories: Vec<_> = sidecars.iter().map(ReferenceSidecar::run_history).collect();
+    summary.runs = SidecarRuns::of(&histories.concat());
+    if sidecars.len() > 1 {
+        summary.sidecars = histories.iter().map(|h| SidecarRuns::of(h)).collect();
+    }
     if opts.progress && std::io::stderr().is_terminal() {
         eprintln!();
     }

@@ -66,6 +66,10 @@ struct DevArgs {
     /// Lane 1 nodes, each with its own account (Bob, Charlie, Ferdie), sharing one sidecar
     #[arg(long, default_value_t = 1)]
     nodes: usize,
+    /// Reference sidecars, each of --concurrency slots, behind the node
+    /// (runs are placed where their model is served and warm).
+    #[arg(long, default_value_t = 1)]
+    sidecars: usize,
     /// Post a Lane 0 task after every this many Lane 1 tasks (shows preemption).
     #[arg(long, value_name = "K")]
     lane0_every: Option<u64>,
@@ -79,9 +83,10 @@ struct RunArgs {
     /// The chain node's WebSocket URL.
     #[arg(long, value_name = "URL")]
     chain: Option<String>,
-    /// The sidecar's URI.
-    #[arg(long, value_name = "URL")]
-    sidecar: Option<String>,
+    /// A sidecar's URI (repeatable: one node drives several sidecars,
+    /// each run placed where its model is served and warm).
+    #[arg(long = "sidecar", value_name = "URL")]
+    sidecars: Vec<String>,
     /// A file holding the signer's secret URI or mnemonic (never a flag value).
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
@@ -292,6 +297,7 @@ async fn dev(config: Config, args: DevArgs) -> CliResult {
         },
         lane0_every: args.lane0_every,
         nodes: args.nodes,
+        sidecars: args.sidecars,
         executor,
         progress: true,
         ..defaults
@@ -321,9 +327,7 @@ async fn run(mut config: Config, args: RunArgs) -> CliResult {
     if let Some(url) = args.chain {
         config.chain.url = Some(url);
     }
-    if let Some(s) = args.sidecar {
-        config.sidecar.endpoint = s;
-    }
+    let flag_sidecars = args.sidecars;
     if let Some(k) = args.key_file {
         config.chain.key_file = Some(k);
     }
@@ -339,8 +343,26 @@ async fn run(mut config: Config, args: RunArgs) -> CliResult {
     if let Some(f) = args.sidecar_ca_file {
         config.sidecar.tls_ca_file = Some(f);
     }
+    // Sidecars named by flags replace the file's: one is `[sidecar]`,
+    // several are entries with `[sidecar]`'s other settings.
+    match flag_sidecars.as_slice() {
+        [] => {}
+        [one] => {
+            config.sidecar.endpoint = one.clone();
+            config.sidecars.clear();
+        }
+        several => {
+            config.sidecars = several
+                .iter()
+                .map(|endpoint| nsn_lane1::config::SidecarSection {
+                    endpoint: endpoint.clone(),
+                    ..config.sidecar.clone()
+                })
+                .collect();
+        }
+    }
     let executor = config.executor_config()?;
-    let sidecar_config = config.sidecar_config()?;
+    let sidecar_configs = config.sidecar_set_configs()?;
     let url = config
         .chain
         .url
@@ -369,7 +391,12 @@ async fn run(mut config: Config, args: RunArgs) -> CliResult {
             None => tracing::info!(file = %cp.path().display(), "no recorded block yet"),
         }
     }
-    let sidecar = SidecarClient::connect_lazy(sidecar_config)?;
+    let sidecar = nsn_lane1::sidecar::set::SidecarSet::new(
+        sidecar_configs
+            .into_iter()
+            .map(|(c, capacity)| SidecarClient::connect_lazy(c).map(|client| (client, capacity)))
+            .collect::<Result<Vec<_>, _>>()?,
+    );
     run_on_chain(
         ChainTarget {
             url: &url,
@@ -398,7 +425,7 @@ async fn run_on_chain(
     target: ChainTarget<'_>,
     key: &str,
     executor: nsn_lane1::executor::ExecutorConfig,
-    sidecar: SidecarClient,
+    sidecar: nsn_lane1::sidecar::set::SidecarSet,
     telemetry: Option<SocketAddr>,
 ) -> CliResult {
     use nsn_lane1::chain::subxt::{Backend, SubxtChain};
@@ -471,7 +498,7 @@ async fn run_on_chain(
     target: ChainTarget<'_>,
     _key: &str,
     executor: nsn_lane1::executor::ExecutorConfig,
-    sidecar: SidecarClient,
+    sidecar: nsn_lane1::sidecar::set::SidecarSet,
     _telemetry: Option<SocketAddr>,
 ) -> CliResult {
     tracing::info!(?executor, sidecar = %sidecar.config().endpoint, "configuration accepted");

@@ -347,6 +347,7 @@ impl<P, C, LE, LS> NodeBuilder<P, C, LE, LS> {
         let preemptor = handles.preemptor.clone();
         let sent = handles.sent.clone();
         let shutdown = CancellationToken::new();
+        parts.sidecar.record_into(parts.metrics.clone());
         tokio::spawn(watch_sidecars(
             parts.sidecar.clone(),
             admission.clone(),

@@ -137,6 +137,20 @@ async fn three_sidecars_share_sixty_tasks_and_each_runs_some() {
     }
     let all: HashSet<u64> = ran.iter().flatten().copied().collect();
     assert_eq!(all.len(), 60, "every task ran somewhere");
+    // Operators see it per sidecar.
+    let scrape = m.node.metrics.registry.render();
+    for s in &m.sidecars {
+        let runs = m.node.metrics.sidecar_runs.with(&[&s.endpoint()]).get();
+        assert!(
+            runs > 0,
+            "lane1_sidecar_runs_total for {}: {scrape}",
+            s.endpoint()
+        );
+        assert!(scrape.contains(&format!(
+            "lane1_sidecar_up{{sidecar=\"{}\"}} 1",
+            s.endpoint()
+        )));
+    }
     assert_eq!(m.fail_calls(), 0);
     m.node.stop().await.expect("node stops");
 }
@@ -166,6 +180,13 @@ async fn a_sidecar_killed_mid_run_has_its_runs_finished_elsewhere_and_fails_noth
     }
     assert_eq!(m.fail_calls(), 0);
     assert!(!m.set.members()[0].is_up(), "the dead sidecar left the set");
+    assert!(
+        m.node.metrics.registry.render().contains(&format!(
+            "lane1_sidecar_up{{sidecar=\"{}\"}} 0",
+            m.sidecars[0].endpoint()
+        )),
+        "and operators see it"
+    );
     m.node.stop().await.expect("node stops");
 }
 

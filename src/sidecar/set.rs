@@ -52,6 +52,8 @@ pub struct Member {
     loaded: RwLock<HashSet<ModelId>>,
     runs: AtomicU64,
     cold_runs: AtomicU64,
+    /// Since when it has had a run of ours (while it has one).
+    busy_since: Mutex<Option<std::time::Instant>>,
 }
 
 impl Member {
@@ -142,6 +144,7 @@ struct Inner {
     /// Whether any sidecar is up; changes as members leave and rejoin.
     any_up: watch::Sender<bool>,
     seed: AtomicU64,
+    metrics: std::sync::OnceLock<crate::telemetry::metrics::Lane1Metrics>,
 }
 
 /// The node's sidecars; see the [module docs](self). Clones share one set.
@@ -171,6 +174,7 @@ impl SidecarSet {
                 loaded: RwLock::new(HashSet::new()),
                 runs: AtomicU64::new(0),
                 cold_runs: AtomicU64::new(0),
+                busy_since: Mutex::new(None),
             })
             .collect();
         SidecarSet {
@@ -179,8 +183,28 @@ impl SidecarSet {
                 members,
                 placed: Mutex::new(HashMap::new()),
                 seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+                metrics: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Records each sidecar's runs, cold runs, failures, loaded models, runs
+    /// in flight, busy seconds and membership into `metrics` (label
+    /// `sidecar`, its endpoint). The first call wins.
+    pub fn record_into(&self, metrics: crate::telemetry::metrics::Lane1Metrics) {
+        for m in &self.inner.members {
+            metrics
+                .sidecar_up
+                .with(&[m.endpoint()])
+                .set(i64::from(m.is_up()));
+            metrics.sidecar_runs.with(&[m.endpoint()]);
+            metrics.sidecar_in_flight.with(&[m.endpoint()]);
+        }
+        let _ = self.inner.metrics.set(metrics);
+    }
+
+    fn metrics(&self) -> Option<&crate::telemetry::metrics::Lane1Metrics> {
+        self.inner.metrics.get()
     }
 
     /// The sidecars, in the order given.
@@ -218,6 +242,12 @@ impl SidecarSet {
         let Some(member) = self.inner.members.get(index) else {
             return;
         };
+        if let Some(metrics) = self.metrics() {
+            metrics
+                .sidecar_up
+                .with(&[member.endpoint()])
+                .set(i64::from(up));
+        }
         if member.up.swap(up, Ordering::Relaxed) != up {
             if up {
                 tracing::info!(sidecar = member.endpoint(), "sidecar back in the set");
@@ -243,7 +273,16 @@ impl SidecarSet {
                 // What it serves and has loaded (a load may have evicted
                 // another model since the last look).
                 match m.client.capabilities().await {
-                    Ok(caps) => m.learn(caps),
+                    Ok(caps) => {
+                        m.learn(caps);
+                        if let Some(metrics) = self.metrics() {
+                            let loaded = read(&m.loaded).len();
+                            metrics
+                                .sidecar_loaded_models
+                                .with(&[m.endpoint()])
+                                .set(i64::try_from(loaded).unwrap_or(i64::MAX));
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(sidecar = m.endpoint(), error = %e, "capabilities unavailable")
                     }
@@ -374,7 +413,29 @@ struct Placement {
 impl Drop for Placement {
     fn drop(&mut self) {
         if let Some(m) = self.set.inner.members.get(self.index) {
-            m.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let left = m
+                .in_flight
+                .fetch_sub(1, Ordering::Relaxed)
+                .saturating_sub(1);
+            let spell = if left == 0 {
+                m.busy_since
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+            } else {
+                None
+            };
+            if let Some(metrics) = self.set.metrics() {
+                metrics
+                    .sidecar_in_flight
+                    .with(&[m.endpoint()])
+                    .set(i64::try_from(left).unwrap_or(i64::MAX));
+                if let Some(since) = spell {
+                    metrics
+                        .sidecar_member_busy
+                        .add(&[m.endpoint()], since.elapsed().as_secs_f64());
+                }
+            }
         }
         self.set
             .inner
@@ -429,10 +490,29 @@ impl tower::Service<ExecuteRequest> for SetExecute {
                 });
             };
             let member = &set.inner.members[index];
-            member.in_flight.fetch_add(1, Ordering::Relaxed);
+            let before = member.in_flight.fetch_add(1, Ordering::Relaxed);
+            if before == 0 {
+                *member
+                    .busy_since
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(std::time::Instant::now());
+            }
             member.runs.fetch_add(1, Ordering::Relaxed);
-            if !member.has_loaded(&req.model) {
+            let cold = !member.has_loaded(&req.model);
+            if cold {
                 member.cold_runs.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(metrics) = set.metrics() {
+                let name = [member.endpoint()];
+                metrics.sidecar_runs.with(&name).inc();
+                if cold {
+                    metrics.sidecar_cold_runs.with(&name).inc();
+                }
+                metrics
+                    .sidecar_in_flight
+                    .with(&name)
+                    .set(i64::try_from(before + 1).unwrap_or(i64::MAX));
             }
             set.inner
                 .placed
@@ -451,7 +531,12 @@ impl tower::Service<ExecuteRequest> for SetExecute {
                 Ok(_) => {
                     write(&member.loaded).insert(model);
                 }
-                Err(e) if says_nothing_of_the_run(e) => set.set_up(index, false),
+                Err(e) if says_nothing_of_the_run(e) => {
+                    if let Some(metrics) = set.metrics() {
+                        metrics.sidecar_failures.with(&[member.endpoint()]).inc();
+                    }
+                    set.set_up(index, false);
+                }
                 Err(_) => {}
             }
             result

@@ -312,6 +312,21 @@ pub struct Lane1Metrics {
     /// Runs stopped by a cancel the node did not ask for (another party
     /// on the sidecar's port, or the sidecar itself).
     pub foreign_cancels: CounterVec,
+    /// Per sidecar of the node's set (label `sidecar`, its endpoint): 1
+    /// while it is in the set.
+    pub sidecar_up: GaugeVec,
+    /// Per sidecar: runs placed on it.
+    pub sidecar_runs: CounterVec,
+    /// Per sidecar: runs placed on it for a model it did not have loaded.
+    pub sidecar_cold_runs: CounterVec,
+    /// Per sidecar: times a run found it unreachable and it left the set.
+    pub sidecar_failures: CounterVec,
+    /// Per sidecar: models it has loaded.
+    pub sidecar_loaded_models: GaugeVec,
+    /// Per sidecar: runs on it now.
+    pub sidecar_in_flight: GaugeVec,
+    /// Per sidecar: seconds with at least one run of ours on it.
+    pub sidecar_member_busy: FloatCounterVec,
     /// 1 while the stake breaker is open.
     pub stake_breaker_open: GaugeVec,
     /// Tasks held for faults that are not theirs, by cause.
@@ -403,6 +418,41 @@ impl Lane1Metrics {
                 "lane1_sidecar_busy_seconds_total",
                 "Seconds with at least one model run in progress (its rate is the busy ratio).",
                 &[],
+            ),
+            sidecar_up: registry.gauge(
+                "lane1_sidecar_up",
+                "1 while this sidecar is in the node's set (its health check passes).",
+                &["sidecar"],
+            ),
+            sidecar_runs: registry.counter(
+                "lane1_sidecar_runs_total",
+                "Runs placed on this sidecar.",
+                &["sidecar"],
+            ),
+            sidecar_cold_runs: registry.counter(
+                "lane1_sidecar_cold_runs_total",
+                "Runs placed on this sidecar for a model it did not have loaded.",
+                &["sidecar"],
+            ),
+            sidecar_failures: registry.counter(
+                "lane1_sidecar_failures_total",
+                "Times a run found this sidecar unreachable and it left the set.",
+                &["sidecar"],
+            ),
+            sidecar_loaded_models: registry.gauge(
+                "lane1_sidecar_loaded_models",
+                "Models this sidecar has loaded.",
+                &["sidecar"],
+            ),
+            sidecar_in_flight: registry.gauge(
+                "lane1_sidecar_runs_in_flight",
+                "Runs of this node on this sidecar now.",
+                &["sidecar"],
+            ),
+            sidecar_member_busy: registry.float_counter(
+                "lane1_sidecar_member_busy_seconds_total",
+                "Seconds with at least one run of this node on this sidecar.",
+                &["sidecar"],
             ),
             foreign_cancels: registry.counter(
                 "lane1_foreign_cancels_total",
