@@ -38,6 +38,7 @@ use nsn_lane1::executor::ExecutorConfig;
 use nsn_lane1::node::{Node, NodeParts};
 use nsn_lane1::sidecar::client::{ExecuteRequest, Parameters, SidecarClient, SidecarConfig};
 use nsn_lane1::sidecar::server::Semantics;
+use nsn_lane1::sidecar::set::SidecarSet;
 use nsn_lane1::sidecar::store::BlobStore;
 use nsn_lane1::task::{AccountId, FailReason, Lane, ModelId, Priority, TaskId, UNIT};
 use tower::ServiceExt;
@@ -60,6 +61,10 @@ struct Args {
     /// Lane 1 nodes (Bob, Charlie, Ferdie).
     #[arg(long, default_value_t = 2)]
     nodes: usize,
+    /// Sidecar processes behind every node (a `sidecar` fault kills one of
+    /// them at a time).
+    #[arg(long, default_value_t = 1)]
+    sidecars: usize,
     /// Block time in ms.
     #[arg(long, default_value_t = 50)]
     block_ms: u64,
@@ -610,7 +615,7 @@ fn executor_config(block: Duration) -> ExecutorConfig {
 }
 
 impl SoakNode {
-    fn spawn(&mut self, chain: &DevChain, sidecar: &SidecarClient, block: Duration) {
+    fn spawn(&mut self, chain: &DevChain, sidecar: &SidecarSet, block: Duration) {
         let node = Node::spawn(
             executor_config(block),
             NodeParts::new(
@@ -770,8 +775,8 @@ struct Faulter {
     /// Tasks the requester failed itself (their end is the requester's).
     requester_failed: Arc<std::sync::Mutex<HashSet<TaskId>>>,
     chain: DevChain,
-    sidecar: SidecarProcess,
-    client: SidecarClient,
+    sidecars: Vec<SidecarProcess>,
+    client: SidecarSet,
     nodes: Vec<SoakNode>,
     rng: Rng,
     every: Duration,
@@ -880,10 +885,11 @@ impl Faulter {
         };
         match fault {
             Fault::Sidecar => {
-                self.sidecar.kill().await;
+                let i = self.rng.range(0, self.sidecars.len() as u64 - 1) as usize;
+                self.sidecars[i].kill().await;
                 let pause = self.rng.range(50, 800);
                 tokio::time::sleep(Duration::from_millis(pause)).await;
-                self.sidecar.start().await?;
+                self.sidecars[i].start().await?;
             }
             Fault::Node => {
                 let i = self.rng.range(0, self.nodes.len() as u64 - 1) as usize;
@@ -1366,6 +1372,7 @@ fn print_table(soak: &mut Soak, faulter: &Faulter, r: &Record, elapsed: Duration
             "sidecar semantics".into(),
             if soak.nsn { "nsn" } else { "reference" }.into(),
         ),
+        ("sidecars".into(), soak.args.sidecars.to_string()),
         ("jobs posted".into(), r.jobs.to_string()),
         ("lane 1 tasks created".into(), r.tasks.to_string()),
         (
@@ -1490,20 +1497,40 @@ async fn soak(args: Args) -> Result<bool, String> {
         .map_err(|e| e.to_string())?;
     let nsn = faults.contains(&Fault::NsnSidecar);
     let setup_fault_file = dir.join("setup-fault");
-    let mut sidecar = SidecarProcess::new(
-        &args,
-        port,
-        &store_dir,
-        nsn.then_some(setup_fault_file.as_path()),
-    );
-    sidecar.start().await?;
-    eprintln!(
-        "sidecar: {} {}",
-        sidecar.command.0.display(),
-        sidecar.command.1.join(" ")
-    );
-    let client = SidecarClient::connect_lazy(SidecarConfig::new(format!("http://{port}")))
-        .map_err(|e| e.to_string())?;
+    if !(1..=8).contains(&args.sidecars) {
+        return Err(format!("--sidecars is 1 to 8, not {}", args.sidecars));
+    }
+    // Every sidecar reads the one store directory (as sidecars share IPFS).
+    let mut sidecars = Vec::new();
+    let mut members = Vec::new();
+    for i in 0..args.sidecars {
+        let port = if i == 0 {
+            port
+        } else {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| e.to_string())?
+        };
+        let mut sidecar = SidecarProcess::new(
+            &args,
+            port,
+            &store_dir,
+            nsn.then_some(setup_fault_file.as_path()),
+        );
+        sidecar.start().await?;
+        eprintln!(
+            "sidecar: {} {}",
+            sidecar.command.0.display(),
+            sidecar.command.1.join(" ")
+        );
+        let client = SidecarClient::connect_lazy(SidecarConfig::new(format!("http://{port}")))
+            .map_err(|e| e.to_string())?;
+        members.push((client, executor_config(block).max_concurrent));
+        sidecars.push(sidecar);
+    }
+    // The meddler works on the first sidecar's port.
+    let client = members[0].0.clone();
+    let set = SidecarSet::new(members);
 
     let signers = nsn_lane1::signer::Signers::default();
     let mut nodes: Vec<SoakNode> = accounts
@@ -1518,7 +1545,7 @@ async fn soak(args: Args) -> Result<bool, String> {
         })
         .collect();
     for n in &mut nodes {
-        n.spawn(&chain, &client, block);
+        n.spawn(&chain, &set, block);
     }
     let lane1 = Arc::new(std::sync::Mutex::new(HashSet::new()));
     let requester_failed = Arc::new(std::sync::Mutex::new(HashSet::new()));
@@ -1526,12 +1553,12 @@ async fn soak(args: Args) -> Result<bool, String> {
         faults,
         deck: Vec::new(),
         setup_fault_file,
-        meddler: client.clone(),
+        meddler: client,
         store: store.clone(),
         requester_failed: requester_failed.clone(),
         chain: chain.clone(),
-        sidecar,
-        client,
+        sidecars,
+        client: set,
         nodes,
         rng: Rng(args.seed ^ 0x5EED_FA17),
         every: Duration::from_millis(args.fault_every_ms.max(2)),
@@ -1565,7 +1592,9 @@ async fn soak(args: Args) -> Result<bool, String> {
             let _ = node.stop().await;
         }
     }
-    faulter.sidecar.kill().await;
+    for sidecar in &mut faulter.sidecars {
+        sidecar.kill().await;
+    }
     let record = read_record(&soak, &accounts);
     soak.chain.shutdown();
     let _ = std::fs::remove_dir_all(&dir);

@@ -21,7 +21,7 @@ cargo test --locked "$@"
 if [ "$#" -eq 0 ]; then
     echo "== soak: 1000 jobs, seed 1, all faults (the sidecar with NSN's semantics)"
     cargo run --locked --quiet --example soak -- --tasks 1000 --seed 1 --fault-every-ms 200
-    echo "== soak: 1000 jobs, seed 2, the reference sidecar's semantics (deserved slashes)"
-    cargo run --locked --quiet --example soak -- --tasks 1000 --seed 2 --fault-every-ms 200 \
+    echo "== soak: 1000 jobs, seed 2, three sidecars with the reference sidecar's semantics (deserved slashes)"
+    cargo run --locked --quiet --example soak -- --tasks 1000 --seed 2 --sidecars 3 --fault-every-ms 200 \
         --faults sidecar,node,connection,pool-drop,pool-delay,lane0-storm,meddler,poison,pending-cap,requester-fail,reorg,finality-stall
 fi
