@@ -54,6 +54,8 @@ pub struct Member {
     cold_runs: AtomicU64,
     /// Since when it has had a run of ours (while it has one).
     busy_since: Mutex<Option<std::time::Instant>>,
+    /// Runs of ours on it that load their model first (cold runs in flight).
+    loading: AtomicUsize,
 }
 
 impl Member {
@@ -145,6 +147,8 @@ struct Inner {
     any_up: watch::Sender<bool>,
     seed: AtomicU64,
     metrics: std::sync::OnceLock<crate::telemetry::metrics::Lane1Metrics>,
+    /// Places by load alone (the baseline the scale bench measures against).
+    blind: AtomicBool,
 }
 
 /// The node's sidecars; see the [module docs](self). Clones share one set.
@@ -175,6 +179,7 @@ impl SidecarSet {
                 runs: AtomicU64::new(0),
                 cold_runs: AtomicU64::new(0),
                 busy_since: Mutex::new(None),
+                loading: AtomicUsize::new(0),
             })
             .collect();
         SidecarSet {
@@ -184,6 +189,7 @@ impl SidecarSet {
                 placed: Mutex::new(HashMap::new()),
                 seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
                 metrics: std::sync::OnceLock::new(),
+                blind: AtomicBool::new(false),
             }),
         }
     }
@@ -205,6 +211,14 @@ impl SidecarSet {
 
     fn metrics(&self) -> Option<&crate::telemetry::metrics::Lane1Metrics> {
         self.inner.metrics.get()
+    }
+
+    /// Places runs by load alone, blind to what each sidecar has loaded —
+    /// as `tower::balance::p2c` would: the baseline `benches/scale.rs`
+    /// measures model-aware placement against. Not for a node.
+    pub fn model_blind(self) -> Self {
+        self.inner.blind.store(true, Ordering::Relaxed);
+        self
     }
 
     /// The sidecars, in the order given.
@@ -324,10 +338,15 @@ impl SidecarSet {
         let eligible: Vec<usize> = (0..members.len())
             .filter(|&i| members[i].is_up() && members[i].serves(model) != Some(false))
             .collect();
-        let tiers: [&dyn Fn(&Member) -> bool; 3] =
-            [&|m| m.free() && m.has_loaded(model), &|m| m.free(), &|m| {
-                m.has_loaded(model)
-            }];
+        // A load costs far more than a run (10–60 s on GPUs): a warm
+        // sidecar is worth a short wait, and a sidecar loads one model at a
+        // time.
+        let tiers: [&dyn Fn(&Member) -> bool; 4] = [
+            &|m| m.free() && m.has_loaded(model),
+            &|m| m.has_loaded(model) && m.in_flight() < 2 * m.capacity,
+            &|m| m.free() && m.loading.load(Ordering::Relaxed) == 0,
+            &|m| m.has_loaded(model),
+        ];
         let pool = tiers
             .iter()
             .map(|tier| {
@@ -337,7 +356,7 @@ impl SidecarSet {
                     .filter(|&i| tier(&members[i]))
                     .collect::<Vec<_>>()
             })
-            .find(|pool| !pool.is_empty())
+            .find(|pool| !pool.is_empty() && !self.inner.blind.load(Ordering::Relaxed))
             .unwrap_or(eligible);
         match pool.len() {
             0 => None,
@@ -502,6 +521,7 @@ impl tower::Service<ExecuteRequest> for SetExecute {
             let cold = !member.has_loaded(&req.model);
             if cold {
                 member.cold_runs.fetch_add(1, Ordering::Relaxed);
+                member.loading.fetch_add(1, Ordering::Relaxed);
             }
             if let Some(metrics) = set.metrics() {
                 let name = [member.endpoint()];
@@ -527,6 +547,14 @@ impl tower::Service<ExecuteRequest> for SetExecute {
             let model = req.model.clone();
             tracing::debug!(%run, sidecar = member.endpoint(), "run placed");
             let result = member.client.execute_attaching().oneshot(req).await;
+            if cold {
+                member.loading.fetch_sub(1, Ordering::Relaxed);
+                // The load may have evicted another model: learn what it
+                // holds now, rather than at the next check.
+                if let Ok(caps) = member.client.capabilities().await {
+                    member.learn(caps);
+                }
+            }
             match &result {
                 Ok(_) => {
                     write(&member.loaded).insert(model);
