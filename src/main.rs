@@ -145,6 +145,18 @@ struct SidecarArgs {
     /// --store-dir they stay on disk).
     #[arg(long, value_name = "MIB", default_value_t = (nsn_lane1::sidecar::store::DEFAULT_MEMORY_LIMIT >> 20) as u64)]
     memory_limit_mib: u64,
+    /// Load models before they run, as a GPU box does: a model not loaded
+    /// takes this long before its first run (default: all models always
+    /// loaded).
+    #[arg(long, value_name = "MS")]
+    load_ms: Option<u64>,
+    /// With --load-ms: how many models fit at once (the least recently used
+    /// leaves first).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    model_slots: usize,
+    /// Serve only these built-in models (repeatable; default: all).
+    #[arg(long = "serve", value_name = "MODEL")]
+    serve: Vec<String>,
 }
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
@@ -546,6 +558,24 @@ async fn sidecar(args: SidecarArgs) -> CliResult {
         max_run_time: Duration::from_secs(args.max_run_secs),
     };
     let sidecar = ReferenceSidecar::with_limits(store, limits);
+    if let Some(ms) = args.load_ms {
+        if args.model_slots == 0 {
+            return Err("--model-slots must be at least 1".into());
+        }
+        sidecar.set_residency(Some(nsn_lane1::sidecar::server::Residency {
+            load: Duration::from_millis(ms),
+            slots: args.model_slots,
+        }));
+    }
+    if !args.serve.is_empty() {
+        for m in &args.serve {
+            if nsn_lane1::sidecar::models::find(m).is_none() {
+                return Err(format!("--serve {m:?}: no such built-in model").into());
+            }
+        }
+        let served: Vec<&str> = args.serve.iter().map(String::as_str).collect();
+        sidecar.set_served(Some(&served));
+    }
     sidecar.set_semantics(args.semantics);
     sidecar.set_auth_token(token);
     sidecar.set_setup_fault_file(args.setup_fault_file);
