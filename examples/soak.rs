@@ -1587,6 +1587,38 @@ async fn soak(args: Args) -> Result<bool, String> {
     let elapsed = started.elapsed();
     let mut faulter = faults.await.map_err(|e| e.to_string())??;
     let accounts = faulter.node_accounts();
+    // For a job that did not end: where each node's board has its task, and
+    // the calls made for it (before the nodes stop).
+    let unfinished: Vec<TaskId> = soak.chain.with_market(|m| {
+        soak.ledger
+            .task_job
+            .keys()
+            .filter(|id| m.task(**id).is_some_and(|t| !t.status.is_terminal()))
+            .copied()
+            .collect()
+    });
+    for id in &unfinished {
+        for n in &faulter.nodes {
+            if let Some(node) = &n.node {
+                eprintln!(
+                    "  ? task {id}: board of {:?}: {:?}",
+                    n.account,
+                    node.board.get(*id)
+                );
+            }
+        }
+        for x in soak
+            .chain
+            .extrinsics()
+            .iter()
+            .filter(|x| x.call.task_id() == Some(*id))
+        {
+            eprintln!(
+                "  ? task {id}: {:?} by {:?} → {:?}",
+                x.call, x.origin, x.result
+            );
+        }
+    }
     for n in &mut faulter.nodes {
         if let Some(node) = n.node.take() {
             let _ = node.stop().await;

@@ -204,6 +204,9 @@ pub struct SidecarSection {
     /// Runs it takes at once (default: the executor's `max_concurrent`
     /// shared out between the sidecars).
     pub capacity: Option<usize>,
+    /// It serves Lane 0: Lane 0 work preempts the Lane 1 runs on it
+    /// (default). `false`: its Lane 1 runs go on while Lane 0 work is open.
+    pub lane0: bool,
 }
 
 impl Default for SidecarSection {
@@ -216,6 +219,7 @@ impl Default for SidecarSection {
             tls_ca_file: None,
             tls_domain: None,
             capacity: None,
+            lane0: true,
         }
     }
 }
@@ -423,7 +427,7 @@ impl Config {
     /// Every sidecar's client settings and capacity: the `[[sidecars]]`
     /// entries, or the one `[sidecar]`. A capacity not given is the
     /// executor's `max_concurrent` shared out (rounded up).
-    pub fn sidecar_set_configs(&self) -> Result<Vec<(SidecarConfig, usize)>, ConfigError> {
+    pub fn sidecar_set_configs(&self) -> Result<Vec<(SidecarConfig, usize, bool)>, ConfigError> {
         let entries: Vec<(&SidecarSection, String)> = if self.sidecars.is_empty() {
             vec![(&self.sidecar, "sidecar".to_owned())]
         } else {
@@ -444,7 +448,7 @@ impl Config {
                     Some(n) => n,
                     None => share,
                 };
-                Ok((sidecar_config_of(s, &key)?, capacity))
+                Ok((sidecar_config_of(s, &key)?, capacity, s.lane0))
             })
             .collect()
     }

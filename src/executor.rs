@@ -217,7 +217,9 @@ enum Resolution {
 }
 
 type ResolveFuture = Pin<Box<dyn Future<Output = Resolution> + Send>>;
-type Completion = Pin<Box<dyn Future<Output = (TaskId, Result<TaskOutcome, BoxError>)> + Send>>;
+/// A run through the stack; it hands its task back with the outcome, so a
+/// completion is never without its task.
+type Completion = Pin<Box<dyn Future<Output = (Task, Result<TaskOutcome, BoxError>)> + Send>>;
 
 struct Core<C> {
     /// Every task in hand, queued or running: the one record of what runs.
@@ -403,8 +405,8 @@ where
                     Some(event) => core.on_event(event),
                     None => break,
                 },
-                Some((task_id, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                    core.on_done(task_id, result);
+                Some((task, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    core.on_done(task, result);
                 }
                 Some(resolution) = core.resolving.next(), if !core.resolving.is_empty() => {
                     core.on_resolution(resolution);
@@ -412,9 +414,8 @@ where
                 ready = poll_fn(|cx| stack.poll_ready(cx)), if can_start => {
                     ready.map_err(|e| ExecutorError::Stack(StackFailure(e)))?;
                     if let Some(task) = core.scheduler.next_task() {
-                        let task_id = task.id;
-                        let call = stack.call(task);
-                        in_flight.push(Box::pin(async move { (task_id, call.await) }));
+                        let call = stack.call(task.clone());
+                        in_flight.push(Box::pin(async move { (task, call.await) }));
                     }
                 }
             }
@@ -433,8 +434,8 @@ where
         while !in_flight.is_empty() || !core.resolving.is_empty() {
             tokio::select! {
                 biased;
-                Some((task_id, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                    core.on_done(task_id, result);
+                Some((task, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    core.on_done(task, result);
                 }
                 Some(resolution) = core.resolving.next(), if !core.resolving.is_empty() => {
                     core.on_resolution(resolution);
@@ -509,7 +510,10 @@ where
                     escrow = task.escrow,
                     "assigned to this node"
                 );
-                if !self.scheduler.is_running(task.id) {
+                // In hand already (running, or waiting to try again): one
+                // copy of a task at a time.
+                let waiting = self.deferred.iter().any(|d| d.task.id == task.id);
+                if !self.scheduler.is_running(task.id) && !waiting {
                     self.enqueue(task);
                 }
             }
@@ -538,9 +542,7 @@ where
                 // Runs of Lane 1 stop now and none starts until Lane 0 is
                 // settled; the chain decides what fails meanwhile.
                 self.preemptor.hold(Lane::Lane1);
-                let preempted = self
-                    .preemptor
-                    .preempt_lane(Lane::Lane1, PreemptReason::Lane0);
+                let preempted = self.preemptor.preempt_for_lane0();
                 if !preempted.is_empty() {
                     tracing::info!(lane0 = %task_id, ?preempted, "lane 0 work arrived; yielding");
                 }
@@ -639,11 +641,13 @@ where
         }
     }
 
-    fn on_done(&mut self, task_id: TaskId, result: Result<TaskOutcome, BoxError>) {
-        let Some(task) = self.scheduler.running_task(task_id).cloned() else {
-            tracing::error!(%task_id, "completion for a task not in flight");
-            return;
-        };
+    fn on_done(&mut self, task: Task, result: Result<TaskOutcome, BoxError>) {
+        let task_id = task.id;
+        if !self.scheduler.is_running(task_id) {
+            // Something ended it in the scheduler while it ran: its outcome
+            // still counts, and a failure still waits to be tried again.
+            tracing::warn!(%task_id, "completion for a task the scheduler no longer runs");
+        }
         self.preemptor.allow(task_id);
         let lifecycle_error = result
             .as_ref()

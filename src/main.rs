@@ -152,8 +152,17 @@ struct SidecarArgs {
     load_ms: Option<u64>,
     /// With --load-ms: how many models fit at once (the least recently used
     /// leaves first).
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 2,
+        conflicts_with = "vram_mb"
+    )]
     model_slots: usize,
+    /// With --load-ms: the VRAM budget, in MiB (4096 per model loaded;
+    /// instead of --model-slots).
+    #[arg(long, value_name = "MIB")]
+    vram_mb: Option<u64>,
     /// Serve only these built-in models (repeatable; default: all).
     #[arg(long = "serve", value_name = "MODEL")]
     serve: Vec<String>,
@@ -403,12 +412,16 @@ async fn run(mut config: Config, args: RunArgs) -> CliResult {
             None => tracing::info!(file = %cp.path().display(), "no recorded block yet"),
         }
     }
-    let sidecar = nsn_lane1::sidecar::set::SidecarSet::new(
+    let roles: Vec<bool> = sidecar_configs.iter().map(|(_, _, lane0)| *lane0).collect();
+    let mut sidecar = nsn_lane1::sidecar::set::SidecarSet::new(
         sidecar_configs
             .into_iter()
-            .map(|(c, capacity)| SidecarClient::connect_lazy(c).map(|client| (client, capacity)))
+            .map(|(c, capacity, _)| SidecarClient::connect_lazy(c).map(|client| (client, capacity)))
             .collect::<Result<Vec<_>, _>>()?,
     );
+    for (i, lane0) in roles.into_iter().enumerate() {
+        sidecar = sidecar.lane0_role(i, lane0);
+    }
     run_on_chain(
         ChainTarget {
             url: &url,
@@ -562,9 +575,13 @@ async fn sidecar(args: SidecarArgs) -> CliResult {
         if args.model_slots == 0 {
             return Err("--model-slots must be at least 1".into());
         }
-        sidecar.set_residency(Some(nsn_lane1::sidecar::server::Residency {
-            load: Duration::from_millis(ms),
-            slots: args.model_slots,
+        let load = Duration::from_millis(ms);
+        sidecar.set_residency(Some(match args.vram_mb {
+            Some(mb) => nsn_lane1::sidecar::server::Residency::from_vram_mb(load, mb),
+            None => nsn_lane1::sidecar::server::Residency {
+                load,
+                slots: args.model_slots,
+            },
         }));
     }
     if !args.serve.is_empty() {

@@ -343,6 +343,12 @@ impl<P, C, LE, LS> NodeBuilder<P, C, LE, LS> {
         // executor's submit stacks never send the same call twice between
         // them.
         let handles = Handles::new(parts.metrics.clone(), admission.clone());
+        if !parts.sidecar.all_serve_lane0() {
+            let set = parts.sidecar.clone();
+            handles
+                .preemptor
+                .scope_lane0(move |task| set.on_lane0_sidecar(task));
+        }
         let board = handles.board.clone();
         let preemptor = handles.preemptor.clone();
         let sent = handles.sent.clone();

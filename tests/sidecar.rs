@@ -838,3 +838,79 @@ async fn a_sidecar_with_a_credential_refuses_calls_without_it() {
     assert!(format!("{:?}", ours.config()).contains("AuthToken(..)"));
     assert!(!format!("{:?}", ours.config()).contains("a-token-of-the-node"));
 }
+
+#[tokio::test]
+async fn a_sidecar_that_keeps_models_loaded_tells_the_truth_about_them() {
+    use nsn_lane1::sidecar::server::{MODEL_VRAM_MB, Residency};
+    let s = TestSidecar::start();
+    s.sidecar.set_residency(Some(Residency {
+        load: Duration::from_millis(200),
+        slots: 1,
+    }));
+    assert!(s.sidecar.preload("noop"));
+    let input = put(&s, b"x");
+    let mut raw = RawClient::connect(s.endpoint()).await.unwrap();
+    let loaded = |r: proto::GetLoadedModelsResponse| -> Vec<String> {
+        r.models.into_iter().map(|m| m.model_id).collect()
+    };
+    let ask = proto::GetLoadedModelsRequest {
+        container_id: String::new(),
+    };
+    assert_eq!(
+        loaded(
+            raw.get_loaded_models(ask.clone())
+                .await
+                .unwrap()
+                .into_inner()
+        ),
+        ["noop"]
+    );
+    // A model not loaded is loaded first, and evicts the other (one slot).
+    let started = std::time::Instant::now();
+    s.client()
+        .execute()
+        .oneshot(request(
+            60,
+            "sleep",
+            &input,
+            serde_json::json!({"duration_ms": 1}),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "the load took its time"
+    );
+    assert_eq!(s.sidecar.loads(), 1);
+    assert_eq!(
+        loaded(
+            raw.get_loaded_models(ask.clone())
+                .await
+                .unwrap()
+                .into_inner()
+        ),
+        ["sleep"]
+    );
+    let vram = raw
+        .get_vram_status(proto::GetVramStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let gb = MODEL_VRAM_MB as f32 / 1024.0;
+    assert_eq!((vram.total_vram_gb, vram.used_vram_gb), (gb, gb));
+    assert_eq!(vram.model_allocations.len(), 1);
+    // Unloaded on request: nothing left.
+    let unloaded = raw
+        .unload_model(proto::UnloadModelRequest {
+            model_id: "sleep".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(unloaded.success);
+    assert!(loaded(raw.get_loaded_models(ask).await.unwrap().into_inner()).is_empty());
+    // The client sees what is loaded through its capabilities.
+    let caps = s.client().capabilities().await.unwrap();
+    assert!(caps.models.values().all(|c| c.loaded.is_none()));
+}

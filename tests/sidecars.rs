@@ -276,3 +276,65 @@ async fn a_warm_sidecar_is_preferred_over_a_cold_one() {
     );
     m.node.stop().await.expect("node stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lane0_work_takes_only_the_sidecars_that_serve_lane0() {
+    let store = BlobStore::in_memory();
+    let sidecars: Vec<TestSidecar> = (0..2)
+        .map(|_| TestSidecar::start_sharing(store.clone()))
+        .collect();
+    // Sidecar 1 is not for Lane 0: its Lane 1 run goes on.
+    let set = SidecarSet::new(sidecars.iter().map(|s| (s.client(), 1))).lane0_role(1, false);
+    let m = Multi::spawn(store, sidecars, set, config(2, 2_000));
+    let a = m.post("sleep", 0).await;
+    let b = m.post("sleep", 1).await;
+    within_secs(20, async {
+        m.sidecars[0].sidecar.wait_running().await;
+        m.sidecars[1].sidecar.wait_running().await;
+    })
+    .await;
+    let on = |i: usize| m.sidecars[i].sidecar.running_ids()[0].clone();
+    let (run0, run1) = (on(0), on(1));
+    // Lane 0 work arrives (created and assigned at once, so that the
+    // chain's own preemption hook does not see it open).
+    // Task ids come in order: the next is b + 1. Both calls are pooled
+    // together and land in one block.
+    let requester = m.chain.submitter(AccountId::ALICE);
+    let lane0 = TaskId(b.0 + 1);
+    let created = send(
+        &requester,
+        create(nsn_lane1::task::Lane::Lane0, "video-render"),
+    )
+    .await;
+    let assigned = send(&requester, MarketCall::AcceptAssignment { task_id: lane0 }).await;
+    let created = created.await.expect("Lane 0 task created");
+    assert!(
+        created
+            .events
+            .iter()
+            .any(|e| matches!(e, MarketEvent::TaskCreated { task_id, .. } if *task_id == lane0))
+    );
+    let assigned = assigned.await.expect("Lane 0 task assigned");
+    assert_eq!(
+        created.block, assigned.block,
+        "one block: never open at a block's start"
+    );
+    within_secs(
+        20,
+        m.sidecars[0]
+            .sidecar
+            .wait_for(&run0, nsn_lane1::sidecar::server::RunState::Cancelled),
+    )
+    .await;
+    m.all_verified(&[a, b], 60).await;
+    // The run on sidecar 1 was never stopped: it ran once, to its end.
+    let history = m.sidecars[1].sidecar.run_history();
+    let ended: Vec<_> = history.iter().filter(|r| r.task_id == run1).collect();
+    assert_eq!(ended.len(), 1, "{history:?}");
+    assert_eq!(
+        ended[0].state,
+        nsn_lane1::sidecar::server::RunState::Completed
+    );
+    assert_eq!(m.fail_calls(), 0);
+    m.node.stop().await.expect("node stops");
+}

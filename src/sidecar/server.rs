@@ -175,6 +175,23 @@ pub struct Residency {
     pub slots: usize,
 }
 
+/// The VRAM each loaded model takes, as the reference sidecar reports it
+/// (`ListPlugins`, `GetLoadedModels`, `GetVramStatus`) while it keeps models
+/// loaded: its budget is `slots` of these.
+pub const MODEL_VRAM_MB: u32 = 4096;
+
+impl Residency {
+    /// Room for as many models as `vram_mb` holds ([`MODEL_VRAM_MB`] each; at least one).
+    pub fn from_vram_mb(load: Duration, vram_mb: u64) -> Self {
+        Residency {
+            load,
+            slots: usize::try_from(vram_mb / u64::from(MODEL_VRAM_MB))
+                .unwrap_or(usize::MAX)
+                .max(1),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Run {
     state: RunState,
@@ -1071,6 +1088,26 @@ impl Sidecar for ReferenceSidecar {
         request: Request<proto::UnloadModelRequest>,
     ) -> RpcResult<proto::UnloadModelResponse> {
         let id = request.into_inner().model_id;
+        if self.settings().residency.is_some() {
+            let mut loaded = self.loaded();
+            let was = loaded.iter().position(|m| *m == id);
+            if let Some(at) = was {
+                loaded.remove(at);
+            }
+            return Ok(Response::new(proto::UnloadModelResponse {
+                success: was.is_some(),
+                error_message: if was.is_some() {
+                    String::new()
+                } else {
+                    format!("{id:?} is not loaded")
+                },
+                vram_freed_gb: if was.is_some() {
+                    MODEL_VRAM_MB as f32 / 1024.0
+                } else {
+                    0.0
+                },
+            }));
+        }
         Ok(Response::new(proto::UnloadModelResponse {
             success: false,
             error_message: match models::find(&id) {
@@ -1122,7 +1159,11 @@ impl Sidecar for ReferenceSidecar {
                 supported_lanes: m.lanes.iter().map(|l| l.as_str().to_owned()).collect(),
                 deterministic: m.deterministic,
                 max_latency_ms: m.max_latency_ms,
-                vram_required_mb: m.vram_required_mb,
+                vram_required_mb: if self.settings().residency.is_some() {
+                    MODEL_VRAM_MB
+                } else {
+                    m.vram_required_mb
+                },
             })
             .collect();
         Ok(Response::new(proto::ListPluginsResponse { plugins }))
@@ -1249,7 +1290,28 @@ impl Sidecar for ReferenceSidecar {
         &self,
         _: Request<proto::GetVramStatusRequest>,
     ) -> RpcResult<proto::GetVramStatusResponse> {
-        // CPU only: no GPU, no VRAM.
-        Ok(Response::new(proto::GetVramStatusResponse::default()))
+        // CPU only: no VRAM, unless it keeps models as a GPU box does.
+        let Some(residency) = self.settings().residency else {
+            return Ok(Response::new(proto::GetVramStatusResponse::default()));
+        };
+        let gb = |mb: f64| (mb / 1024.0) as f32;
+        let each = f64::from(MODEL_VRAM_MB);
+        let loaded = self.loaded().clone();
+        let total = gb(each * residency.slots as f64);
+        let used = gb(each * loaded.len() as f64);
+        Ok(Response::new(proto::GetVramStatusResponse {
+            total_vram_gb: total,
+            used_vram_gb: used,
+            available_vram_gb: (total - used).max(0.0),
+            model_allocations: loaded
+                .into_iter()
+                .map(|model_id| proto::ModelVram {
+                    model_id,
+                    vram_gb: gb(each),
+                    container_id: "builtin".to_owned(),
+                })
+                .collect(),
+            gpu_statuses: Vec::new(),
+        }))
     }
 }

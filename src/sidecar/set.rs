@@ -56,6 +56,8 @@ pub struct Member {
     busy_since: Mutex<Option<std::time::Instant>>,
     /// Runs of ours on it that load their model first (cold runs in flight).
     loading: AtomicUsize,
+    /// It serves Lane 0: Lane 0 work takes it from Lane 1 runs.
+    lane0: AtomicBool,
 }
 
 impl Member {
@@ -92,6 +94,11 @@ impl Member {
     /// Runs placed on it for a model it did not have loaded.
     pub fn cold_runs(&self) -> u64 {
         self.cold_runs.load(Ordering::Relaxed)
+    }
+
+    /// Whether it serves Lane 0 (Lane 0 work preempts the Lane 1 runs on it).
+    pub fn serves_lane0(&self) -> bool {
+        self.lane0.load(Ordering::Relaxed)
     }
 
     /// Whether it serves `model` (`None`: it has not said yet).
@@ -180,6 +187,7 @@ impl SidecarSet {
                 cold_runs: AtomicU64::new(0),
                 busy_since: Mutex::new(None),
                 loading: AtomicUsize::new(0),
+                lane0: AtomicBool::new(true),
             })
             .collect();
         SidecarSet {
@@ -219,6 +227,35 @@ impl SidecarSet {
     pub fn model_blind(self) -> Self {
         self.inner.blind.store(true, Ordering::Relaxed);
         self
+    }
+
+    /// Says whether sidecar `index` serves Lane 0 (default: every sidecar
+    /// does). Lane 0 work preempts only the Lane 1 runs on the sidecars that
+    /// serve it; the others keep theirs.
+    pub fn lane0_role(self, index: usize, serves_lane0: bool) -> Self {
+        if let Some(m) = self.inner.members.get(index) {
+            m.lane0.store(serves_lane0, Ordering::Relaxed);
+        }
+        self
+    }
+
+    /// Whether every sidecar serves Lane 0.
+    pub fn all_serve_lane0(&self) -> bool {
+        self.inner.members.iter().all(Member::serves_lane0)
+    }
+
+    /// Whether Lane 0 work needs the sidecar `task` runs on: true unless
+    /// it runs on one that does not serve Lane 0 (or is not placed yet).
+    pub fn on_lane0_sidecar(&self, task: crate::task::TaskId) -> bool {
+        let placed = self
+            .inner
+            .placed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        placed
+            .iter()
+            .filter(|(run, _)| run.task == task)
+            .all(|(_, i)| self.inner.members.get(*i).is_none_or(Member::serves_lane0))
     }
 
     /// The sidecars, in the order given.

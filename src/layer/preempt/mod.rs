@@ -45,9 +45,21 @@ struct Entry {
     generation: u64,
 }
 
+/// Which running tasks Lane 0 work takes the sidecar from.
+#[derive(Clone)]
+struct Lane0Scope(Arc<dyn Fn(TaskId) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Lane0Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lane0Scope")
+    }
+}
+
 #[derive(Debug, Default)]
 struct Registry {
     tasks: HashMap<TaskId, Entry>,
+    /// `None`: Lane 0 work preempts every Lane 1 run.
+    lane0_scope: Option<Lane0Scope>,
     next_generation: u64,
     /// Lanes whose calls are preempted as soon as they are made.
     held: HashSet<Lane>,
@@ -90,18 +102,47 @@ impl Preemptor {
 
     /// Preempts every running task of a lane; returns their ids.
     pub fn preempt_lane(&self, lane: Lane, reason: PreemptReason) -> Vec<TaskId> {
-        self.preempt_where(|e| e.lane == lane, reason)
+        self.preempt_where(|_, e| e.lane == lane, reason)
+    }
+
+    /// Narrows what Lane 0 work preempts to the Lane 1 runs `scope` says
+    /// are on a sidecar that serves Lane 0 (a node whose other sidecars
+    /// keep their Lane 1 runs). Default: every Lane 1 run.
+    pub fn scope_lane0(&self, scope: impl Fn(TaskId) -> bool + Send + Sync + 'static) {
+        self.lock().lane0_scope = Some(Lane0Scope(Arc::new(scope)));
+    }
+
+    /// Preempts the Lane 1 runs Lane 0 work needs the sidecar of (all, or
+    /// those in [`scope_lane0`](Self::scope_lane0)); returns their ids.
+    pub fn preempt_for_lane0(&self) -> Vec<TaskId> {
+        let scope = self.lock().lane0_scope.clone();
+        let on_lane0_sidecars: Vec<TaskId> = match &scope {
+            None => return self.preempt_lane(Lane::Lane1, PreemptReason::Lane0),
+            Some(scope) => self
+                .running()
+                .into_iter()
+                .filter(|id| (scope.0)(*id))
+                .collect(),
+        };
+        self.preempt_where(
+            |id, e| e.lane == Lane::Lane1 && on_lane0_sidecars.contains(&id),
+            PreemptReason::Lane0,
+        )
     }
 
     /// Preempts every running task; returns their ids.
     pub fn preempt_all(&self, reason: PreemptReason) -> Vec<TaskId> {
-        self.preempt_where(|_| true, reason)
+        self.preempt_where(|_, _| true, reason)
     }
 
-    fn preempt_where(&self, pred: impl Fn(&Entry) -> bool, reason: PreemptReason) -> Vec<TaskId> {
+    fn preempt_where(
+        &self,
+        pred: impl Fn(TaskId, &Entry) -> bool,
+        reason: PreemptReason,
+    ) -> Vec<TaskId> {
         let mut reg = self.lock();
         let mut ids = Vec::new();
-        for (id, e) in reg.tasks.iter_mut().filter(|(_, e)| pred(e)) {
+        for (id, e) in reg.tasks.iter_mut().filter(|(id, e)| pred(**id, e)) {
             e.reason.get_or_insert(reason);
             e.token.cancel();
             ids.push(*id);
