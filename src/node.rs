@@ -429,7 +429,16 @@ impl<P, C, LE, LS> NodeBuilder<P, C, LE, LS> {
                         Err(e) => format!("the executor failed: {e}"),
                     };
                     tracing::error!(%cause, "node died");
-                    death.send_replace(Some(cause));
+                    // The first cause is the root one: an executor whose
+                    // events stopped because the listener died says so
+                    // after the listener has.
+                    death.send_if_modified(|d| {
+                        let first = d.is_none();
+                        if first {
+                            *d = Some(cause);
+                        }
+                        first
+                    });
                 }
                 result
             }
