@@ -375,13 +375,17 @@ impl<P: ChainPort> ChainListener<P> {
                         if let Some(admission) = &self.admission {
                             admission.set_chain_unreadable(None);
                         }
-                        for record in block.events.iter() {
-                            self.metrics.chain_events.with(&[record.event.name()]).inc();
-                            self.on_event(block.hash, &record.event).await?;
-                        }
-                        self.drop_stale_hints(block.number).await?;
-                        if block.number % RECONCILE_EVERY == 0 {
-                            self.find_lost(block.block_ref()).await?;
+                        // The block's reads may meet a lost connection as
+                        // well as the stream may: waited out the same way,
+                        // and the block handled again from the start (it is
+                        // not marked handled until it is whole).
+                        match self.handle_block(&block).await {
+                            Ok(()) => {}
+                            Err(ListenerError::Chain(ChainError::Connection(e))) => {
+                                self.wait_out(&e.to_string()).await;
+                                break;
+                            }
+                            Err(e) => return Err(e),
                         }
                         self.metrics
                             .handled_block
@@ -396,7 +400,12 @@ impl<P: ChainPort> ChainListener<P> {
                     hint = async { best.as_mut().expect("opened above").next().await }, if best.is_some() => match hint {
                         Some(Ok(block)) => {
                             self.metrics.best_block.with(&[]).set(i64::from(block.number));
-                            self.on_best_block(&block, next).await?;
+                            match self.on_best_block(&block, next).await {
+                                Ok(()) => {}
+                                // Hints are only hints: reopen the stream later.
+                                Err(ListenerError::Chain(ChainError::Connection(_))) => best = None,
+                                Err(e) => return Err(e),
+                            }
                         }
                         // Hints are only hints: reopen the stream later.
                         Some(Err(_)) | None => best = None,
@@ -404,6 +413,20 @@ impl<P: ChainPort> ChainListener<P> {
                 }
             }
         }
+    }
+
+    /// A finalized block's events, then its hints' and reconciliation's
+    /// reads.
+    async fn handle_block(&mut self, block: &crate::chain::Block) -> Result<(), ListenerError> {
+        for record in block.events.iter() {
+            self.metrics.chain_events.with(&[record.event.name()]).inc();
+            self.on_event(block.hash, &record.event).await?;
+        }
+        self.drop_stale_hints(block.number).await?;
+        if block.number.is_multiple_of(RECONCILE_EVERY) {
+            self.find_lost(block.block_ref()).await?;
+        }
+        Ok(())
     }
 
     /// Reconciliation at finality: a task the chain has assigned to us

@@ -526,7 +526,8 @@ async fn run_on_chain(
     sidecar: nsn_lane1::sidecar::set::SidecarSet,
     _telemetry: Option<SocketAddr>,
 ) -> CliResult {
-    tracing::info!(?executor, sidecar = %sidecar.config().endpoint, "configuration accepted");
+    let sidecars: Vec<&str> = sidecar.members().iter().map(|m| m.endpoint()).collect();
+    tracing::info!(?executor, ?sidecars, "configuration accepted");
     Err(format!(
         "cannot connect to {}: this binary was built without the real-chain backend (build with the default features); use `nsn-lane1 dev` for the embedded chain",
         target.url

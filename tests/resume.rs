@@ -665,3 +665,91 @@ async fn an_undecodable_block_stops_progress_loudly_and_skips_nothing() {
     node.stop().await.expect("stops");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The dev chain, but the first `Tasks(id)` read after `armed` fails as a
+/// lost connection: the cut comes while the listener handles a block.
+#[derive(Clone)]
+struct CutMidBlock {
+    chain: DevChain,
+    armed: Arc<AtomicBool>,
+}
+
+impl ChainPort for CutMidBlock {
+    fn finalized_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+        self.chain.finalized_blocks(from)
+    }
+    fn best_blocks(&self, from: Option<BlockNumber>) -> BlockStream {
+        self.chain.best_blocks(from)
+    }
+    async fn best_head(&self) -> Result<BlockRef, ChainError> {
+        self.chain.best_head().await
+    }
+    async fn finalized_head(&self) -> Result<BlockRef, ChainError> {
+        self.chain.finalized_head().await
+    }
+    async fn task(&self, at: BlockHash, id: TaskId) -> Result<Option<TaskIntent>, ChainError> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            return Err(ChainError::Connection("connection reset mid-block".into()));
+        }
+        self.chain.task(at, id).await
+    }
+    async fn assigned_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        self.chain.assigned_lane1_tasks(at).await
+    }
+    async fn open_lane1_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        self.chain.open_lane1_tasks(at).await
+    }
+    async fn open_lane0_tasks(&self, at: BlockHash) -> Result<Vec<TaskId>, ChainError> {
+        self.chain.open_lane0_tasks(at).await
+    }
+    async fn account_nonce(&self, account: AccountId) -> Result<u64, ChainError> {
+        self.chain.account_nonce(account).await
+    }
+    async fn account_nonce_at(&self, at: BlockHash, account: AccountId) -> Result<u64, ChainError> {
+        self.chain.account_nonce_at(at, account).await
+    }
+}
+
+#[tokio::test]
+async fn a_connection_lost_while_a_block_is_handled_is_waited_out_and_the_block_handled_again() {
+    let chain = chain();
+    let alice = chain.submitter(AccountId::ALICE);
+    let port = CutMidBlock {
+        chain: chain.clone(),
+        armed: Arc::default(),
+    };
+    let start = chain.finalized_head().await.unwrap().number + 1;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (following_tx, mut following) = tokio::sync::watch::channel(None);
+    let listener = ChainListener::new(port.clone(), AccountId::BOB, None, tx, Default::default())
+        .report_following(following_tx);
+    let run = tokio::spawn(listener.run(Some(start)));
+    within(
+        "the listener to follow",
+        following.wait_for(Option::is_some),
+    )
+    .await
+    .expect("following");
+    // Past its start: the assignment's block makes the listener read
+    // Tasks(id), and that read meets the cut.
+    port.armed.store(true, Ordering::SeqCst);
+    let id = created_id(&ok(&alice, create(Lane::Lane1, "sha256")).await);
+    ok(
+        &alice,
+        nsn_lane1::chain::MarketCall::AcceptAssignment { task_id: id },
+    )
+    .await;
+    within("the assignment, after the cut", async {
+        loop {
+            match rx.recv().await {
+                Some(TaskEvent::AssignedToMe { task }) if task.id == id => return,
+                Some(_) => {}
+                None => panic!("the listener stopped: {:?}", run.is_finished()),
+            }
+        }
+    })
+    .await;
+    assert!(!port.armed.load(Ordering::SeqCst), "the cut happened");
+    assert!(!run.is_finished(), "the listener runs on");
+    run.abort();
+}
