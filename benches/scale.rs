@@ -23,8 +23,8 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use nsn_lane1::chain::dev::{BlockMode, DevChain, DevConfig, DevGenesis};
-use nsn_lane1::chain::{MarketCall, created_task_id};
+use nsn_lane1::chain::dev::DevChain;
+use nsn_lane1::chain::MarketCall;
 use nsn_lane1::executor::ExecutorConfig;
 use nsn_lane1::node::{Node, NodeParts};
 use nsn_lane1::sidecar::client::Parameters;
@@ -32,21 +32,13 @@ use nsn_lane1::sidecar::server::{Residency, RunRecord};
 use nsn_lane1::sidecar::set::SidecarSet;
 use nsn_lane1::sidecar::store::BlobStore;
 use nsn_lane1::task::{AccountId, ModelId, TaskId, TaskStatus};
-use support::{TestSidecar, lane1_task, until_verified};
-use tower::ServiceExt;
+use support::{TestSidecar, create_and_assign, lane1_task, until_verified};
 
-const BLOCK: Duration = Duration::from_millis(600);
-const LAG: u32 = 2;
+const BLOCK: Duration = support::TENTH_BLOCK;
+const LAG: u32 = support::TENTH_LAG;
 
 fn chain() -> DevChain {
-    DevChain::new(DevConfig {
-        genesis: DevGenesis::development(),
-        block_mode: BlockMode::Interval(BLOCK),
-        auto_attest: Some(90),
-        max_pool: 8192,
-        finality_lag: Some(LAG),
-    })
-    .expect("dev chain")
+    support::tenth_scale_chain()
 }
 
 struct World {
@@ -90,35 +82,18 @@ impl World {
 
     /// Posts a task per model in `models` and has them assigned, pipelined.
     async fn post(&self, models: &[&str], tag: &str) -> Vec<TaskId> {
-        let alice = self.chain.submitter(AccountId::ALICE);
-        let mut pooled = Vec::new();
-        for (i, model) in models.iter().enumerate() {
-            let cid = self
-                .store
-                .put(format!("{tag} {i}").into_bytes())
-                .expect("input");
-            pooled.push(
-                alice
-                    .clone()
-                    .oneshot(lane1_task(model, &cid))
-                    .await
-                    .expect("pooled"),
-            );
-        }
-        let mut ids = Vec::new();
-        for p in pooled {
-            let inc = p.await.expect("created");
-            ids.push(created_task_id(&inc.events).expect("TaskCreated"));
-        }
-        let mut assigned = Vec::new();
-        for id in &ids {
-            let call = MarketCall::AcceptAssignment { task_id: *id };
-            assigned.push(alice.clone().oneshot(call).await.expect("pooled"));
-        }
-        for p in assigned {
-            p.await.expect("assigned");
-        }
-        ids
+        let creates = models
+            .iter()
+            .enumerate()
+            .map(|(i, model)| {
+                let cid = self
+                    .store
+                    .put(format!("{tag} {i}").into_bytes())
+                    .expect("input");
+                lane1_task(model, &cid)
+            })
+            .collect();
+        create_and_assign(&self.chain, creates).await
     }
 
     async fn finish(self, ids: &[TaskId]) -> Finished {

@@ -24,8 +24,8 @@ mod support;
 use std::time::Duration;
 
 use futures::StreamExt;
-use nsn_lane1::chain::dev::{BlockMode, DevChain, DevConfig, DevGenesis};
-use nsn_lane1::chain::{ChainPort, MarketCall, MarketEvent, created_task_id};
+use nsn_lane1::chain::dev::DevChain;
+use nsn_lane1::chain::{ChainPort, MarketCall, MarketEvent};
 use nsn_lane1::executor::ExecutorConfig;
 use nsn_lane1::listener::{ChainListener, TaskEvent};
 use nsn_lane1::node::{Node, NodeParts};
@@ -38,18 +38,11 @@ use support::TestSidecar;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-const BLOCK: Duration = Duration::from_millis(600);
-const LAG: u32 = 2;
+const BLOCK: Duration = support::TENTH_BLOCK;
+const LAG: u32 = support::TENTH_LAG;
 
 fn chain() -> DevChain {
-    DevChain::new(DevConfig {
-        genesis: DevGenesis::development(),
-        block_mode: BlockMode::Interval(BLOCK),
-        auto_attest: Some(90),
-        max_pool: 8192,
-        finality_lag: Some(LAG),
-    })
-    .expect("dev chain")
+    support::tenth_scale_chain()
 }
 
 fn sleep_for(ms: u64) -> Parameters {
@@ -58,39 +51,25 @@ fn sleep_for(ms: u64) -> Parameters {
 
 /// Posts `n` sleep tasks and has them assigned, all calls pipelined.
 async fn post(chain: &DevChain, sidecar: &TestSidecar, n: usize, tag: &str) -> Vec<TaskId> {
-    let alice = chain.submitter(AccountId::ALICE);
-    let mut pooled = Vec::new();
-    for i in 0..n {
-        let cid = sidecar
-            .sidecar
-            .store()
-            .put(format!("{tag} {i}").into_bytes())
-            .expect("input");
-        let call = MarketCall::CreateTaskIntent {
-            lane: Lane::Lane1,
-            priority: Priority::Normal,
-            model_requirements: b"sleep".to_vec(),
-            input_cid: cid.as_bytes().to_vec(),
-            compute_budget: 0,
-            deadline_blocks: 10_000,
-            escrow_amount: UNIT,
-        };
-        pooled.push(alice.clone().oneshot(call).await.expect("pooled"));
-    }
-    let mut ids = Vec::new();
-    for p in pooled {
-        let inc = p.await.expect("created");
-        ids.push(created_task_id(&inc.events).expect("TaskCreated"));
-    }
-    let mut assigned = Vec::new();
-    for id in &ids {
-        let call = MarketCall::AcceptAssignment { task_id: *id };
-        assigned.push(alice.clone().oneshot(call).await.expect("pooled"));
-    }
-    for p in assigned {
-        p.await.expect("assigned");
-    }
-    ids
+    let creates = (0..n)
+        .map(|i| {
+            let cid = sidecar
+                .sidecar
+                .store()
+                .put(format!("{tag} {i}").into_bytes())
+                .expect("input");
+            MarketCall::CreateTaskIntent {
+                lane: Lane::Lane1,
+                priority: Priority::Normal,
+                model_requirements: b"sleep".to_vec(),
+                input_cid: cid.as_bytes().to_vec(),
+                compute_budget: 0,
+                deadline_blocks: 10_000,
+                escrow_amount: UNIT,
+            }
+        })
+        .collect();
+    support::create_and_assign(chain, creates).await
 }
 
 /// What the sidecar's runs show.

@@ -50,6 +50,22 @@ pub fn create_with(lane: Lane, model: &str, deadline_blocks: u32, escrow: Balanc
     }
 }
 
+/// The NSN chain at a tenth of its timing, for the benches: a block every
+/// 600 ms, finality two behind, validators attesting, a deep pool.
+pub const TENTH_BLOCK: std::time::Duration = std::time::Duration::from_millis(600);
+/// Blocks finality trails the best block by, with [`TENTH_BLOCK`].
+pub const TENTH_LAG: u32 = 2;
+
+/// A dev chain at [`TENTH_BLOCK`] and [`TENTH_LAG`].
+pub fn tenth_scale_chain() -> DevChain {
+    chain_with(|c| {
+        c.block_mode = BlockMode::Interval(TENTH_BLOCK);
+        c.finality_lag = Some(TENTH_LAG);
+        c.auto_attest = Some(90);
+        c.max_pool = 8192;
+    })
+}
+
 /// Real timing for a harness: a block every 20 ms, finality two blocks
 /// behind, validators attesting.
 pub fn timed(c: &mut DevConfig) {
@@ -613,4 +629,27 @@ impl Loopback {
             start.elapsed()
         })
     }
+}
+
+/// Alice creates a task for each call and has them assigned, every call
+/// pooled before any is awaited (as a busy requester would): the tasks' ids.
+pub async fn create_and_assign(chain: &DevChain, creates: Vec<MarketCall>) -> Vec<TaskId> {
+    let alice = chain.submitter(nsn_lane1::task::AccountId::ALICE);
+    let mut pooled = Vec::new();
+    for call in creates {
+        pooled.push(send(&alice, call).await);
+    }
+    let mut ids = Vec::new();
+    for p in pooled {
+        let inc = p.await.expect("created");
+        ids.push(nsn_lane1::chain::created_task_id(&inc.events).expect("TaskCreated"));
+    }
+    let mut assigned = Vec::new();
+    for id in &ids {
+        assigned.push(send(&alice, MarketCall::AcceptAssignment { task_id: *id }).await);
+    }
+    for p in assigned {
+        p.await.expect("assigned");
+    }
+    ids
 }
