@@ -23,8 +23,8 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use nsn_lane1::chain::dev::DevChain;
 use nsn_lane1::chain::MarketCall;
+use nsn_lane1::chain::dev::DevChain;
 use nsn_lane1::executor::ExecutorConfig;
 use nsn_lane1::node::{Node, NodeParts};
 use nsn_lane1::sidecar::client::Parameters;
