@@ -3,6 +3,13 @@
 //! pallet index 56, with a `development` genesis preset matching the crate's
 //! embedded dev chain (dev accounts endowed, Bob an executor of both lanes,
 //! Dave and Eve validators, the reference sidecar's models registered).
+//!
+//! With the `parachain` feature it is the flavour `polkadot-omni-node` runs
+//! in its dev mode: Aura at index 5 (one authority, Alice; 6 s slots, the
+//! timestamp set by the node's seal) and `AuraApi`, which the node asks for
+//! before it seals a block. The node's mocked relay-chain inherent goes
+//! unused: the flavour has no parachain-system pallet, which dev mode does
+//! not need.
 
 #![cfg_attr(not(feature = "std"), no_std)]
 
@@ -78,6 +85,10 @@ mod runtime {
     #[runtime::pallet_index(4)]
     pub type TransactionPayment = pallet_transaction_payment::Pallet<Runtime>;
 
+    #[cfg(feature = "parachain")]
+    #[runtime::pallet_index(5)]
+    pub type Aura = pallet_aura::Pallet<Runtime>;
+
     #[runtime::pallet_index(56)]
     pub type NsnTaskMarket = pallet_nsn_task_market::Pallet<Runtime>;
 }
@@ -107,8 +118,28 @@ impl pallet_balances::Config for Runtime {
 #[derive_impl(pallet_sudo::config_preludes::TestDefaultConfig)]
 impl pallet_sudo::Config for Runtime {}
 
+#[cfg(not(feature = "parachain"))]
 #[derive_impl(pallet_timestamp::config_preludes::TestDefaultConfig)]
 impl pallet_timestamp::Config for Runtime {}
+
+#[cfg(feature = "parachain")]
+#[derive_impl(pallet_timestamp::config_preludes::TestDefaultConfig)]
+impl pallet_timestamp::Config for Runtime {
+    type OnTimestampSet = Aura;
+}
+
+/// Aura's slot: a relay chain's 6 s, as a parachain's.
+#[cfg(feature = "parachain")]
+pub const SLOT_DURATION_MS: u64 = 6_000;
+
+#[cfg(feature = "parachain")]
+impl pallet_aura::Config for Runtime {
+    type AuthorityId = sp_consensus_aura::sr25519::AuthorityId;
+    type DisabledValidators = ();
+    type MaxAuthorities = ConstU32<32>;
+    type AllowMultipleBlocksPerSlot = ConstBool<false>;
+    type SlotDuration = ConstU64<SLOT_DURATION_MS>;
+}
 
 #[derive_impl(pallet_transaction_payment::config_preludes::TestDefaultConfig)]
 impl pallet_transaction_payment::Config for Runtime {
@@ -170,7 +201,8 @@ pub mod presets {
                 .collect();
         let mut renderers = lane1;
         renderers.push((b"video-render".to_vec(), Lane::Lane0, true, 10_000, 8_000));
-        frame_support::build_struct_json_patch!(RuntimeGenesisConfig {
+        #[allow(unused_mut)]
+        let mut patch = frame_support::build_struct_json_patch!(RuntimeGenesisConfig {
             balances: pallet_balances::GenesisConfig {
                 // The treasury exists from genesis, so shares and slashes can
                 // be paid to it.
@@ -195,7 +227,19 @@ pub mod presets {
                     Sr25519Keyring::Eve.to_account_id(),
                 ],
             },
-        })
+        });
+        #[cfg(feature = "parachain")]
+        {
+            // Aura needs one authority (its slot picks one); the node's dev
+            // seal does not sign, so Alice's key is never asked for.
+            let authorities = vec![sp_consensus_aura::sr25519::AuthorityId::from(
+                Sr25519Keyring::Alice.public(),
+            )];
+            patch["aura"] = serde_json::json!({
+                "authorities": serde_json::to_value(authorities).unwrap_or_default(),
+            });
+        }
+        patch
     }
 
     /// The id of [`multi_executor`].
@@ -328,6 +372,17 @@ impl_runtime_apis! {
         }
         fn query_length_to_fee(length: u32) -> u128 {
             TransactionPayment::length_to_fee(length)
+        }
+    }
+
+    #[cfg(feature = "parachain")]
+    impl sp_consensus_aura::AuraApi<Block, sp_consensus_aura::sr25519::AuthorityId> for Runtime {
+        fn slot_duration() -> sp_consensus_aura::SlotDuration {
+            sp_consensus_aura::SlotDuration::from_millis(Aura::slot_duration())
+        }
+
+        fn authorities() -> Vec<sp_consensus_aura::sr25519::AuthorityId> {
+            pallet_aura::Authorities::<Runtime>::get().into_inner()
         }
     }
 

@@ -56,7 +56,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (k, v) in top {
         top_json.insert(k, Value::String(v));
     }
-    let spec = json!({
+    #[allow(unused_mut)]
+    let mut spec = json!({
         "name": "NSN Dev",
         "id": "nsn_dev",
         "chainType": "Development",
@@ -67,6 +68,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "codeSubstitutes": {},
         "genesis": { "raw": { "top": top_json, "childrenDefault": {} } }
     });
+    // The parachain flavour names its relay chain and para id, which
+    // polkadot-omni-node reads from the spec (the flavour has no runtime API
+    // for them); in dev mode the relay chain is only a name.
+    #[cfg(feature = "parachain")]
+    {
+        spec["id"] = json!("nsn_dev_para");
+        spec["relay_chain"] = json!("dev");
+        spec["para_id"] = json!(2000);
+    }
     println!("{}", serde_json::to_string_pretty(&spec)?);
     Ok(())
 }
