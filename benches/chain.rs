@@ -1,11 +1,23 @@
-//! Tasks completed per block by one executor account on the dev runtime under
-//! chopsticks in batch block mode: the pipelined submitter (every call sent
-//! at once, the nonce assigned in the submitter) against sequential
-//! submit-and-wait-for-finality, in the same run.
+//! Tasks completed per block by one executor account: the pipelined
+//! submitter (every call sent at once, the nonce assigned in the submitter)
+//! against sequential submit-and-wait-for-finality, in the same run.
 //!
 //! A task is completed when its executor's two calls, `start_task` and
 //! `submit_result`, are final. The requester's `create_task_intent` and the
 //! assignment are set up before each measurement and not counted.
+//!
+//! The chain, so that what is measured is the submitter and not a test
+//! chain's order of validation:
+//! - with `NSN_OMNI_NODE` naming `polkadot-omni-node`, the parachain
+//!   flavour of the dev runtime under it (a block every
+//!   `CHAIN_BENCH_BLOCK_MS`, default 500 ms, each final at once; a real
+//!   transaction pool, which keeps a transaction until its predecessor
+//!   arrives), through subxt's default backend;
+//! - otherwise the dev runtime under chopsticks in manual block mode, each
+//!   block built by hand (`dev_newBlock`) once every call sent is in the
+//!   pool, through the legacy backend. The calls go to the pool one after
+//!   another (each accepted before the next is sent), so that its list is
+//!   in nonce order as a node's pool would keep it.
 //!
 //! Needs the `real-chain` feature and chopsticks (`npm ci` in
 //! `tests/chain`): `cargo bench --bench chain`.
@@ -36,9 +48,10 @@ mod bench {
 
     use futures::StreamExt;
     use nsn_lane1::chain::subxt::{Backend, SubxtChain, SubxtSubmitter};
-    use nsn_lane1::chain::{MarketCall, MarketEvent, SubmitExt};
+    use nsn_lane1::chain::{Inclusion, MarketCall, MarketEvent, SubmitExt};
     use nsn_lane1::task::{AccountId, Lane, Priority, TaskId, UNIT};
     use subxt_signer::sr25519::dev;
+    use tower::ServiceExt;
 
     const CID: &[u8] = b"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
 
@@ -54,23 +67,83 @@ mod bench {
         }
     }
 
-    /// Sends `calls` through `submitter`, all at once; panics on any failure.
-    async fn all_at_once(submitter: &SubxtSubmitter, calls: Vec<MarketCall>) -> Vec<MarketEvent> {
-        let n = calls.len();
-        futures::stream::iter(calls)
-            .map(|call| submitter.clone().submit(call))
-            .buffered(n.max(1))
-            .map(|r| r.expect("call lands").events)
-            .collect::<Vec<_>>()
+    /// Who makes the blocks.
+    enum Blocks {
+        /// The node, on its own clock.
+        Timed,
+        /// The bench: `dev_newBlock` once what was sent is in the pool.
+        ByHand,
+    }
+
+    /// Builds one block by hand.
+    async fn new_block(chain: &SubxtChain) {
+        use subxt::rpcs::client::rpc_params;
+        let _: serde_json::Value = chain
+            .rpc()
+            .request(
+                "dev_newBlock",
+                rpc_params![serde_json::json!({ "count": 1 })],
+            )
             .await
-            .into_iter()
-            .flatten()
-            .collect()
+            .expect("dev_newBlock");
+    }
+
+    /// Sends `calls` through `submitter`, all at once, and waits until each
+    /// is final; panics on any failure. By hand, a block is built once every
+    /// call is in the pool, and again until all have landed.
+    async fn all_at_once(
+        chain: &SubxtChain,
+        blocks: &Blocks,
+        submitter: &SubxtSubmitter,
+        calls: Vec<MarketCall>,
+    ) -> Vec<MarketEvent> {
+        let n = calls.len();
+        let inclusions: Vec<Inclusion> = match blocks {
+            Blocks::Timed => {
+                futures::stream::iter(calls)
+                    .map(|call| submitter.clone().submit(call))
+                    .buffered(n.max(1))
+                    .map(|r| r.expect("call lands"))
+                    .collect()
+                    .await
+            }
+            Blocks::ByHand => {
+                // Each call is in the pool before the next is sent, so the
+                // pool's list is in nonce order (chopsticks validates
+                // concurrent submissions in an order of its own and drops a
+                // transaction applied before its predecessor; a node's pool
+                // orders them by nonce).
+                let mut pooled = Vec::with_capacity(n);
+                for call in calls {
+                    pooled.push(submitter.clone().oneshot(call).await.expect("pooled"));
+                }
+                let landed = futures::future::join_all(
+                    pooled
+                        .into_iter()
+                        .map(|p| async move { p.await.expect("call lands") }),
+                );
+                tokio::pin!(landed);
+                loop {
+                    new_block(chain).await;
+                    if let Ok(all) =
+                        tokio::time::timeout(Duration::from_millis(500), &mut landed).await
+                    {
+                        break all;
+                    }
+                }
+            }
+        };
+        inclusions.into_iter().flat_map(|i| i.events).collect()
     }
 
     /// Creates `n` Lane 1 tasks as Alice and has each assigned (to Bob, the
     /// runtime's only executor); returns their ids.
-    async fn setup(alice: &SubxtSubmitter, n: usize) -> Vec<TaskId> {
+    async fn setup(
+        chain: &SubxtChain,
+        blocks: &Blocks,
+        alice: &SubxtSubmitter,
+        n: usize,
+    ) -> Vec<TaskId> {
         let creates = (0..n)
             .map(|_| MarketCall::CreateTaskIntent {
                 lane: Lane::Lane1,
@@ -82,7 +155,7 @@ mod bench {
                 escrow_amount: UNIT,
             })
             .collect();
-        let ids: Vec<TaskId> = all_at_once(alice, creates)
+        let ids: Vec<TaskId> = all_at_once(chain, blocks, alice, creates)
             .await
             .iter()
             .filter_map(|e| match e {
@@ -95,7 +168,7 @@ mod bench {
             .iter()
             .map(|id| MarketCall::AcceptAssignment { task_id: *id })
             .collect();
-        let assigned = all_at_once(alice, accepts).await;
+        let assigned = all_at_once(chain, blocks, alice, accepts).await;
         for e in &assigned {
             if let MarketEvent::TaskAssigned { executor, .. } = e {
                 assert_eq!(*executor, AccountId::BOB, "Bob is the only executor");
@@ -117,6 +190,7 @@ mod bench {
 
     async fn measure(
         chain: &SubxtChain,
+        blocks: &Blocks,
         bob: &SubxtSubmitter,
         ids: &[TaskId],
         pipelined: bool,
@@ -125,11 +199,11 @@ mod bench {
         let start = Instant::now();
         if pipelined {
             let calls = ids.iter().flat_map(|id| executor_calls(*id)).collect();
-            all_at_once(bob, calls).await;
+            all_at_once(chain, blocks, bob, calls).await;
         } else {
             for id in ids {
                 for call in executor_calls(*id) {
-                    bob.clone().submit(call).await.expect("call lands");
+                    all_at_once(chain, blocks, bob, vec![call]).await;
                 }
             }
         }
@@ -147,17 +221,42 @@ mod bench {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(32);
-        let node = crate::support::chopsticks_in("Batch").await;
-        let chain = SubxtChain::connect(&node.url, Backend::Legacy)
-            .await
-            .expect("connects");
+        let block_ms: u64 = std::env::var("CHAIN_BENCH_BLOCK_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(500);
+        let spec = "nsn-dev-para-spec.json";
+        // Either node is kept alive until the end of the run.
+        let (omni, chopsticks);
+        let (url, backend, blocks, label) =
+            match crate::support::omni_node("the chain bench on a real node", spec, block_ms).await
+            {
+                Some(node) => {
+                    omni = node;
+                    let label =
+                        format!("polkadot-omni-node, {block_ms} ms blocks, default backend");
+                    (omni.url.clone(), Backend::Default, Blocks::Timed, label)
+                }
+                None => {
+                    chopsticks = crate::support::chopsticks_in("Manual").await;
+                    let label = "chopsticks, blocks built by hand, legacy backend".to_owned();
+                    (
+                        chopsticks.url.clone(),
+                        Backend::Legacy,
+                        Blocks::ByHand,
+                        label,
+                    )
+                }
+            };
+        println!("chain: {label}, {n} tasks per measurement");
+        let chain = SubxtChain::connect(&url, backend).await.expect("connects");
         let alice = chain.submitter(dev::alice());
         let bob = chain.submitter(dev::bob());
 
-        let ids = setup(&alice, n).await;
-        let sequential = measure(&chain, &bob, &ids, false).await;
-        let ids = setup(&alice, n).await;
-        let pipelined = measure(&chain, &bob, &ids, true).await;
+        let ids = setup(&chain, &blocks, &alice, n).await;
+        let sequential = measure(&chain, &blocks, &bob, &ids, false).await;
+        let ids = setup(&chain, &blocks, &alice, n).await;
+        let pipelined = measure(&chain, &blocks, &bob, &ids, true).await;
 
         for (name, m) in [("sequential", &sequential), ("pipelined", &pipelined)] {
             println!(

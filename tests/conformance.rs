@@ -1,6 +1,8 @@
 //! Conformance: the pallet's rules, each as a scenario run against the
-//! embedded dev chain and against the dev runtime under chopsticks, through
-//! the same port and submitter interfaces. Each scenario's transcript —
+//! embedded dev chain and against the dev runtime under chopsticks (and,
+//! when `NSN_OMNI_NODE` names one, its parachain flavour under
+//! `polkadot-omni-node`, on both subxt backends), through the same port and
+//! submitter interfaces. Each scenario's transcript —
 //! every call's events (or its error by variant name) and the reads it
 //! makes (statuses, stakes, reserved balances, open queues) — must be equal
 //! on both, and the test then checks what the scenario is about.
@@ -44,8 +46,11 @@ trait Chain {
     fn signer(&self, who: AccountId) -> Self::Signer;
     /// A signer with root origin.
     fn root(&self) -> Self::Signer;
-    /// Builds `n` empty blocks.
+    /// Builds `n` empty blocks (or waits for them, on a chain that builds
+    /// its own).
     async fn new_blocks(&self, n: u32);
+    /// Builds (or waits for) blocks until the head is block `number`.
+    async fn until_block(&self, number: u32);
     /// An executor's stake.
     async fn stake(&self, who: AccountId) -> u128;
     /// An account's reserved balance (escrow, stake).
@@ -69,6 +74,10 @@ impl Chain for Dev {
     async fn new_blocks(&self, n: u32) {
         self.0.produce_blocks(n);
     }
+    async fn until_block(&self, number: u32) {
+        let head = self.0.finalized_head().await.expect("head").number;
+        self.0.produce_blocks(number.saturating_sub(head));
+    }
     async fn stake(&self, who: AccountId) -> u128 {
         self.0
             .with_market(|m| m.executor(&who).map_or(0, |e| e.stake))
@@ -85,13 +94,31 @@ impl Chain for Dev {
     }
 }
 
-/// The runtime under chopsticks. One submitter per account, kept for the
+/// The runtime under a node. One submitter per account, kept for the
 /// whole run: a submitter owns its account's nonce, so two for one account
 /// would race for it.
 struct Real(
     SubxtChain,
     std::sync::Mutex<BTreeMap<AccountId, SubxtSubmitter>>,
+    Blocks,
 );
+
+/// How a node makes blocks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Blocks {
+    /// On request (chopsticks' `dev_newBlock`), and one per transaction.
+    OnRequest,
+    /// On its own, a block at a time (polkadot-omni-node's dev mode): a
+    /// call lands in the next block, and "new blocks" are waited for.
+    Timed,
+}
+
+impl Real {
+    async fn on(url: &str, backend: Backend, blocks: Blocks) -> Real {
+        let chain = SubxtChain::connect(url, backend).await.expect("connects");
+        Real(chain, Default::default(), blocks)
+    }
+}
 
 fn keypair(who: AccountId) -> subxt_signer::sr25519::Keypair {
     use subxt_signer::sr25519::dev;
@@ -133,7 +160,30 @@ impl Chain for Real {
         self.0.sudo_submitter(keypair(ALICE))
     }
     async fn new_blocks(&self, n: u32) {
+        let head = ChainPort::finalized_head(&self.0).await.expect("head");
+        self.until_block(head.number + n).await;
+    }
+    async fn until_block(&self, number: u32) {
+        use futures::StreamExt;
         use subxt::rpcs::client::rpc_params;
+        let head = ChainPort::finalized_head(&self.0).await.expect("head");
+        if head.number >= number {
+            return;
+        }
+        if self.2 == Blocks::Timed {
+            let mut blocks = self.0.finalized_blocks(Some(head.number + 1));
+            return tokio::time::timeout(std::time::Duration::from_secs(600), async {
+                while let Some(block) = blocks.next().await {
+                    if block.expect("block").number >= number {
+                        return;
+                    }
+                }
+                panic!("the block stream ended");
+            })
+            .await
+            .expect("the node builds blocks");
+        }
+        let n = number - head.number;
         let _: serde_json::Value = self
             .0
             .rpc()
@@ -730,7 +780,7 @@ async fn rejections<C: Chain>(c: &C) -> Transcript {
         .expect("TaskSubmitted");
     // Up to two blocks before the deadline: the next call lands in the
     // block before it, the one after in the deadline block itself.
-    c.new_blocks(deadline - inc.block.number - 2).await;
+    c.until_block(deadline - 2).await;
     step(
         &mut t,
         "late: attest the block before the deadline",
@@ -961,25 +1011,64 @@ fn ok_events(t: &Transcript, what: &str) -> bool {
     t.get(what).starts_with("Ok(")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dev_chain_and_the_runtime_follow_the_same_rules() {
+/// The scenarios on the embedded dev chain.
+async fn on_the_dev_chain() -> Vec<(&'static str, Transcript)> {
     let dev = Dev(DevChain::new(DevConfig {
         auto_attest: None,
         ..DevConfig::default()
     })
     .expect("dev chain"));
-    let embedded = all(&dev).await;
+    all(&dev).await
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_chain_and_the_runtime_follow_the_same_rules() {
+    let embedded = on_the_dev_chain().await;
     let node = support::chopsticks().await;
-    let real = Real(
-        SubxtChain::connect(&node.url, Backend::Legacy)
-            .await
-            .expect("connects"),
-        Default::default(),
-    );
+    let real = Real::on(&node.url, Backend::Legacy, Blocks::OnRequest).await;
     let runtime = all(&real).await;
+    same_rules(&embedded, &runtime, &real);
+}
 
-    for ((scenario, a), (_, b)) in embedded.iter().zip(&runtime) {
+/// The scenarios on the parachain flavour under polkadot-omni-node (a block
+/// a second, each final at once), through `backend`, against the embedded
+/// dev chain's.
+async fn on_the_real_node(test: &str, backend: Backend) {
+    let Some(node) = support::omni_node(test, "nsn-dev-para-spec.json", 1_000).await else {
+        return;
+    };
+    let embedded = on_the_dev_chain().await;
+    let real = Real::on(&node.url, backend, Blocks::Timed).await;
+    let runtime = all(&real).await;
+    same_rules(&embedded, &runtime, &real);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_real_node_the_runtime_follows_the_same_rules_through_the_legacy_backend() {
+    on_the_real_node(
+        "on_a_real_node_the_runtime_follows_the_same_rules_through_the_legacy_backend",
+        Backend::Legacy,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_real_node_the_runtime_follows_the_same_rules_through_the_default_backend() {
+    on_the_real_node(
+        "on_a_real_node_the_runtime_follows_the_same_rules_through_the_default_backend",
+        Backend::Default,
+    )
+    .await;
+}
+
+/// The transcripts are equal step by step, and each scenario shows what it
+/// is about.
+fn same_rules(
+    embedded: &[(&'static str, Transcript)],
+    runtime: &[(&'static str, Transcript)],
+    real: &Real,
+) {
+    for ((scenario, a), (_, b)) in embedded.iter().zip(runtime) {
         for ((what, x), (what_b, y)) in a.steps.iter().zip(&b.steps) {
             assert_eq!(what, what_b, "{scenario}: the steps line up");
             assert_eq!(x, y, "{scenario}: {what}: embedded dev chain vs runtime");
@@ -1280,12 +1369,7 @@ async fn assignments_in_one_block_go_to_one_executor() {
     check("embedded", &dev_blocks, 12);
 
     let node = support::chopsticks_with("Manual", "nsn-dev-spec-multi.json").await;
-    let real = Real(
-        SubxtChain::connect(&node.url, Backend::Legacy)
-            .await
-            .expect("connects"),
-        Default::default(),
-    );
+    let real = Real::on(&node.url, Backend::Legacy, Blocks::OnRequest).await;
     let real_blocks = burst(&real.signer(ALICE), 12, || real.new_blocks(1)).await;
     check("runtime", &real_blocks, 12);
 }

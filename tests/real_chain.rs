@@ -378,18 +378,51 @@ async fn wait_for_events(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_runs_n_tasks_to_verified_on_the_real_runtime() {
+    let node = chopsticks().await;
+    binary_runs_tasks_to_verified(&node.url, Backend::Legacy, 6).await;
+}
+
+/// `nsn-lane1 run --chain-backend default` against a node that serves the
+/// new JSON-RPC (polkadot-omni-node running the parachain flavour, 500 ms
+/// blocks): every task verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_real_node_the_binary_runs_tasks_to_verified_through_the_default_backend() {
+    let test = "on_a_real_node_the_binary_runs_tasks_to_verified_through_the_default_backend";
+    if let Some(node) = support::omni_node(test, "nsn-dev-para-spec.json", 500).await {
+        binary_runs_tasks_to_verified(&node.url, Backend::Default, 12).await;
+    }
+}
+
+/// As above, through the legacy backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_real_node_the_binary_runs_tasks_to_verified_through_the_legacy_backend() {
+    let test = "on_a_real_node_the_binary_runs_tasks_to_verified_through_the_legacy_backend";
+    if let Some(node) = support::omni_node(test, "nsn-dev-para-spec.json", 500).await {
+        binary_runs_tasks_to_verified(&node.url, Backend::Legacy, 12).await;
+    }
+}
+
+/// Runs the binary against the node at `url` through `backend` (as Bob,
+/// the only executor), posts `n` tasks as a requester would (through the
+/// same backend), and checks each ends verified and the state file
+/// records the blocks handled.
+async fn binary_runs_tasks_to_verified(url: &str, backend: Backend, n: usize) {
     use nsn_lane1::chain::SubmitExt;
     use nsn_lane1::chain::{MarketCall, MarketEvent};
     use nsn_lane1::task::TaskStatus;
     use subxt_signer::sr25519::dev;
 
-    const N: usize = 6;
-    let node = chopsticks().await;
-    let chain = SubxtChain::connect(&node.url, Backend::Legacy)
-        .await
-        .expect("connects");
+    let chain = SubxtChain::connect(url, backend).await.expect("connects");
+    let backend_arg = match backend {
+        Backend::Default => "default",
+        Backend::Legacy => "legacy",
+    };
     let sidecar = support::TestSidecar::start();
-    let dir = std::env::temp_dir().join(format!("nsn-lane1-run-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "nsn-lane1-run-{}-{backend_arg}-{}",
+        std::process::id(),
+        url.rsplit(':').next().unwrap_or("")
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let key = dir.join("bob.key");
     support::write_key_file(&key, "//Bob\n");
@@ -397,7 +430,7 @@ async fn the_binary_runs_n_tasks_to_verified_on_the_real_runtime() {
     let _ = std::fs::remove_file(&state);
 
     let mut run = tokio::process::Command::new(env!("CARGO_BIN_EXE_nsn-lane1"))
-        .args(["run", "--chain", &node.url, "--chain-backend", "legacy"])
+        .args(["run", "--chain", url, "--chain-backend", backend_arg])
         .args(["--sidecar", &sidecar.endpoint()])
         .arg("--key-file")
         .arg(&key)
@@ -410,10 +443,10 @@ async fn the_binary_runs_n_tasks_to_verified_on_the_real_runtime() {
         .spawn()
         .expect("the binary starts");
 
-    // The requester posts N tasks at once and has them assigned (to Bob,
+    // The requester posts n tasks at once and has them assigned (to Bob,
     // the runtime's only executor).
     let start = chain.finalized_head().await.unwrap().number;
-    let inputs = (0..N).map(|i| format!("task {i}").into_bytes()).collect();
+    let inputs = (0..n).map(|i| format!("task {i}").into_bytes()).collect();
     let ids = post_and_assign(&chain, sidecar.sidecar.store(), "sha256", inputs).await;
 
     // The node (a separate process) runs and submits every one.

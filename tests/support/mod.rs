@@ -534,6 +534,96 @@ mod chopsticks_support {
 #[allow(unused_imports)]
 pub use chopsticks_support::{Chopsticks, chopsticks, chopsticks_in, chopsticks_with};
 
+#[cfg(feature = "real-chain")]
+mod omni_node_support {
+    /// `polkadot-omni-node` in its dev mode (a block every `block_ms`, each
+    /// final at once) running a spec of the runtime's parachain flavour, on
+    /// a free loopback port and a temporary database; killed when dropped.
+    pub struct OmniNode {
+        pub url: String,
+        pub block_ms: u64,
+        _child: tokio::process::Child,
+    }
+
+    /// The environment variable naming the node's binary (built by
+    /// `tests/chain/omni-node.sh`).
+    pub const OMNI_NODE_ENV: &str = "NSN_OMNI_NODE";
+
+    /// The node, if `NSN_OMNI_NODE` names one; otherwise `None`, said on
+    /// the test's standard error (past the test harness's capture, so a
+    /// skip is seen) by `test`.
+    pub async fn omni_node(test: &str, spec: &str, block_ms: u64) -> Option<OmniNode> {
+        use std::io::Write;
+        use std::process::Stdio;
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        use tokio::process::Command;
+        let Some(bin) = std::env::var_os(OMNI_NODE_ENV).filter(|v| !v.is_empty()) else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: {OMNI_NODE_ENV} is not set (build the node with \
+                 tests/chain/omni-node.sh; see the README, \"A real node\")"
+            );
+            return None;
+        };
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chain");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut child = Command::new(&bin)
+            .current_dir(dir)
+            .args(["--chain", spec, "--dev-block-time", &block_ms.to_string()])
+            .args(["--tmp", "--rpc-port", &port.to_string()])
+            .args(["--listen-addr", "/ip4/127.0.0.1/tcp/0"])
+            .args(["--no-prometheus", "--no-telemetry", "--no-mdns"])
+            .args(["--no-hardware-benchmarks", "--rpc-max-connections", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{OMNI_NODE_ENV}={bin:?} does not start: {e}"));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = Vec::new();
+        let ready = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                // The first block sealed: the RPC server is up before it.
+                let up = line.contains("Imported #1 ");
+                seen.push(line);
+                if up {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if ready != Ok(true) {
+            panic!(
+                "polkadot-omni-node did not seal its first block within 120 s; its log:\n{}",
+                seen.join("\n")
+            );
+        }
+        // Keep draining its log so it never blocks on a full pipe; with
+        // NSN_OMNI_NODE_LOG set, pass it on.
+        let echo = std::env::var_os("NSN_OMNI_NODE_LOG").is_some();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if echo {
+                    eprintln!("omni-node: {line}");
+                }
+            }
+        });
+        Some(OmniNode {
+            url: format!("ws://127.0.0.1:{port}"),
+            block_ms,
+            _child: child,
+        })
+    }
+}
+#[cfg(feature = "real-chain")]
+#[allow(unused_imports)]
+pub use omni_node_support::{OMNI_NODE_ENV, OmniNode, omni_node};
+
 /// Writes a key file the way an operator must: readable by its owner only
 /// (`nsn-lane1 run` refuses one its group or others can read).
 pub fn write_key_file(path: &std::path::Path, secret: &str) {
