@@ -13,6 +13,12 @@ if [ ! -x "$chain/node_modules/.bin/chopsticks" ] || ! cmp -s "$chain/package-lo
     cp "$chain/package-lock.json" "$stamp"
 fi
 
+if [ -n "${NSN_OMNI_NODE:-}" ]; then
+    echo "== NSN_OMNI_NODE=$NSN_OMNI_NODE: the real-node tests run against polkadot-omni-node"
+else
+    echo "== NSN_OMNI_NODE is not set: the real-node tests skip (each says SKIPPED; tests/chain/omni-node.sh builds the node)"
+fi
+
 cargo test --locked "$@"
 
 # The seeded soak (examples/soak.rs, built by `cargo test`): 1,000 jobs
