@@ -3,8 +3,8 @@
 # clean), runs the pallet's own tests, and records the sources' hash. Commit
 # the files it writes: nsn-dev-runtime.wasm, nsn-dev-spec.json,
 # nsn-dev-spec-multi.json (three executors), the parachain flavour's
-# nsn-dev-para-runtime.wasm, nsn-dev-para-spec.json and
-# nsn-dev-para-spec-multi.json, and artifacts.sha256. Needs
+# nsn-dev-para-runtime.wasm and nsn-dev-para-spec.json, and
+# artifacts.sha256. Needs
 # `rustup target add wasm32v1-none` and the rust-src component.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -18,7 +18,6 @@ target/release/nsn-dev-spec nsn-dev-runtime.wasm multi-executor > nsn-dev-spec-m
 cargo build --release -p nsn-dev-runtime -p nsn-dev-spec --features nsn-dev-spec/parachain
 cp "$wasm" nsn-dev-para-runtime.wasm
 target/release/nsn-dev-spec nsn-dev-para-runtime.wasm > nsn-dev-para-spec.json
-target/release/nsn-dev-spec nsn-dev-para-runtime.wasm multi-executor > nsn-dev-para-spec-multi.json
 ./sources-hash > artifacts.sha256
 echo "wrote nsn-dev-runtime.wasm, nsn-dev-spec.json, nsn-dev-spec-multi.json," \
-    "nsn-dev-para-runtime.wasm, nsn-dev-para-spec.json, nsn-dev-para-spec-multi.json, artifacts.sha256"
+    "nsn-dev-para-runtime.wasm, nsn-dev-para-spec.json, artifacts.sha256"
