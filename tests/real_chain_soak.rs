@@ -1,8 +1,10 @@
 //! The real-process soak: chopsticks with the dev runtime, `nsn-lane1 run`
 //! and `nsn-lane1 sidecar` as processes of their own, the node killed twice
-//! and the sidecar once. A file of its own, so that it does not share the
-//! machine with the other chopsticks tests (test binaries run one after
-//! another). Runs with the `real-chain` feature (on by default).
+//! and the sidecar once; and, when `NSN_OMNI_NODE` names one, the same on
+//! the parachain flavour under polkadot-omni-node through subxt's default
+//! backend. A file of its own, so that it does not share the machine with
+//! the other chopsticks tests (test binaries run one after another; its two
+//! soaks take turns). Runs with the `real-chain` feature (on by default).
 #![cfg(all(feature = "real-chain", feature = "dev"))]
 
 mod support;
@@ -94,12 +96,6 @@ async fn market_extrinsics(
 /// once. Every task ends verified, no call is in a block twice, no slash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_node_and_sidecar_processes_lose_no_task_and_send_no_call_twice() {
-    use futures::StreamExt;
-    use nsn_lane1::chain::{ChainPort, MarketCall, MarketEvent, SubmitExt};
-    use nsn_lane1::task::{AccountId, TaskStatus};
-    use subxt_signer::sr25519::dev;
-
-    const N: usize = 40;
     // Blocks on a clock (chopsticks builds one on each `dev_newBlock`), as
     // a real chain does: a node's calls wait in the pool for the next block.
     let node = support::chopsticks_in("Manual").await;
@@ -123,7 +119,45 @@ async fn killed_node_and_sidecar_processes_lose_no_task_and_send_no_call_twice()
             }
         })
     };
-    let dir = std::env::temp_dir().join(format!("nsn-lane1-soak-{}", std::process::id()));
+    soak(&node.url, Backend::Legacy, &chain).await;
+    clock.abort();
+}
+
+/// The same soak on the parachain flavour under polkadot-omni-node (its own
+/// block clock, each block final at once, a real transaction pool), the
+/// node process and the test's client on subxt's default backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_real_node_killed_processes_lose_no_task_and_send_no_call_twice() {
+    let test = "on_a_real_node_killed_processes_lose_no_task_and_send_no_call_twice";
+    let Some(node) = support::omni_node(test, "nsn-dev-para-spec.json", BLOCK_MS).await else {
+        return;
+    };
+    let chain = SubxtChain::connect(&node.url, Backend::Default)
+        .await
+        .expect("connects");
+    soak(&node.url, Backend::Default, &chain).await;
+}
+
+/// 40 tasks through `nsn-lane1 run` (through `backend`) on the chain at
+/// `url`, whose blocks come on their own; the faults, and the checks.
+async fn soak(url: &str, backend: Backend, chain: &SubxtChain) {
+    use futures::StreamExt;
+    // One soak at a time: the file's two share a process.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
+    use nsn_lane1::chain::{ChainPort, MarketCall, MarketEvent, SubmitExt};
+    use nsn_lane1::task::{AccountId, TaskStatus};
+    use subxt_signer::sr25519::dev;
+
+    const N: usize = 40;
+    let backend_arg = match backend {
+        Backend::Default => "default",
+        Backend::Legacy => "legacy",
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "nsn-lane1-soak-{}-{backend_arg}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("store")).unwrap();
     let key = dir.join("bob.key");
@@ -145,7 +179,7 @@ async fn killed_node_and_sidecar_processes_lose_no_task_and_send_no_call_twice()
         tokio::process::Command::new(env!("CARGO_BIN_EXE_nsn-lane1"))
             .arg("--config")
             .arg(&config)
-            .args(["run", "--chain", &node.url, "--chain-backend", "legacy"])
+            .args(["run", "--chain", url, "--chain-backend", backend_arg])
             .args(["--sidecar", &format!("http://{addr}")])
             .arg("--key-file")
             .arg(&key)
@@ -159,7 +193,7 @@ async fn killed_node_and_sidecar_processes_lose_no_task_and_send_no_call_twice()
     };
     let mut node_process = run();
 
-    let stake_before = executor_stake(&chain, AccountId::BOB).await;
+    let stake_before = executor_stake(chain, AccountId::BOB).await;
     let start = chain.finalized_head().await.unwrap().number;
     // The requester posts the tasks one after another (each created, then
     // assigned) while the node works and the faults come.
@@ -253,7 +287,7 @@ async fn killed_node_and_sidecar_processes_lose_no_task_and_send_no_call_twice()
 
     // Counted from the blocks: each call once per task, no fail_task; the
     // executor's stake untouched.
-    let calls = market_extrinsics(&chain, start).await;
+    let calls = market_extrinsics(chain, start).await;
     for id in &ids {
         for name in ["start_task", "submit_result", "fail_task"] {
             let sent = calls
@@ -272,7 +306,7 @@ async fn killed_node_and_sidecar_processes_lose_no_task_and_send_no_call_twice()
         assert_eq!(task.status, TaskStatus::Verified, "{id}");
     }
     assert_eq!(
-        executor_stake(&chain, AccountId::BOB).await,
+        executor_stake(chain, AccountId::BOB).await,
         stake_before,
         "no slash"
     );
@@ -281,7 +315,6 @@ async fn killed_node_and_sidecar_processes_lose_no_task_and_send_no_call_twice()
         None,
         "the node keeps running"
     );
-    clock.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
