@@ -6,10 +6,11 @@
 #   bash tests/chain/omni-node.sh            # builds, then prints the binary's path
 #   export NSN_OMNI_NODE=$(bash tests/chain/omni-node.sh --path)
 #
-# Needs clang and libclang-dev (RocksDB's bindings; Debian: apt-get install
-# clang libclang-dev), the wasm32-unknown-unknown and wasm32v1-none targets and
-# the rust-src component (the node's test runtimes are built to wasm); the
-# script adds the rustup parts itself. The build reuses its target directory,
+# Needs clang and libclang-dev (RocksDB's bindings) and protoc (litep2p's
+# protocol buffers) — on Debian: apt-get install clang libclang-dev
+# protobuf-compiler — and the wasm32-unknown-unknown and wasm32v1-none
+# targets and the rust-src component (the node's test runtimes are built to
+# wasm), which the script adds itself. The build reuses its target directory,
 # so a build stopped half way resumes.
 set -euo pipefail
 version=0.24.0
@@ -23,8 +24,12 @@ if [ -x "$bin" ]; then
     echo "$bin"
     exit 0
 fi
-if ! command -v clang >/dev/null || [ ! -e /usr/include/clang-c/Index.h ] && ! ls /usr/lib/llvm-*/include/clang-c/Index.h >/dev/null 2>&1; then
-    echo "polkadot-omni-node needs clang and libclang-dev: apt-get install clang libclang-dev" >&2
+missing=()
+command -v clang >/dev/null || missing+=(clang)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "polkadot-omni-node needs: apt-get install ${missing[*]}" >&2
     exit 1
 fi
 rustup target add wasm32-unknown-unknown wasm32v1-none >&2
