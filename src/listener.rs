@@ -363,6 +363,21 @@ impl<P: ChainPort> ChainListener<P> {
                                 self.undecodable(next, &e).await;
                                 break;
                             }
+                            // Blocks the chain node no longer holds (it
+                            // pruned their state while the node was away):
+                            // their events are gone from it for good, so
+                            // retrying cannot help. Resumed at the
+                            // finalized head from the chain's state.
+                            Some(Err(ChainError::Pruned { block })) => {
+                                match self.skip_pruned(block).await {
+                                    Ok(head) => next = head + 1,
+                                    Err(ListenerError::Chain(ChainError::Connection(e))) => {
+                                        self.wait_out(&e.to_string()).await;
+                                    }
+                                    Err(e) => return Err(e),
+                                }
+                                break;
+                            }
                             Some(Err(e)) => return Err(e.into()),
                             // Ended without an error: the chain shut down.
                             None if self.lost == 0 => return Err(ListenerError::StreamEnded),
@@ -413,6 +428,57 @@ impl<P: ChainPort> ChainListener<P> {
                 }
             }
         }
+    }
+
+    /// Skips the blocks from `from` to the finalized head, whose state the
+    /// chain node has pruned, and resumes from the chain's state at the
+    /// head: Lane 0 work settled meanwhile is announced settled, the Lane 0
+    /// work open now announced, every task assigned to us that we did not
+    /// know of handed over, the open Lane 1 tasks reported as candidates;
+    /// the head is then marked handled. What only the skipped events said
+    /// (a result verified, a task of ours failed) is not seen; the status
+    /// guard reads a task's status before any call for it. Returns the head.
+    async fn skip_pruned(&mut self, from: BlockNumber) -> Result<BlockNumber, ListenerError> {
+        let head = self.port.finalized_head().await?;
+        tracing::error!(
+            from,
+            to = head.number,
+            "the chain node has pruned these blocks' state: their events are skipped, and \
+             the node resumes from the chain's state at the finalized head (run the chain \
+             node with more state kept, or an archive node, to backfill long absences)"
+        );
+        let open: HashSet<TaskId> = self
+            .port
+            .open_lane0_tasks(head.hash)
+            .await?
+            .into_iter()
+            .collect();
+        let settled: Vec<TaskId> = self.lane0_open.difference(&open).copied().collect();
+        for task_id in settled {
+            self.lane0_open.remove(&task_id);
+            self.send(TaskEvent::Lane0Settled { task_id }).await?;
+        }
+        for task_id in open {
+            if self.lane0_open.insert(task_id) {
+                self.send(TaskEvent::Lane0Arrived { task_id }).await?;
+            }
+        }
+        self.find_lost(head).await?;
+        self.report_open_candidates(head).await?;
+        let skipped = head.number.saturating_add(1).saturating_sub(from);
+        self.metrics
+            .skipped_blocks
+            .with(&[])
+            .add(u64::from(skipped));
+        self.metrics
+            .handled_block
+            .with(&[])
+            .set(i64::from(head.number));
+        self.send(TaskEvent::BlockDone {
+            number: head.number,
+        })
+        .await?;
+        Ok(head.number)
     }
 
     /// A finalized block's events, then its hints' and reconciliation's

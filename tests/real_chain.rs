@@ -402,6 +402,117 @@ async fn on_a_real_node_the_binary_runs_tasks_to_verified_through_the_legacy_bac
     }
 }
 
+/// A node away for longer than the chain node keeps state (here 32
+/// blocks, `--state-pruning 32`; a full node's default is 256) comes back
+/// to blocks it cannot read: it skips them, resumes from the chain's state
+/// and runs the task assigned to it meanwhile, instead of retrying the
+/// pruned block for as long as it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_real_node_a_node_back_after_the_state_was_pruned_resumes_from_state() {
+    use nsn_lane1::chain::MarketEvent;
+    let test = "on_a_real_node_a_node_back_after_the_state_was_pruned_resumes_from_state";
+    let args = ["--state-pruning", "32"];
+    let Some(node) = support::omni_node_with(test, "nsn-dev-para-spec.json", 100, &args).await
+    else {
+        return;
+    };
+    let chain = SubxtChain::connect(&node.url, Backend::Default)
+        .await
+        .expect("connects");
+    let sidecar = support::TestSidecar::start();
+    let dir = std::env::temp_dir().join(format!("nsn-lane1-pruned-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("bob.key");
+    support::write_key_file(&key, "//Bob\n");
+    let state = dir.join("last-block");
+    let _ = std::fs::remove_file(&state);
+    let run = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_nsn-lane1"))
+            .args(["run", "--chain", &node.url, "--chain-backend", "default"])
+            .args(["--sidecar", &sidecar.endpoint()])
+            .arg("--key-file")
+            .arg(&key)
+            .arg("--state-file")
+            .arg(&state)
+            .env("NSN_LANE1_LOG", "error")
+            .env("NSN_LANE1_TELEMETRY_LISTEN", "127.0.0.1:0")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the binary starts")
+    };
+    let submitted = |e: &MarketEvent| match e {
+        MarketEvent::TaskSubmitted { task_id, .. } => Some(*task_id),
+        _ => None,
+    };
+
+    let mut first = run();
+    let start = chain.finalized_head().await.unwrap().number;
+    let ids = post_and_assign(
+        &chain,
+        sidecar.sidecar.store(),
+        "sha256",
+        vec![b"1".to_vec()],
+    )
+    .await;
+    wait_for_events(&chain, start, &ids, 60, submitted).await;
+    first.kill().await.expect("stops");
+    let recorded: u32 = std::fs::read_to_string(&state)
+        .expect("a recorded block")
+        .trim()
+        .parse()
+        .expect("a number");
+
+    // Away: a task is assigned to the node, and the chain moves on past
+    // what its node keeps.
+    let missed = post_and_assign(
+        &chain,
+        sidecar.sidecar.store(),
+        "sha256",
+        vec![b"2".to_vec()],
+    )
+    .await;
+    // Headers only (a block's events could be pruned before they are read).
+    let mut heads = chain
+        .rpc()
+        .subscribe::<serde_json::Value>(
+            "chain_subscribeFinalizedHeads",
+            subxt::rpcs::client::rpc_params![],
+            "chain_unsubscribeFinalizedHeads",
+        )
+        .await
+        .expect("finalized heads");
+    within_secs(60, async {
+        while let Some(head) = heads.next().await {
+            let head = head.expect("a header");
+            let number = head["number"]
+                .as_str()
+                .and_then(|n| u32::from_str_radix(n.trim_start_matches("0x"), 16).ok())
+                .expect("a block number");
+            if number > recorded + 64 {
+                return;
+            }
+        }
+    })
+    .await;
+
+    let back = chain.finalized_head().await.unwrap().number;
+    let mut second = run();
+    wait_for_events(&chain, back, &missed, 60, submitted).await;
+    assert_eq!(
+        second.try_wait().expect("status"),
+        None,
+        "the node keeps running"
+    );
+    let resumed: u32 = std::fs::read_to_string(&state)
+        .expect("a recorded block")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert!(resumed > recorded + 64, "recorded past the pruned blocks");
+    second.kill().await.expect("stops");
+}
+
 /// Runs the binary against the node at `url` through `backend` (as Bob,
 /// the only executor), posts `n` tasks as a requester would (through the
 /// same backend), and checks each ends verified and the state file

@@ -106,6 +106,69 @@ async fn a_restarted_node_backfills_the_blocks_it_missed_from_its_checkpoint() {
     assert!(checkpoint.load().unwrap().unwrap() >= missed.block.number);
 }
 
+/// A node away for longer than the chain node keeps state (a full node
+/// prunes all but 256 blocks) cannot read the events of the blocks it
+/// missed. It skips them, resumes at the finalized head from the chain's
+/// state, and runs the task assigned to it meanwhile — instead of retrying
+/// the pruned block for ever.
+#[tokio::test]
+async fn a_node_back_after_the_chain_pruned_the_blocks_it_missed_resumes_from_state() {
+    let chain = chain();
+    let sidecar = TestSidecar::start();
+    let dir = std::env::temp_dir().join(format!("nsn-lane1-pruned-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let checkpoint = Checkpoint::new(dir.join("last-block"));
+    let _ = std::fs::remove_file(checkpoint.path());
+    let alice = chain.submitter(AccountId::ALICE);
+
+    let first = node(&chain, &sidecar, Some(&checkpoint));
+    within("first node follows", first.following()).await;
+    let id = created_id(&ok(&alice, task_for(&sidecar, b"before")).await);
+    within("first task", first.board.wait_done(id)).await;
+    first.stop().await.expect("stops");
+    let saved = checkpoint.load().expect("readable").expect("recorded");
+
+    // While the node is down: a task is created and assigned to it, an
+    // open candidate appears, many blocks pass, and the chain node prunes
+    // the state of all but the last few.
+    let assigned = created_id(&ok(&alice, task_for(&sidecar, b"assigned while down")).await);
+    ok(
+        &alice,
+        nsn_lane1::chain::MarketCall::AcceptAssignment { task_id: assigned },
+    )
+    .await;
+    let open = created_id(&ok(&alice, task_for(&sidecar, b"open while down")).await);
+    chain.produce_blocks(20);
+    let head = chain.finalized_head().await.expect("head").number;
+    chain.prune_below(head - 4);
+    assert!(
+        saved + 1 < head - 4,
+        "the blocks after the checkpoint are pruned"
+    );
+
+    let second = node(&chain, &sidecar, Some(&checkpoint));
+    for id in [assigned, open] {
+        let outcome = within("task after the gap", second.board.wait_done(id)).await;
+        assert!(
+            matches!(outcome, TaskOutcome::Submitted { .. }),
+            "{id}: {outcome:?}"
+        );
+    }
+    let scrape = second.metrics.registry.render();
+    let skipped: u64 = scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("lane1_chain_skipped_blocks_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the skipped blocks' counter");
+    assert!(skipped >= 1, "the skip is counted: {skipped}");
+    second.stop().await.expect("stops");
+    assert!(
+        checkpoint.load().unwrap().unwrap() >= head,
+        "the checkpoint moves past the pruned blocks"
+    );
+    assert_eq!(support::own_slashes(&chain, AccountId::BOB), 0);
+}
+
 #[tokio::test]
 async fn candidates_posted_before_a_first_start_are_claimed() {
     let chain = chain();

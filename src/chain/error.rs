@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::{BlockHash, BlockRef, PALLET};
+use crate::task::BlockNumber;
 
 macro_rules! market_errors {
     ($($(#[$doc:meta])* $name:ident,)*) => {
@@ -341,4 +342,12 @@ pub enum ChainError {
     /// passing: another backend, or another node, is needed).
     #[error("the node cannot serve this backend: {0}")]
     Unsupported(String),
+    /// The node no longer holds the state of block `block` (it prunes old
+    /// state: a full node keeps 256 blocks by default), so that block's
+    /// events cannot be read from it; an archive node could serve them.
+    #[error("the node has pruned the state of block #{block}")]
+    Pruned {
+        /// The block asked for.
+        block: BlockNumber,
+    },
 }

@@ -295,6 +295,9 @@ pub struct Lane1Metrics {
     pub chain_events: CounterVec,
     /// Times the listener lost the chain connection and retried.
     pub chain_reconnects: CounterVec,
+    /// Finalized blocks whose events could not be read because the chain
+    /// node had pruned their state (the node resumed from state after them).
+    pub skipped_blocks: CounterVec,
     /// Payments received for verified tasks, in the chain's smallest unit.
     pub payments: CounterVec,
     /// Slashes of our account, by cause, as the pallet's rules apply them
@@ -391,6 +394,11 @@ impl Lane1Metrics {
             chain_reconnects: registry.counter(
                 "lane1_chain_reconnects_total",
                 "Times the chain connection was lost and retried.",
+                &[],
+            ),
+            skipped_blocks: registry.counter(
+                "lane1_chain_skipped_blocks_total",
+                "Finalized blocks skipped unread: the chain node had pruned their state.",
                 &[],
             ),
             payments: registry.counter(
@@ -493,6 +501,7 @@ impl Lane1Metrics {
             metrics.slashes.with(&[cause]);
         }
         metrics.chain_reconnects.with(&[]);
+        metrics.skipped_blocks.with(&[]);
         metrics.payments.with(&[]);
         metrics.in_flight.with(&[]);
         metrics.chain_outstanding.with(&[]);

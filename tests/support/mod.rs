@@ -553,6 +553,16 @@ mod omni_node_support {
     /// the test's standard error (past the test harness's capture, so a
     /// skip is seen) by `test`.
     pub async fn omni_node(test: &str, spec: &str, block_ms: u64) -> Option<OmniNode> {
+        omni_node_with(test, spec, block_ms, &[]).await
+    }
+
+    /// As [`omni_node`], with `args` added to the node's command line.
+    pub async fn omni_node_with(
+        test: &str,
+        spec: &str,
+        block_ms: u64,
+        args: &[&str],
+    ) -> Option<OmniNode> {
         use std::io::Write;
         use std::process::Stdio;
         use tokio::io::{AsyncBufReadExt, BufReader};
@@ -577,6 +587,7 @@ mod omni_node_support {
             .args(["--listen-addr", "/ip4/127.0.0.1/tcp/0"])
             .args(["--no-prometheus", "--no-telemetry", "--no-mdns"])
             .args(["--no-hardware-benchmarks", "--rpc-max-connections", "1000"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -622,7 +633,7 @@ mod omni_node_support {
 }
 #[cfg(feature = "real-chain")]
 #[allow(unused_imports)]
-pub use omni_node_support::{OMNI_NODE_ENV, OmniNode, omni_node};
+pub use omni_node_support::{OMNI_NODE_ENV, OmniNode, omni_node, omni_node_with};
 
 /// Writes a key file the way an operator must: readable by its owner only
 /// (`nsn-lane1 run` refuses one its group or others can read).

@@ -272,6 +272,8 @@ struct State {
     /// Extrinsics of retracted blocks.
     retracted: Vec<Extrinsic>,
     closed: bool,
+    /// Blocks below this one can no longer be read ([`DevChain::prune_below`]).
+    pruned_below: BlockNumber,
 }
 
 /// The best and finalized heads' numbers.
@@ -339,6 +341,7 @@ impl DevChain {
             fork_points: Vec::new(),
             retracted: Vec::new(),
             closed: false,
+            pruned_below: 0,
         };
         let (head, _) = watch::channel(Heads::default());
         let shared = Arc::new(Shared {
@@ -378,6 +381,14 @@ impl DevChain {
     pub fn produce_block(&self) -> Block {
         let mut st = self.lock();
         produce_block(&self.shared, &mut st)
+    }
+
+    /// Discards the state of every block below `number`, as a node that
+    /// prunes old state does (a full node keeps 256 blocks): a block
+    /// stream asked for one of them answers [`ChainError::Pruned`].
+    pub fn prune_below(&self, number: BlockNumber) {
+        let mut st = self.lock();
+        st.pruned_below = st.pruned_below.max(number);
     }
 
     /// Builds `n` blocks; returns the last.
@@ -1026,6 +1037,11 @@ fn follow(shared: Arc<Shared>, from: Option<BlockNumber>, head: Follow) -> Block
                     }
                     forks_seen = st.fork_points.len();
                     let top = shared.head.borrow().of(head);
+                    if next < st.pruned_below {
+                        drop(st);
+                        let pruned = ChainError::Pruned { block: next };
+                        return Some((Err(pruned), (shared, rx, next, forks_seen)));
+                    }
                     if next <= top
                         && let Some(block) = st.blocks.get(next as usize)
                     {

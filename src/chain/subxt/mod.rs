@@ -46,6 +46,19 @@ fn conn(e: impl std::fmt::Display) -> ChainError {
     ChainError::Connection(ConnectionError::transport(e))
 }
 
+/// A failed read of block `number`: [`ChainError::Pruned`] when the node
+/// says it has discarded the block's state, a connection failure otherwise.
+/// The node says so only in words ("State already discarded for …", its
+/// `UnknownBlock` client error, JSON-RPC code 4003), so its words decide.
+fn block_read(number: u32, e: impl std::fmt::Display) -> ChainError {
+    let words = e.to_string();
+    if words.contains("State already discarded") {
+        ChainError::Pruned { block: number }
+    } else {
+        conn(words)
+    }
+}
+
 /// Which subxt backend a connection drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
@@ -131,10 +144,14 @@ impl SubxtChain {
         let at = match self.api.at_block(u64::from(number)).await {
             Ok(at) => at,
             Err(subxt::error::OnlineClientAtBlockError::BlockNotFound { .. }) => return Ok(None),
-            Err(e) => return Err(conn(e)),
+            Err(e) => return Err(block_read(number, e)),
         };
         let header = at.block_header().await.map_err(conn)?;
-        let events = at.events().fetch().await.map_err(conn)?;
+        let events = at
+            .events()
+            .fetch()
+            .await
+            .map_err(|e| block_read(number, e))?;
         let mut records = Vec::new();
         let mut failed = 0u32;
         for event in events.iter() {
