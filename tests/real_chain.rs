@@ -457,11 +457,14 @@ async fn on_a_real_node_a_node_back_after_the_state_was_pruned_resumes_from_stat
     .await;
     wait_for_events(&chain, start, &ids, 60, submitted).await;
     first.kill().await.expect("stops");
-    let recorded: u32 = std::fs::read_to_string(&state)
-        .expect("a recorded block")
-        .trim()
-        .parse()
-        .expect("a number");
+    let recorded_block = || -> u32 {
+        std::fs::read_to_string(&state)
+            .expect("a recorded block")
+            .trim()
+            .parse()
+            .expect("a number")
+    };
+    let recorded = recorded_block();
 
     // Away: a task is assigned to the node, and the chain moves on past
     // what its node keeps.
@@ -504,12 +507,10 @@ async fn on_a_real_node_a_node_back_after_the_state_was_pruned_resumes_from_stat
         None,
         "the node keeps running"
     );
-    let resumed: u32 = std::fs::read_to_string(&state)
-        .expect("a recorded block")
-        .trim()
-        .parse()
-        .expect("a number");
-    assert!(resumed > recorded + 64, "recorded past the pruned blocks");
+    assert!(
+        recorded_block() > recorded + 64,
+        "recorded past the pruned blocks"
+    );
     second.kill().await.expect("stops");
 }
 

@@ -58,20 +58,22 @@ fn node_with(
     )
 }
 
-#[tokio::test]
-async fn a_restarted_node_backfills_the_blocks_it_missed_from_its_checkpoint() {
-    let chain = chain();
-    let sidecar = TestSidecar::start();
-    let dir = std::env::temp_dir().join(format!("nsn-lane1-resume-{}", std::process::id()));
+/// A checkpoint in a file of its own for test `name`, none recorded yet.
+fn fresh_checkpoint(name: &str) -> Checkpoint {
+    let dir = std::env::temp_dir().join(format!("nsn-lane1-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let checkpoint = Checkpoint::new(dir.join("last-block"));
     let _ = std::fs::remove_file(checkpoint.path());
-    let alice = chain.submitter(AccountId::ALICE);
+    checkpoint
+}
 
-    // First run: a candidate is claimed and run.
-    let first = node(&chain, &sidecar, Some(&checkpoint));
+/// A first run of Bob's node with `checkpoint`: a candidate is claimed and
+/// run, and the node stops. Returns the block it recorded.
+async fn first_run(chain: &DevChain, sidecar: &TestSidecar, checkpoint: &Checkpoint) -> u32 {
+    let first = node(chain, sidecar, Some(checkpoint));
     within("first node follows", first.following()).await;
-    let id = created_id(&ok(&alice, task_for(&sidecar, b"before")).await);
+    let alice = chain.submitter(AccountId::ALICE);
+    let id = created_id(&ok(&alice, task_for(sidecar, b"before")).await);
     let outcome = within("first task", first.board.wait_done(id)).await;
     assert!(
         matches!(outcome, TaskOutcome::Submitted { .. }),
@@ -83,6 +85,16 @@ async fn a_restarted_node_backfills_the_blocks_it_missed_from_its_checkpoint() {
         .expect("readable")
         .expect("a block was recorded");
     assert!(saved >= 1);
+    saved
+}
+
+#[tokio::test]
+async fn a_restarted_node_backfills_the_blocks_it_missed_from_its_checkpoint() {
+    let chain = chain();
+    let sidecar = TestSidecar::start();
+    let checkpoint = fresh_checkpoint("resume");
+    let alice = chain.submitter(AccountId::ALICE);
+    let saved = first_run(&chain, &sidecar, &checkpoint).await;
 
     // While the node is down a candidate appears. Only its `TaskCreated`
     // event says so (it is open, not assigned: start-up reconciliation does
@@ -115,18 +127,9 @@ async fn a_restarted_node_backfills_the_blocks_it_missed_from_its_checkpoint() {
 async fn a_node_back_after_the_chain_pruned_the_blocks_it_missed_resumes_from_state() {
     let chain = chain();
     let sidecar = TestSidecar::start();
-    let dir = std::env::temp_dir().join(format!("nsn-lane1-pruned-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let checkpoint = Checkpoint::new(dir.join("last-block"));
-    let _ = std::fs::remove_file(checkpoint.path());
+    let checkpoint = fresh_checkpoint("pruned");
     let alice = chain.submitter(AccountId::ALICE);
-
-    let first = node(&chain, &sidecar, Some(&checkpoint));
-    within("first node follows", first.following()).await;
-    let id = created_id(&ok(&alice, task_for(&sidecar, b"before")).await);
-    within("first task", first.board.wait_done(id)).await;
-    first.stop().await.expect("stops");
-    let saved = checkpoint.load().expect("readable").expect("recorded");
+    let saved = first_run(&chain, &sidecar, &checkpoint).await;
 
     // While the node is down: a task is created and assigned to it, an
     // open candidate appears, many blocks pass, and the chain node prunes
