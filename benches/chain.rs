@@ -19,6 +19,10 @@
 //!   another (each accepted before the next is sent), so that its list is
 //!   in nonce order as a node's pool would keep it.
 //!
+//! Then, as what a node back from an absence does, every block from #1 to
+//! the head is read again through each backend the chain serves (the
+//! default backend on the real node only): blocks read per second.
+//!
 //! Needs the `real-chain` feature and chopsticks (`npm ci` in
 //! `tests/chain`): `cargo bench --bench chain`.
 //! `CHAIN_BENCH_TASKS` sets the tasks per measurement (default 32).
@@ -216,6 +220,25 @@ mod bench {
         }
     }
 
+    /// Reads every finalized block from #1 to the head through `backend`,
+    /// as a node backfilling after an absence does; the blocks read and how
+    /// long it took.
+    async fn backfill(url: &str, backend: Backend) -> (u32, Duration) {
+        use nsn_lane1::chain::ChainPort;
+        let chain = SubxtChain::connect(url, backend).await.expect("connects");
+        let head = chain.finalized_head().await.expect("head").number;
+        let start = Instant::now();
+        let mut blocks = ChainPort::finalized_blocks(&chain, Some(1));
+        let mut read = 0;
+        while let Some(block) = blocks.next().await {
+            read += 1;
+            if block.expect("block").number >= head {
+                break;
+            }
+        }
+        (read, start.elapsed())
+    }
+
     pub(crate) async fn run() {
         let n: usize = std::env::var("CHAIN_BENCH_TASKS")
             .ok()
@@ -272,5 +295,17 @@ mod bench {
             "chain/ratio  tasks/block pipelined ÷ sequential: {:.1}×  (target ≥ 10×)",
             pipelined.per_block() / sequential.per_block()
         );
+        let backends: &[Backend] = match blocks {
+            Blocks::Timed => &[Backend::Default, Backend::Legacy],
+            Blocks::ByHand => &[Backend::Legacy],
+        };
+        for backend in backends {
+            let (read, wall) = backfill(&url, *backend).await;
+            println!(
+                "chain/backfill {:<8} blocks: {read:>5}  wall: {wall:>8.2?}  blocks/s: {:>7.1}",
+                format!("{backend:?}").to_lowercase(),
+                f64::from(read) / wall.as_secs_f64()
+            );
+        }
     }
 }
