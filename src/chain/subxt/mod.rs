@@ -7,7 +7,7 @@
 //! submitter that owns an account's nonce.
 
 use parity_scale_codec::DecodeAll;
-use subxt::backend::LegacyBackend;
+use subxt::backend::{ArchiveBackend, CombinedBackend, LegacyBackend};
 use subxt::rpcs::RpcClient;
 use subxt::utils::H256;
 use subxt::{OnlineClient, PolkadotConfig};
@@ -29,6 +29,13 @@ use crate::task::{AccountId, BlockNumber};
 #[derive(Clone)]
 pub struct SubxtChain {
     api: OnlineClient<PolkadotConfig>,
+    /// Reads at a given block: the same client on the legacy backend; on
+    /// the default backend, one that asks the archive methods where the
+    /// node has them and the legacy ones otherwise, never `chainHead_v1`,
+    /// which serves only the blocks its follow subscription pins (subxt's
+    /// combined backend would try it first for every read, and fall back:
+    /// a backfill read 41 blocks a second that way against 230).
+    history: OnlineClient<PolkadotConfig>,
     rpc: RpcClient,
     url: std::sync::Arc<str>,
     decode_failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -98,23 +105,36 @@ impl SubxtChain {
             })?
             .map_err(conn)?;
         let rpc = RpcClient::new(client);
-        let api = match backend {
+        let legacy = || LegacyBackend::<PolkadotConfig>::builder().build(rpc.clone());
+        let (api, history) = match backend {
             Backend::Legacy => {
-                let legacy = LegacyBackend::<PolkadotConfig>::builder().build(rpc.clone());
-                OnlineClient::from_backend(std::sync::Arc::new(legacy))
+                let api = OnlineClient::from_backend(std::sync::Arc::new(legacy()))
                     .await
-                    .map_err(conn)?
+                    .map_err(conn)?;
+                (api.clone(), api)
             }
             Backend::Default => {
                 let api = OnlineClient::from_rpc_client(rpc.clone())
                     .await
                     .map_err(conn)?;
                 follows_blocks(&api, url).await?;
-                api
+                // Without chainHead there is nothing for a driver to drive.
+                let (reads, _driver) = CombinedBackend::<PolkadotConfig>::builder()
+                    .no_default_backends()
+                    .with_archive_backend(ArchiveBackend::new(rpc.clone()))
+                    .with_legacy_backend(legacy())
+                    .build(rpc.clone())
+                    .await
+                    .map_err(conn)?;
+                let history = OnlineClient::from_backend(std::sync::Arc::new(reads))
+                    .await
+                    .map_err(conn)?;
+                (api, history)
             }
         };
         Ok(SubxtChain {
             api,
+            history,
             rpc,
             url: url.into(),
             decode_failures: Default::default(),
@@ -141,7 +161,7 @@ impl SubxtChain {
     /// The finalized block `number` with its task-market events, or `None`
     /// if the chain has no such block yet.
     pub async fn block(&self, number: u32) -> Result<Option<Block>, ChainError> {
-        let at = match self.api.at_block(u64::from(number)).await {
+        let at = match self.history.at_block(u64::from(number)).await {
             Ok(at) => at,
             Err(subxt::error::OnlineClientAtBlockError::BlockNotFound { .. }) => return Ok(None),
             Err(e) => return Err(block_read(number, e)),
@@ -204,7 +224,7 @@ impl SubxtChain {
         number: u32,
         wanted: &std::collections::HashSet<submitter::TxHash>,
     ) -> Result<(BlockHash, Vec<(submitter::TxHash, submitter::Found)>), ChainError> {
-        let at = match self.api.at_block(u64::from(number)).await {
+        let at = match self.history.at_block(u64::from(number)).await {
             Ok(at) => at,
             Err(subxt::error::OnlineClientAtBlockError::BlockNotFound { .. }) => {
                 return Err(ChainError::Connection(ConnectionError::Missing(format!(
@@ -383,7 +403,7 @@ impl SubxtChain {
 
     /// A storage value holding a list of task ids, at a block.
     async fn task_list(&self, at: BlockHash, name: &str) -> Result<Vec<TaskId>, ChainError> {
-        let block = self.api.at_block(H256(at.0)).await.map_err(conn)?;
+        let block = self.history.at_block(H256(at.0)).await.map_err(conn)?;
         let addr = subxt::dynamic::storage::<(), Value>(PALLET, name);
         let value = block.storage().fetch(addr, ()).await.map_err(conn)?;
         let ids = Vec::<u64>::decode_all(&mut value.bytes()).map_err(|e| ChainError::Decode {
@@ -441,7 +461,7 @@ impl SubxtChain {
 
     /// `Tasks(id)` at a block, decoded into the crate's [`TaskIntent`].
     pub async fn task(&self, at: BlockHash, id: TaskId) -> Result<Option<TaskIntent>, ChainError> {
-        let block = self.api.at_block(H256(at.0)).await.map_err(conn)?;
+        let block = self.history.at_block(H256(at.0)).await.map_err(conn)?;
         let addr = subxt::dynamic::storage::<(u64,), Value>(PALLET, "Tasks");
         let value = block
             .storage()
@@ -751,7 +771,7 @@ impl ChainPort for SubxtChain {
     }
 
     async fn account_nonce_at(&self, at: BlockHash, account: AccountId) -> Result<u64, ChainError> {
-        let block = self.api.at_block(H256(at.0)).await.map_err(conn)?;
+        let block = self.history.at_block(H256(at.0)).await.map_err(conn)?;
         let addr =
             subxt::dynamic::storage::<(subxt::utils::AccountId32,), Value>("System", "Account");
         let Some(info) = block
