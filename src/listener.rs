@@ -254,12 +254,7 @@ impl<P: ChainPort> ChainListener<P> {
     }
 
     async fn reconcile_at(&mut self, head: BlockRef) -> Result<BlockNumber, ListenerError> {
-        // Lane 0 work open now: Lane 1 waits until it is settled.
-        for task_id in self.port.open_lane0_tasks(head.hash).await? {
-            if self.lane0_open.insert(task_id) {
-                self.send(TaskEvent::Lane0Arrived { task_id }).await?;
-            }
-        }
+        self.lane0_at(head).await?;
         for task_id in self.port.assigned_lane1_tasks(head.hash).await? {
             let Some(intent) = self.port.task(head.hash, task_id).await? else {
                 continue;
@@ -402,14 +397,7 @@ impl<P: ChainPort> ChainListener<P> {
                             }
                             Err(e) => return Err(e),
                         }
-                        self.metrics
-                            .handled_block
-                            .with(&[])
-                            .set(i64::from(block.number));
-                        self.send(TaskEvent::BlockDone {
-                            number: block.number,
-                        })
-                        .await?;
+                        self.handled(block.number).await?;
                         next = block.number + 1;
                     }
                     hint = async { best.as_mut().expect("opened above").next().await }, if best.is_some() => match hint {
@@ -447,6 +435,22 @@ impl<P: ChainPort> ChainListener<P> {
              the node resumes from the chain's state at the finalized head (run the chain \
              node with more state kept, or an archive node, to backfill long absences)"
         );
+        self.lane0_at(head).await?;
+        self.find_lost(head).await?;
+        self.report_open_candidates(head).await?;
+        let skipped = head.number.saturating_add(1).saturating_sub(from);
+        self.metrics
+            .skipped_blocks
+            .with(&[])
+            .add(u64::from(skipped));
+        self.handled(head.number).await?;
+        Ok(head.number)
+    }
+
+    /// Lane 0 work as the chain has it at `head`: what we knew open and is
+    /// no longer is announced settled, what is open and new to us
+    /// announced (Lane 1 waits until it is settled).
+    async fn lane0_at(&mut self, head: BlockRef) -> Result<(), ListenerError> {
         let open: HashSet<TaskId> = self
             .port
             .open_lane0_tasks(head.hash)
@@ -463,22 +467,13 @@ impl<P: ChainPort> ChainListener<P> {
                 self.send(TaskEvent::Lane0Arrived { task_id }).await?;
             }
         }
-        self.find_lost(head).await?;
-        self.report_open_candidates(head).await?;
-        let skipped = head.number.saturating_add(1).saturating_sub(from);
-        self.metrics
-            .skipped_blocks
-            .with(&[])
-            .add(u64::from(skipped));
-        self.metrics
-            .handled_block
-            .with(&[])
-            .set(i64::from(head.number));
-        self.send(TaskEvent::BlockDone {
-            number: head.number,
-        })
-        .await?;
-        Ok(head.number)
+        Ok(())
+    }
+
+    /// Marks finalized block `number` handled (the executor records it).
+    async fn handled(&mut self, number: BlockNumber) -> Result<(), ListenerError> {
+        self.metrics.handled_block.with(&[]).set(i64::from(number));
+        self.send(TaskEvent::BlockDone { number }).await
     }
 
     /// A finalized block's events, then its hints' and reconciliation's
