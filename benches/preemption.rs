@@ -69,15 +69,7 @@ async fn measure(hints: bool, rounds: usize) -> Duration {
             .expect("input");
         let created = alice
             .clone()
-            .submit(MarketCall::CreateTaskIntent {
-                lane: Lane::Lane1,
-                priority: Priority::Normal,
-                model_requirements: b"sleep".to_vec(),
-                input_cid: cid.as_bytes().to_vec(),
-                compute_budget: 0,
-                deadline_blocks: 10_000,
-                escrow_amount: UNIT,
-            })
+            .submit(support::lane1_task_due("sleep", &cid, 10_000))
             .await
             .expect("created");
         let id = created_task_id(&created.events).expect("TaskCreated");

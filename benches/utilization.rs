@@ -25,14 +25,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use nsn_lane1::chain::dev::DevChain;
-use nsn_lane1::chain::{ChainPort, MarketCall, MarketEvent};
+use nsn_lane1::chain::{ChainPort, MarketEvent};
 use nsn_lane1::executor::ExecutorConfig;
 use nsn_lane1::listener::{ChainListener, TaskEvent};
 use nsn_lane1::node::{Node, NodeParts};
 use nsn_lane1::sidecar::client::{ExecuteRequest, Parameters};
 use nsn_lane1::stack::submit_stack;
 use nsn_lane1::submitter::MarketCalls;
-use nsn_lane1::task::{AccountId, Lane, ModelId, Priority, TaskId, UNIT};
+use nsn_lane1::task::{AccountId, ModelId, TaskId};
 use nsn_lane1::telemetry::metrics::Lane1Metrics;
 use support::TestSidecar;
 use tokio::time::Instant;
@@ -58,15 +58,7 @@ async fn post(chain: &DevChain, sidecar: &TestSidecar, n: usize, tag: &str) -> V
                 .store()
                 .put(format!("{tag} {i}").into_bytes())
                 .expect("input");
-            MarketCall::CreateTaskIntent {
-                lane: Lane::Lane1,
-                priority: Priority::Normal,
-                model_requirements: b"sleep".to_vec(),
-                input_cid: cid.as_bytes().to_vec(),
-                compute_budget: 0,
-                deadline_blocks: 10_000,
-                escrow_amount: UNIT,
-            }
+            support::lane1_task_due("sleep", &cid, 10_000)
         })
         .collect();
     support::create_and_assign(chain, creates).await

@@ -397,15 +397,7 @@ async fn under_lane0_bursts_with_a_finality_lag_no_call_is_sent_twice() {
         }
         let input = format!("task {i}").into_bytes();
         let cid = h.sidecar.sidecar.store().put(input).expect("input");
-        let call = MarketCall::CreateTaskIntent {
-            lane: Lane::Lane1,
-            priority: Priority::Normal,
-            model_requirements: b"sleep".to_vec(),
-            input_cid: cid.as_bytes().to_vec(),
-            compute_budget: 0,
-            deadline_blocks: 10_000,
-            escrow_amount: UNIT,
-        };
+        let call = lane1_task_due("sleep", &cid, 10_000);
         let id = created_id(&ok(&h.requester, call).await);
         // Lane 1 cannot be assigned while Lane 0 is open; ask again later.
         let assigned = h

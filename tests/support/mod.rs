@@ -77,13 +77,22 @@ pub fn timed(c: &mut DevConfig) {
 /// A Lane 1 task for `model` on an input in the sidecar's store, due in
 /// 1000 blocks.
 pub fn lane1_task(model: &str, input: &nsn_lane1::task::Cid) -> MarketCall {
+    lane1_task_due(model, input, 1_000)
+}
+
+/// As [`lane1_task`], due in `deadline_blocks`.
+pub fn lane1_task_due(
+    model: &str,
+    input: &nsn_lane1::task::Cid,
+    deadline_blocks: u32,
+) -> MarketCall {
     MarketCall::CreateTaskIntent {
         lane: Lane::Lane1,
         priority: Priority::Normal,
         model_requirements: model.as_bytes().to_vec(),
         input_cid: input.as_bytes().to_vec(),
         compute_budget: 0,
-        deadline_blocks: 1_000,
+        deadline_blocks,
         escrow_amount: UNIT,
     }
 }
